@@ -1,0 +1,61 @@
+# jam-flow developer entry points. `make demo` and `make test` each set up .venv on first use.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# The torch pair measured on the CPU machines (CUDA build that runs on CPU); the package supports torch 2.11-2.14.
+TORCH  ?= torch==2.14.1 torchaudio==2.11.0
+DATA   ?= data/synth
+RUN    ?= runs/tiny
+
+.PHONY: setup demo synth train test test-all test-slow lint format bench synth-recipe clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q $(TORCH) -e ".[dev]"
+	# Parity references (tests only): installed without their heavy optional deps (see docs/development.md).
+	$(BIN)/pip install -q --no-deps f5-tts==1.1.22 mimic-head==0.1.5
+	touch $@
+
+setup: $(BIN)/.installed
+
+# The main job on the embedded default: build the offline synthetic corpus, then train configs/tiny.yaml on it.
+demo: setup
+	test -f $(DATA)/manifest.jsonl || $(BIN)/jam-flow synth-corpus --out $(DATA) --n-clips 300 --seed 0
+	$(BIN)/jam-flow fit --config configs/tiny.yaml --data.data_dir $(DATA) --trainer.default_root_dir $(RUN)
+
+synth: setup
+	$(BIN)/jam-flow synth-corpus --out $(DATA) --n-clips 1000 --seed 0
+
+train: setup
+	$(BIN)/jam-flow fit --config configs/tiny.yaml --data.data_dir $(DATA) --trainer.default_root_dir $(RUN)
+
+# The default suite (CI runs exactly this): everything not marked slow or gpu.
+test: setup
+	$(BIN)/python -m pytest
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow
+
+test-all: setup
+	$(BIN)/python -m pytest -m "slow or not slow"
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: setup
+	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/attention.py --device cpu --seconds 5 20 --json benchmarks/results/attention_cpu.json
+	$(BIN)/python benchmarks/train_step.py --device cpu --json benchmarks/results/train_step_cpu.json
+	$(BIN)/python benchmarks/sample.py --device cpu --json benchmarks/results/sample_cpu.json
+	$(BIN)/python benchmarks/inference.py --device cpu --json benchmarks/results/inference_cpu.json
+	$(BIN)/python benchmarks/render.py --device cpu --json benchmarks/results/render_cpu.json
+
+synth-recipe: setup
+	$(BIN)/python -m jam_flow.eval.recipe --out results/synth_recipe.json
+
+clean:
+	rm -rf runs lightning_logs .pytest_cache

@@ -1,0 +1,100 @@
+"""Feature settings shared by data, models and exported weights (the bottom layer: imports nothing of ours).
+
+Dimension legend used throughout the package:
+    b batch, n mel frames (93.75 / s), m motion frames (25 / s), k keypoints (21), c mel channels (100).
+
+Masks mean True = valid, everywhere.
+
+The two clocks are related by exact integer arithmetic: audio frame ``i`` covers time ``i * hop / sr`` and
+belongs to motion frame ``(i * fps * hop) // sr`` (``(4 * i) // 15`` at 24 kHz, hop 256, 25 fps).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from math import gcd
+
+__all__ = ["MelSettings", "MotionSettings", "audio_to_motion_frame", "num_motion_frames"]
+
+
+@dataclass(frozen=True)
+class MelSettings:
+    """Log-mel exactly as F5-TTS ("vocos" mel type) and Vocos define it (paper appendix A)."""
+
+    sample_rate: int = 24000
+    n_fft: int = 1024
+    hop_length: int = 256
+    win_length: int = 1024
+    n_mels: int = 100
+    f_min: float = 0.0
+    f_max: float | None = None
+    log_clamp: float = 1e-5
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames produced by a centred STFT: ``1 + num_samples // hop``."""
+        return 1 + num_samples // self.hop_length
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# LivePortrait expression keypoints that carry mouth articulation. LP's own lip list is [6, 12, 14, 17, 19, 20];
+# 6 and 12 are exactly zero in LP's closed-mouth reference and have the smallest variance, leaving 4 keypoints,
+# which matches the paper's e_mouth in R^{T x 4 x 3} (paper section 3.1). See docs/choices.md.
+DEFAULT_MOUTH_INDICES: tuple[int, ...] = (14, 17, 19, 20)
+
+
+@dataclass(frozen=True)
+class MotionSettings:
+    """LivePortrait motion at a fixed frame rate (paper appendix A: 25 fps)."""
+
+    fps: int = 25
+    num_kp: int = 21
+    mouth_indices: tuple[int, ...] = field(default=DEFAULT_MOUTH_INDICES)
+
+    def __post_init__(self) -> None:
+        idx = tuple(int(i) for i in self.mouth_indices)
+        object.__setattr__(self, "mouth_indices", idx)
+        if len(set(idx)) != len(idx) or not all(0 <= i < self.num_kp for i in idx):
+            raise ValueError(
+                f"mouth_indices must be distinct keypoint indices in [0, {self.num_kp}), got {list(idx)}"
+            )
+
+    @property
+    def rest_indices(self) -> tuple[int, ...]:
+        return tuple(i for i in range(self.num_kp) if i not in self.mouth_indices)
+
+    @property
+    def mouth_dim(self) -> int:
+        return 3 * len(self.mouth_indices)
+
+    @property
+    def rest_dim(self) -> int:
+        return 3 * (self.num_kp - len(self.mouth_indices))
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["mouth_indices"] = list(self.mouth_indices)
+        return d
+
+
+def audio_to_motion_frame(i, sample_rate: int = 24000, hop_length: int = 256, fps: int = 25):
+    """Motion frame index that audio frame ``i`` falls in: ``floor(i * hop * fps / sr)`` in exact integers.
+
+    Works on Python ints and on integer tensors/arrays alike. The fraction is reduced first so that the
+    intermediate product stays small (``(4 * i) // 15`` at the defaults).
+    """
+    num, den = hop_length * fps, sample_rate
+    g = gcd(num, den)
+    return (i * (num // g)) // (den // g)
+
+
+def num_motion_frames(duration_s: float, fps: int = 25) -> int:
+    """Motion frames for a clip of ``duration_s`` seconds (frames whose start lies inside the clip)."""
+    import math
+
+    return max(1, math.ceil(round(duration_s * fps, 6)))

@@ -1,0 +1,105 @@
+"""Attention masks of JAM-Flow's joint attention (paper §4.4, Algorithm 2), as plain dense boolean tensors.
+
+Dimension legend: b batch, n audio (mel) frames, m motion frames.
+Masks mean True = valid / may attend, everywhere.
+
+The dense masks here are the *reference* definition that every fast attention backend must reproduce:
+
+- audio -> audio: every valid audio key (global self-attention);
+- audio -> motion: only the motion frame at the same instant, ``audio_to_motion_frame(i)``;
+- motion -> motion: valid motion keys with ``|j - j'| <= window``;
+- motion -> audio: valid audio keys ``i`` with ``|audio_to_motion_frame(i) - j| <= window``.
+
+``window=None`` switches the structural masks off ("No Masking" ablation, Table 4): every valid key of either
+stream may be attended; only padding is masked. The per-sample switches ``audio_sees_motion`` /
+``motion_sees_audio`` remove the cross-modal blocks (joint-conditioning dropout for CFG, appendix A).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from jam_flow.features import audio_to_motion_frame
+
+__all__ = [
+    "lengths_to_mask",
+    "as_batch_flags",
+    "audio_to_motion_index",
+    "local_window_mask",
+    "joint_attention_masks",
+]
+
+
+def lengths_to_mask(lens: Tensor, max_len: int | None = None) -> Tensor:
+    """``[b]`` int lengths -> ``[b, max_len]`` bool, True at positions ``< len``."""
+    lens = torch.as_tensor(lens)
+    if max_len is None:
+        max_len = int(lens.max().item()) if lens.numel() else 0
+    return torch.arange(max_len, device=lens.device)[None, :] < lens[:, None]
+
+
+def as_batch_flags(flag: bool | Tensor, batch: int, device: torch.device | str) -> Tensor:
+    """A bool or a ``[b]`` bool tensor -> a ``[b]`` bool tensor on ``device``."""
+    if isinstance(flag, Tensor):
+        if flag.shape != (batch,):
+            raise ValueError(f"per-sample switch must have shape [{batch}], got {tuple(flag.shape)}")
+        return flag.to(device=device, dtype=torch.bool)
+    return torch.full((batch,), bool(flag), dtype=torch.bool, device=device)
+
+
+def audio_to_motion_index(
+    n: int, sample_rate: int = 24000, hop_length: int = 256, fps: int = 25, device=None
+) -> Tensor:
+    """``[n]`` int64: the motion frame that each audio frame falls in (exact integer mapping)."""
+    return audio_to_motion_frame(torch.arange(n, device=device), sample_rate, hop_length, fps)
+
+
+def local_window_mask(lens: Tensor, m: int, window: int | None) -> Tensor:
+    """Motion self-attention mask ``[b, m, m]``: valid keys within ``|j - j'| <= window`` (None: all valid keys)."""
+    key_valid = lengths_to_mask(lens, m)[:, None, :]
+    if window is None:
+        return key_valid.expand(-1, m, -1)
+    pos = torch.arange(m, device=key_valid.device)
+    band = (pos[:, None] - pos[None, :]).abs() <= window
+    return key_valid & band[None]
+
+
+def joint_attention_masks(
+    audio_lens: Tensor,
+    motion_lens: Tensor,
+    n: int,
+    m: int,
+    window: int | None,
+    audio_sees_motion: bool | Tensor = True,
+    motion_sees_audio: bool | Tensor = True,
+    sample_rate: int = 24000,
+    hop_length: int = 256,
+    fps: int = 25,
+) -> tuple[Tensor, Tensor]:
+    """Dense joint masks.
+
+    Returns ``mask_a [b, n, n + m]`` (audio queries over keys ``[audio; motion]``) and
+    ``mask_m [b, m, m + n]`` (motion queries over keys ``[motion; audio]``), the key orders of Algorithm 2.
+    Rows of padded queries are left as computed (the attention functions zero those outputs).
+    """
+    device = audio_lens.device
+    b = audio_lens.shape[0]
+    a_valid = lengths_to_mask(audio_lens, n)  # [b, n]
+    m_valid = lengths_to_mask(motion_lens, m)  # [b, m]
+    a_sees = as_batch_flags(audio_sees_motion, b, device)[:, None, None]
+    m_sees = as_batch_flags(motion_sees_audio, b, device)[:, None, None]
+
+    a2m_frame = audio_to_motion_index(n, sample_rate, hop_length, fps, device)  # [n]
+    j = torch.arange(m, device=device)
+    if window is None:
+        a2m = torch.ones(n, m, dtype=torch.bool, device=device)
+        m2a = torch.ones(m, n, dtype=torch.bool, device=device)
+    else:
+        a2m = a2m_frame[:, None] == j[None, :]  # [n, m]: the aligned motion frame only
+        m2a = (a2m_frame[None, :] - j[:, None]).abs() <= window  # [m, n]: audio inside the window
+    a2a = a_valid[:, None, :].expand(-1, n, -1)
+    a2m = a2m[None] & m_valid[:, None, :] & a_sees
+    m2m = local_window_mask(motion_lens, m, window)
+    m2a = m2a[None] & a_valid[:, None, :] & m_sees
+    return torch.cat([a2a, a2m], dim=2), torch.cat([m2m, m2a], dim=2)
