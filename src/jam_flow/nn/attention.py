@@ -7,8 +7,12 @@ Backends (all numerically equivalent; see ``docs/attention.md``):
 
 - ``reference``: builds the dense boolean masks of :mod:`jam_flow.nn.masks` and calls
   ``scaled_dot_product_attention`` over the concatenated keys, exactly as Algorithm 2 reads.
-- further backends register themselves in :data:`BACKENDS` (``fused``, ``flex``); ``auto`` picks the fastest exact
-  one for the device.
+- ``fused`` (:mod:`jam_flow.nn.attention_fused`, :mod:`jam_flow.nn.attention_triton`): the project's kernel; a
+  Triton FlashAttention-2 kernel computing the mask from frame indices on CUDA, an exact decomposition (flash
+  attention + log-sum-exp merge + blocked local windows) on the CPU.
+- ``flex`` (:mod:`jam_flow.nn.attention_flex`): ``torch.nn.attention.flex_attention`` with a ``BlockMask`` built
+  from the same rules (CUDA; forward only on the CPU).
+- ``auto`` picks the fastest exact one for the device (:func:`resolve_backend`).
 
 Guarantees of every backend: padded query rows return zeros, padded keys get no weight, nothing is NaN (also for
 a sample whose length is 0).
@@ -22,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from jam_flow.nn.attention_flex import flex_available, joint_attention_flex, self_attention_flex
+from jam_flow.nn.attention_fused import joint_attention_fused, self_attention_fused, triton_available
 from jam_flow.nn.masks import joint_attention_masks, lengths_to_mask, local_window_mask
 
 __all__ = ["joint_attention", "self_attention", "BACKENDS", "SELF_BACKENDS", "resolve_backend"]
@@ -73,15 +79,32 @@ def self_attention_reference(q: Tensor, k: Tensor, v: Tensor, lens: Tensor, wind
     return _masked_sdpa(q, k, v, local_window_mask(lens, L, window), lengths_to_mask(lens, L))
 
 
-BACKENDS: dict[str, JointFn] = {"reference": joint_attention_reference}
-SELF_BACKENDS: dict[str, SelfFn] = {"reference": self_attention_reference}
+BACKENDS: dict[str, JointFn] = {
+    "reference": joint_attention_reference,
+    "fused": joint_attention_fused,
+    "flex": joint_attention_flex,
+}
+SELF_BACKENDS: dict[str, SelfFn] = {
+    "reference": self_attention_reference,
+    "fused": self_attention_fused,
+    "flex": self_attention_flex,
+}
 
 
 def resolve_backend(backend: str, device: torch.device | str, table: dict | None = None) -> str:
-    """Map ``auto`` to the fastest exact backend available for ``device``; validate explicit names."""
+    """Map ``auto`` to the fastest exact backend available for ``device``; validate explicit names.
+
+    ``auto``: on the CPU ``fused`` (the exact decomposition; ``flex`` has no CPU backward, so it is never
+    chosen there); on CUDA ``fused`` (the Triton kernel) when Triton imports, else ``flex`` when
+    FlexAttention is available, else ``reference``.
+    """
     table = BACKENDS if table is None else table
     if backend == "auto":
-        return "reference"
+        if torch.device(device).type != "cuda":
+            return "fused"
+        if triton_available():
+            return "fused"
+        return "flex" if flex_available() else "reference"
     if backend not in table:
         raise ValueError(f"attention backend must be one of {sorted([*table, 'auto'])}, got {backend!r}")
     return backend

@@ -1,0 +1,172 @@
+"""Benchmark one training step of JointDiT: tokens/s, peak memory and model FLOPs utilisation (MFU).
+
+    python benchmarks/train_step.py --device cuda --size paper tiny --backend auto reference --json OUT
+    python benchmarks/train_step.py --device cpu --size tiny paper --seconds 2 --no-optimizer --json OUT
+
+One step = the flow-matching objective (:class:`jam_flow.flow.objective.FlowObjective`, both streams generated,
+scenario BOTH, no dropout) forward, backward and an AdamW update (``--no-optimizer`` leaves the update out: the
+paper-size model's Adam state does not fit a small CPU machine). CUDA runs bf16 autocast over fp32 weights
+(``bf16-mixed``), the CPU fp32. Tokens = audio frames + motion frames of the batch.
+
+Model FLOPs (the MFU numerator) are counted analytically, never measured: one forward is
+
+    F = sum over Linear calls 2 * in * out * rows  +  sum over Conv1d calls 2 * out_len * out_ch * in_ch/groups * k * b
+        + sum over attention calls 4 * h * d * P
+
+where the Linear / Conv1d terms come from forward hooks on one probe forward (exact for the shapes used), and
+``P`` is the number of (query, key) pairs that the attention masks allow (paper §4.4: audio queries see
+``n + 1`` keys in a joint layer, motion queries their ``2W+1`` motion and about ``3.75 (2W+1)`` audio keys; the
+dense ``reference`` does more work than this, and that is not counted). A training step is ``3 F`` (backward =
+2 x forward). MFU = ``3 F / (step time * peak)`` with the vendor's dense bf16 peak (``common.PEAK_BF16_FLOPS``);
+on the CPU there is no meaningful peak, so achieved GFLOP/s is reported instead (``mfu`` is null).
+Dimension legend: b batch, n audio frames, m motion frames, h heads, d head dim, W motion window.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from jam_flow.flow.masking import BOTH, DropFlags, TrainingMasks  # noqa: E402
+from jam_flow.flow.objective import FlowBatch, FlowObjective  # noqa: E402
+from jam_flow.models import JointDiT, paper_joint_config, tiny_joint_config  # noqa: E402
+from jam_flow.nn.masks import joint_attention_masks, local_window_mask  # noqa: E402
+
+CONFIGS = {"tiny": tiny_joint_config, "paper": paper_joint_config}
+
+
+def make_batch(model: JointDiT, b: int, seconds: float, device: str) -> tuple[FlowBatch, TrainingMasks, DropFlags]:
+    n, m = int(seconds * 24000 / 256), int(seconds * 25)
+    vocab = model.init_args["audio"]["text_num_embeds"]
+    g = torch.Generator().manual_seed(0)
+    nt = max(1, int(seconds * 12))  # about 12 characters per second of speech
+    batch = FlowBatch(
+        audio=torch.randn(b, n, model.init_args["audio"]["mel_dim"], generator=g).to(device),
+        audio_mask=torch.ones(b, n, dtype=torch.bool, device=device),
+        text=torch.randint(0, vocab, (b, nt), generator=g).to(device),
+        motion=torch.randn(b, m, 12, generator=g).to(device),
+        motion_rest=torch.randn(b, m, 51, generator=g).to(device),
+        motion_mask=torch.ones(b, m, dtype=torch.bool, device=device),
+    )
+    masks = TrainingMasks(
+        audio_gen=torch.ones(b, n, dtype=torch.bool), motion_gen=torch.ones(b, m, dtype=torch.bool),
+        scenario=torch.full((b,), BOTH, dtype=torch.long),
+    )
+    off = torch.zeros(b, dtype=torch.bool)
+    return batch, masks, DropFlags(off, off, off, off, off)
+
+
+def attention_pairs(model: JointDiT, b: int, n: int, m: int) -> tuple[int, int, int]:
+    """Allowed (query, key) pairs of one joint, one audio-only and one motion-only attention call."""
+    lens_a, lens_m = torch.full((b,), n), torch.full((b,), m)
+    mask_a, mask_m = joint_attention_masks(lens_a, lens_m, n, m, model.window, sample_rate=model.sample_rate,
+                                           hop_length=model.hop_length, fps=model.fps)
+    joint = int(mask_a.sum()) + int(mask_m.sum())
+    return joint, b * n * n, int(local_window_mask(lens_m, m, model.window).sum())
+
+
+def forward_flops(model: JointDiT, run_forward, b: int, n: int, m: int) -> dict:
+    """Analytic model FLOPs of one forward (Linear + Conv1d from hooks on a probe forward, attention from masks)."""
+    counts = {"linear": 0, "conv": 0}
+
+    def on_linear(mod: nn.Linear, inp, out) -> None:
+        counts["linear"] += 2 * mod.in_features * mod.out_features * (inp[0].numel() // mod.in_features)
+
+    def on_conv(mod: nn.Conv1d, inp, out) -> None:
+        k = mod.kernel_size[0]
+        counts["conv"] += 2 * out.shape[0] * out.shape[-1] * mod.out_channels * (mod.in_channels // mod.groups) * k
+
+    hooks = [mod.register_forward_hook(on_linear if isinstance(mod, nn.Linear) else on_conv)
+             for mod in model.modules() if isinstance(mod, nn.Linear | nn.Conv1d)]
+    try:
+        with torch.no_grad():
+            run_forward()
+    finally:
+        for h in hooks:
+            h.remove()
+    cfg = model.init_args
+    heads, dh = cfg["audio"]["heads"], cfg["audio"]["dim_head"]
+    joint, audio_self, motion_self = attention_pairs(model, b, n, m)
+    n_joint = len(model.joint_layers)
+    attn_pairs = (n_joint * joint + (cfg["audio"]["depth"] - n_joint) * audio_self
+                  + (cfg["motion"]["depth"] - n_joint) * motion_self)
+    counts["attention"] = 4 * heads * dh * attn_pairs
+    counts["total"] = counts["linear"] + counts["conv"] + counts["attention"]
+    return counts
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--size", nargs="+", choices=sorted(CONFIGS), default=["tiny", "paper"])
+    p.add_argument("--backend", nargs="+", default=["auto"], help="attention backends to compare")
+    p.add_argument("--seconds", type=float, default=20.0, help="clip length of every sample")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--no-optimizer", action="store_true", help="forward + backward only (no AdamW update)")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    if args.device == "cpu":
+        common.ensure_malloc_env()
+    dev = args.device
+    records = []
+    for size in args.size:
+        for backend in args.backend:
+            torch.manual_seed(0)
+            model = JointDiT(**CONFIGS[size](), attention_backend=backend).to(dev).train()
+            batch, masks, drops = make_batch(model, args.batch, args.seconds, dev)
+            n, m = batch.audio.shape[1], batch.motion.shape[1]
+            objective = FlowObjective()
+            opt = None if args.no_optimizer else torch.optim.AdamW(model.parameters(), lr=1e-4,
+                                                                   fused=dev == "cuda")
+            autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev == "cuda")
+
+            def forward():
+                with autocast:
+                    return objective(model, batch, masks, drops, generator=torch.Generator().manual_seed(1))
+
+            def step():
+                loss = forward()
+                loss.total.backward()
+                if opt is not None:
+                    opt.step()
+                model.zero_grad(set_to_none=True)
+
+            flops = forward_flops(model, forward, args.batch, n, m)
+            ms, samples = common.time_ms(step, dev, reps=args.reps, warmup=1)
+            peak = common.peak_mb(step, dev)
+            train_flops = 3 * flops["total"]
+            peak_flops = common.peak_flops(dev)
+            records.append({
+                "size": size, "backend": backend, "device": dev,
+                "dtype": "bf16-mixed" if dev == "cuda" else "float32",
+                "batch": args.batch, "seconds": args.seconds, "n_audio": n, "n_motion": m,
+                "params_m": sum(t.numel() for t in model.parameters()) / 1e6,
+                "optimizer": opt is not None, "ms": ms, "ms_samples": samples,
+                "tokens_per_s": args.batch * (n + m) / (ms / 1e3), "peak_mb": peak,
+                "model_flops_per_step": train_flops, "flops_breakdown_fwd": flops,
+                "achieved_tflops": train_flops / (ms / 1e3) / 1e12,
+                "peak_tflops": None if peak_flops is None else peak_flops / 1e12,
+                "mfu": None if peak_flops is None else train_flops / (ms / 1e3) / peak_flops,
+            })
+            del model, opt
+            if dev == "cuda":
+                torch.cuda.empty_cache()
+    meta = common.machine(dev)
+    print(f"machine: {meta.get('gpu') or meta.get('cpu')} | torch {meta['torch']} | load {meta['loadavg_1_5_15']}")
+    print(common.table(records, ["size", "backend", "seconds", "ms", "tokens_per_s", "peak_mb", "achieved_tflops",
+                                 "mfu"]))
+    if args.json:
+        common.write_json(args.json, {"machine": meta, "records": records})
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,303 @@
+"""The synthetic-corpus recipe and ablations (``make synth-recipe``; docs/evaluation.md).
+
+Dimension legend: none (orchestration only: subprocesses for the corpus and training, ``eval.evaluate`` in process).
+
+    python -m jam_flow.eval.recipe [--data-dir data/synth_recipe] [--runs-dir runs/synth_recipe]
+                                   [--out results/synth_recipe.json] [--only main rope_off ...]
+
+1. builds the synthetic corpus with ``jam-flow synth-corpus`` when ``--data-dir`` has none;
+2. trains the main model and every ablation with ``jam-flow fit --config configs/experiments/synth_<name>.yaml``
+   (each YAML is complete and carries its own step budget; ``--parallel`` runs at once, each limited to
+   ``--threads`` torch threads). A run whose ``train_info.json`` says it finished with the same config file
+   bytes is reused, so an interrupted recipe resumes where it stopped;
+3. evaluates each model on the held-out test split (``audio2motion`` and ``motion2audio`` for all; ``text2av`` for
+   the main model) with the same seed, NFE and guidance, plus the shuffled-pairs baseline;
+4. writes the result JSON (command, seed, machine, wall times, metrics, one entry per ablation) and prints the
+   ablation table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jam_flow.errors import InputError
+
+__all__ = ["VARIANTS", "Variant", "main"]
+
+log = logging.getLogger("jam_flow.eval.recipe")
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+CONFIG_DIR = REPO_ROOT / "configs" / "experiments"
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    axis: str  # what the ablation changes (Table 4 / §4.3)
+    joint_layers: str
+    masks: str
+    rope: str
+    audio_dit: str
+
+    @property
+    def config(self) -> Path:
+        return CONFIG_DIR / f"synth_{self.name}.yaml"
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant("main", "reference (paper default)", "half", "on", "length", "trained"),
+    Variant("joint_none", "joint blocks", "none", "on", "length", "trained"),
+    Variant("joint_full", "joint blocks", "full", "on", "length", "trained"),
+    Variant("masks_off", "attention masks", "half", "off", "length", "trained"),
+    Variant("rope_off", "RoPE alignment", "half", "on", "off", "trained"),
+    Variant("audio_frozen", "Audio-DiT fine-tuning", "half", "on", "length", "frozen"),
+)
+KEY_A2M = ("mouth_open_corr", "offset_frames", "offset_mean_abs", "offset_within_one", "av_peak_corr", "mouth_kp_l2")
+KEY_M2A = ("envelope_corr", "offset_frames", "av_peak_corr", "mel_l1", "lsd_db")
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _machine(threads: int) -> dict[str, Any]:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"host_cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads_per_run": threads,
+            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
+            "load_avg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+
+
+def _jam_flow() -> list[str]:
+    return [sys.executable, "-m", "jam_flow.cli"]
+
+
+def _ensure_corpus(args: argparse.Namespace) -> dict[str, Any]:
+    data = Path(args.data_dir)
+    if (data / "manifest.jsonl").is_file() and (data / "stats.json").is_file():
+        log.info("corpus: reusing %s", data)
+        return {"dir": str(data), "built": False}
+    cmd = [*_jam_flow(), "synth-corpus", "--out", str(data), "--n-clips", str(args.n_clips), "--seed",
+           str(args.corpus_seed)]
+    log.info("corpus: %s", shlex.join(cmd))
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, env=_env(args.threads))
+    return {"dir": str(data), "built": True, "build_s": round(time.perf_counter() - start, 1),
+            "command": shlex.join(cmd)}
+
+
+def _env(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+
+def _last_ckpt(root: Path) -> Path | None:
+    found = sorted(root.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    return found[-1] if found else None
+
+
+def _train_command(variant: Variant, args: argparse.Namespace, root: Path) -> list[str]:
+    return [*_jam_flow(), "fit", "--config", str(variant.config.relative_to(REPO_ROOT)), "--data.data_dir",
+            str(args.data_dir), "--trainer.default_root_dir", str(root), "--progress_bar.refresh_rate", "0"]
+
+
+def _train_all(variants: list[Variant], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Train (or reuse) every variant, ``args.parallel`` at a time; returns each run's ``train_info``."""
+    infos: dict[str, dict[str, Any]] = {}
+    pending: list[Variant] = []
+    for v in variants:
+        root = Path(args.runs_dir) / v.name
+        info_path = root / "train_info.json"
+        if info_path.is_file() and not args.retrain:
+            info = json.loads(info_path.read_text())
+            ckpt = Path(info.get("ckpt", ""))
+            if info.get("status") == "done" and info.get("config_sha") == _sha(v.config) and ckpt.is_file():
+                log.info("train %s: reusing %s", v.name, ckpt)
+                infos[v.name] = info
+                continue
+        pending.append(v)
+    running: list[tuple[Variant, subprocess.Popen, float, Path, Any]] = []
+    while pending or running:
+        while pending and len(running) < args.parallel:
+            v = pending.pop(0)
+            root = Path(args.runs_dir) / v.name
+            root.mkdir(parents=True, exist_ok=True)
+            cmd = _train_command(v, args, root)
+            log.info("train %s: %s", v.name, shlex.join(cmd))
+            logf = open(root / "train.log", "w", encoding="utf-8")  # noqa: SIM115 - closed when the run ends
+            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=_env(args.threads), stdout=logf, stderr=subprocess.STDOUT)
+            running.append((v, proc, time.perf_counter(), root, logf))
+        time.sleep(2.0)
+        for item in list(running):
+            v, proc, start, root, logf = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            logf.close()
+            wall = round(time.perf_counter() - start, 1)
+            if proc.returncode != 0:
+                raise RuntimeError(f"training {v.name} failed (exit {proc.returncode}); see {root / 'train.log'}")
+            ckpt = _last_ckpt(root)
+            if ckpt is None:
+                raise RuntimeError(f"training {v.name} wrote no last.ckpt under {root}")
+            info = {"status": "done", "config": str(v.config.relative_to(REPO_ROOT)), "config_sha": _sha(v.config),
+                    "command": shlex.join(_train_command(v, args, root)), "train_wall_s": wall, "ckpt": str(ckpt),
+                    "threads": args.threads, "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+            (root / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
+            log.info("train %s: done in %.0f s", v.name, wall)
+            infos[v.name] = info
+    return infos
+
+
+def _max_steps(config: Path) -> int:
+    import yaml
+
+    return int(yaml.safe_load(config.read_text())["trainer"]["max_steps"])
+
+
+def _evaluate(ckpt: str, task: str, args: argparse.Namespace) -> dict[str, Any]:
+    from jam_flow.eval.evaluate import EvalSettings, evaluate
+
+    return evaluate(EvalSettings(ckpt=ckpt, data_dir=str(args.data_dir), task=task, split="test",  # type: ignore[arg-type]
+                                 max_clips=args.eval_clips, nfe=args.nfe, cfg=args.cfg, seed=args.seed,
+                                 batch_size=args.eval_batch, max_lag=args.max_lag))
+
+
+def _pick(metrics: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {k: metrics[k] for k in keys if k in metrics}
+
+
+def _table(result: dict[str, Any]) -> str:
+    head = ("| variant | joint blocks | masks | RoPE | Audio-DiT | steps | train s | a2m mouth corr | a2m offset "
+            "| a2m within ±1 | m2a envelope corr |")
+    lines = [head, "|" + "---|" * 11]
+    for name, e in result["ablations"].items():
+        a2m, m2a = e.get("audio2motion", {}), e.get("motion2audio", {})
+
+        def f(x: Any) -> str:
+            return "n/a" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
+
+        lines.append(f"| {name} | {e['joint_layers']} | {e['masks']} | {e['rope']} | {e['audio_dit']} | {e['steps']} "
+                     f"| {f(e.get('train_wall_s'))} | {f(a2m.get('mouth_open_corr'))} | {f(a2m.get('offset_frames'))} "
+                     f"| {f(a2m.get('offset_within_one'))} | {f(m2a.get('envelope_corr'))} |")
+    return "\n".join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m jam_flow.eval.recipe", description=__doc__.split("\n")[0])
+    p.add_argument("--data-dir", default="data/synth_recipe", help="synthetic corpus (built when missing)")
+    p.add_argument("--n-clips", type=int, default=640, help="clips of a newly built corpus (default 640)")
+    p.add_argument("--corpus-seed", type=int, default=0, help="synth-corpus --seed (default 0)")
+    p.add_argument("--runs-dir", default="runs/synth_recipe", help="training runs (one folder per variant)")
+    p.add_argument("--out", default="results/synth_recipe.json", help="result JSON")
+    p.add_argument("--only", nargs="+", choices=[v.name for v in VARIANTS], default=None,
+                   help="train / evaluate only these variants (default: all)")
+    p.add_argument("--retrain", action="store_true", help="train again even when a finished run exists")
+    p.add_argument("--parallel", type=int, default=2, help="training runs at once (default 2)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1: best on a busy CPU)")
+    p.add_argument("--eval-clips", type=int, default=48, help="held-out clips evaluated (default 48)")
+    p.add_argument("--eval-batch", type=int, default=8, help="clips generated together (default 8)")
+    p.add_argument("--nfe", type=int, default=16, help="sampler NFE for evaluation (default 16)")
+    p.add_argument("--cfg", type=float, default=2.0, help="guidance scale for evaluation (paper: 2)")
+    p.add_argument("--max-lag", type=int, default=10, help="A/V offset search range in motion frames")
+    p.add_argument("--seed", type=int, default=0, help="evaluation seed (noise + shuffled pairs)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.parallel < 1 or args.threads < 1:
+        raise InputError("--parallel / --threads: expected positive integers")
+    started, t0 = dt.datetime.now(dt.timezone.utc), time.perf_counter()
+    variants = [v for v in VARIANTS if args.only is None or v.name in args.only]
+    for v in variants:
+        if not v.config.is_file():
+            raise InputError(f"recipe: missing experiment config {v.config}")
+    corpus = _ensure_corpus(args)
+    infos = _train_all(variants, args)
+    import torch
+
+    torch.set_num_threads(args.threads)
+    result: dict[str, Any] = {
+        "recipe": "synthetic corpus, main model + ablations (docs/evaluation.md)",
+        "command": shlex.join(["python", "-m", "jam_flow.eval.recipe", *argv]),
+        "seed": args.seed,
+        "machine": _machine(args.threads),
+        "started_utc": started.isoformat(timespec="seconds"),
+        "corpus": corpus,
+        "eval": {"split": "test", "max_clips": args.eval_clips, "nfe": args.nfe, "cfg": args.cfg,
+                 "max_lag": args.max_lag, "seed": args.seed},
+        "ablations": {},
+    }
+    for v in variants:
+        ckpt = infos[v.name]["ckpt"]
+        entry: dict[str, Any] = {"axis": v.axis, "joint_layers": v.joint_layers, "masks": v.masks, "rope": v.rope,
+                                 "audio_dit": v.audio_dit, "config": infos[v.name]["config"],
+                                 "steps": _max_steps(v.config), "train_wall_s": infos[v.name]["train_wall_s"],
+                                 "train_command": infos[v.name]["command"]}
+        tasks = ("audio2motion", "motion2audio", "text2av") if v.name == "main" else ("audio2motion", "motion2audio")
+        for task in tasks:
+            log.info("evaluate %s: %s", v.name, task)
+            res = _evaluate(ckpt, task, args)
+            keys = KEY_A2M if task == "audio2motion" else KEY_M2A
+            entry[task] = _pick(res["metrics"], keys)
+            entry[f"{task}_eval_wall_s"] = res["wall_s"]
+            entry[f"{task}_shuffled"] = _pick(res["shuffled"], keys)
+            if v.name == "main":
+                result[task] = res["metrics"]
+                result.setdefault("shuffled", {})
+                if task == "audio2motion":
+                    result["shuffled"].update({k: res["shuffled"][k] for k in ("mouth_open_corr", "offset_frames",
+                                                                             "av_peak_corr") if k in res["shuffled"]})
+                    result["ground_truth"] = res["ground_truth"]
+                elif task == "motion2audio":
+                    result["shuffled"]["envelope_corr"] = res["shuffled"].get("envelope_corr")
+                result.setdefault("clips_evaluated", res["clips"])
+        result["ablations"][v.name] = entry
+    if "main" in result["ablations"]:
+        a2m = result["audio2motion"]
+        result["targets"] = {
+            "audio2motion.mouth_open_corr >= 0.8": bool(a2m["mouth_open_corr"] is not None and a2m["mouth_open_corr"] >= 0.8),
+            "|audio2motion.offset_frames| <= 1": bool(a2m["offset_frames"] is not None and abs(a2m["offset_frames"]) <= 1),
+            "|shuffled.mouth_open_corr| < 0.1": bool(abs(result["shuffled"]["mouth_open_corr"] or 0.0) < 0.1),
+        }
+    result["wall_time_s"] = round(time.perf_counter() - t0, 1)
+    result["train_wall_time_s"] = round(sum(e["train_wall_s"] for e in result["ablations"].values()), 1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(_table(result))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(main())
+    except InputError as err:  # the CLI convention: one line, exit 2, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

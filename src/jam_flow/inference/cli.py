@@ -1,0 +1,197 @@
+"""``jam-flow generate``: run one JAM-Flow task from a checkpoint or an export directory and write its files.
+
+Dimension legend: none (argument handling only); see :mod:`jam_flow.inference.tasks`.
+
+    jam-flow generate --task T --ckpt CKPT_OR_EXPORT_DIR --out DIR [--text STR] [--ref-audio WAV --ref-text STR]
+        [--audio WAV] [--motion NPY] [--duration SECONDS] [--nfe 32] [--cfg 2.0] [--seed S] [--vocoder DIR]
+        [--method euler|midpoint] [--sway -1] [--audio-cfg G] [--motion-cfg G]
+        [--edit-start S --edit-end S --edit-streams audio|motion|both] [--device cpu|cuda]
+        [--source IMAGE --liveportrait LP_DIR] [--no-preview]
+
+Writes ``DIR/audio.wav`` (speech generated or given), ``DIR/motion.npy`` + ``DIR/motion.json`` (motion generated or
+given), ``DIR/preview.mp4`` when both exist, and ``DIR/talking_head.mp4`` with ``--source`` + ``--liveportrait``.
+Bad input raises ``InputError``; the dispatcher prints ``error: ...`` and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import math
+from pathlib import Path
+
+import torch
+
+from jam_flow.errors import InputError
+
+log = logging.getLogger(__name__)
+
+TASK_HELP = {
+    "tts": "--text + --ref-audio [--ref-text] -> speech",
+    "text2av": "--text [--ref-audio --ref-text] -> speech + motion (cases 1-2)",
+    "audio2motion": "--audio [--motion for e_rest] [--text] -> motion",
+    "dub": "--motion + --text [--ref-audio --ref-text] -> speech timed to the motion (case 3)",
+    "motion2audio": "--motion [--ref-audio] -> speech, no text (case 4)",
+    "edit": "--audio [--motion] [--text] --edit-start --edit-end [--edit-streams] -> the clip with the span regenerated",
+}
+
+# the options each task accepts besides the common ones; anything else is refused so a typo is not silently ignored
+_TASK_OPTIONS = {
+    "tts": {"text", "ref_audio", "ref_text", "duration"},
+    "text2av": {"text", "ref_audio", "ref_text", "duration"},
+    "audio2motion": {"audio", "motion", "text"},
+    "dub": {"motion", "text", "ref_audio", "ref_text"},
+    "motion2audio": {"motion", "ref_audio", "ref_text"},
+    "edit": {"audio", "motion", "text", "edit_start", "edit_end", "edit_streams"},
+}
+_REQUIRED = {
+    "tts": ("text", "ref_audio"),
+    "text2av": ("text",),
+    "audio2motion": ("audio",),
+    "dub": ("motion", "text"),
+    "motion2audio": ("motion",),
+    "edit": ("audio", "edit_start", "edit_end"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error becomes one ``InputError`` line (the dispatcher prints it, exit 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise InputError(f"{message} (see `jam-flow generate --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from jam_flow.inference.tasks import TASKS
+
+    p = _Parser(
+        prog="jam-flow generate",
+        description="Generate speech and/or lip motion with a JAM-Flow model.",
+        epilog="tasks:\n" + "\n".join(f"  {k:<13} {v}" for k, v in TASK_HELP.items()),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--task", required=True, choices=TASKS)
+    p.add_argument("--ckpt", required=True, type=Path, help="Lightning .ckpt from `jam-flow fit` or an export directory")
+    p.add_argument("--out", required=True, type=Path, help="output directory")
+    p.add_argument("--text", help="text to speak (edit: transcript of the whole clip after the edit)")
+    p.add_argument("--ref-audio", type=Path, help="reference voice (any rate / channel count)")
+    p.add_argument("--ref-text", help="transcript of --ref-audio")
+    p.add_argument("--audio", type=Path, help="speech to animate (audio2motion) or the clip to edit")
+    p.add_argument("--motion", type=Path, help="motion .npy [m, 21, 3] or a dataset clip .npz")
+    p.add_argument("--duration", type=float, help="seconds of generated speech (default: from the text)")
+    p.add_argument("--nfe", type=int, default=32, help="network evaluations (midpoint: 2 per step)")
+    p.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale (paper: 2)")
+    p.add_argument("--audio-cfg", type=float, help="guidance scale of the speech stream (default: --cfg)")
+    p.add_argument("--motion-cfg", type=float, help="guidance scale of the motion stream (default: --cfg)")
+    p.add_argument("--method", choices=("euler", "midpoint"), default="euler")
+    p.add_argument("--sway", type=float, default=-1.0, help="sway sampling coefficient (0: uniform steps)")
+    p.add_argument("--seed", type=int, help="random seed (default: drawn and recorded in motion.json)")
+    p.add_argument("--vocoder", type=Path, help="local Vocos directory (config.yaml + pytorch_model.bin)")
+    p.add_argument("--edit-start", type=float, help="edit: span start in seconds")
+    p.add_argument("--edit-end", type=float, help="edit: span end in seconds")
+    p.add_argument("--edit-streams", choices=("audio", "motion", "both"), help="edit: streams to regenerate "
+                   "(default: both when --motion is given, else audio)")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--source", type=Path, help="portrait image to animate with LivePortrait (needs --liveportrait)")
+    p.add_argument("--liveportrait", type=Path, help="LivePortrait weights directory")
+    p.add_argument("--no-preview", action="store_true", help="skip preview.mp4")
+    return p
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    task = args.task
+    for name in _REQUIRED[task]:
+        if getattr(args, name) is None:
+            raise InputError(f"--{name.replace('_', '-')}: required for --task {task}")
+    for name in ("text", "ref_audio", "ref_text", "audio", "motion", "duration", "edit_start", "edit_end",
+                 "edit_streams"):
+        if getattr(args, name) is not None and name not in _TASK_OPTIONS[task]:
+            raise InputError(f"--{name.replace('_', '-')}: not used by --task {task} ({TASK_HELP[task]})")
+    for name in ("ref_audio", "audio", "motion", "source"):
+        path = getattr(args, name)
+        if path is not None and not path.is_file():
+            raise InputError(f"--{name.replace('_', '-')}: {path} does not exist")
+    if args.vocoder is not None and not args.vocoder.is_dir():
+        raise InputError(f"--vocoder: {args.vocoder} is not a directory (expected config.yaml + pytorch_model.bin)")
+    if (args.source is None) != (args.liveportrait is None):
+        raise InputError("--source / --liveportrait: give both to render a talking head, or neither")
+    if args.source is not None and (args.task == "tts" or (args.task == "edit" and args.motion is None)):
+        raise InputError(f"--source: --task {args.task} produces no motion + audio to render")
+    if args.nfe < 1 or args.nfe > 1000:
+        raise InputError(f"--nfe: expected 1-1000, got {args.nfe}")
+    if args.method == "midpoint" and args.nfe % 2:
+        raise InputError(f"--nfe: midpoint uses 2 evaluations per step, so --nfe must be even, got {args.nfe}")
+    for name in ("cfg", "audio_cfg", "motion_cfg", "sway"):
+        value = getattr(args, name)
+        if value is not None and not math.isfinite(value):
+            raise InputError(f"--{name.replace('_', '-')}: expected a finite number, got {value}")
+    for name in ("cfg", "audio_cfg", "motion_cfg"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            raise InputError(f"--{name.replace('_', '-')}: expected >= 0, got {value}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"--device: {args.device} requested but no CUDA device is available")
+    if args.out.exists() and not args.out.is_dir():
+        raise InputError(f"--out: {args.out} exists and is not a directory")
+
+
+def _render(args: argparse.Namespace, paths: dict[str, Path]) -> Path | None:
+    """Render a talking head through jam_flow.render when --source/--liveportrait are given."""
+    if args.source is None:
+        return None
+    if "motion" not in paths or "audio" not in paths:
+        raise InputError(f"--source: --task {args.task} produces no motion + audio to render")
+    try:
+        render = importlib.import_module("jam_flow.render")
+        fn = render.render_talking_head
+    except (ImportError, AttributeError) as err:
+        raise InputError(f"--source: LivePortrait rendering is not available in this install ({err})") from err
+    out_path = args.out / "talking_head.mp4"
+    fn(args.source, paths["motion"], paths["audio"], args.liveportrait, out_path, args.device)
+    return out_path
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _check_args(args)
+
+    from jam_flow.flow.sampler import SamplerSettings
+    from jam_flow.inference import tasks
+    from jam_flow.inference.bundle import load_bundle
+    from jam_flow.inference.vocoder import load_vocoder
+
+    settings = SamplerSettings(nfe=args.nfe, method=args.method, sway_coef=args.sway, cfg=args.cfg,
+                               audio_cfg=args.audio_cfg, motion_cfg=args.motion_cfg)
+    bundle = load_bundle(args.ckpt, device=args.device)
+    # a given vocoder is loaded now, so a bad directory fails before sampling; without one the tasks fall back to
+    # Griffin-Lim (with its warning) only once they have speech to decode
+    vocoder = load_vocoder(args.vocoder, bundle.mel, device=args.device) if args.vocoder is not None else None
+    common = {"settings": settings, "seed": args.seed}
+    if args.task == "tts":
+        result = tasks.tts(bundle, args.text, args.ref_audio, args.ref_text, duration=args.duration, vocoder=vocoder,
+                           **common)
+    elif args.task == "text2av":
+        result = tasks.text2av(bundle, args.text, args.ref_audio, args.ref_text, duration=args.duration,
+                               vocoder=vocoder, **common)
+    elif args.task == "audio2motion":
+        result = tasks.audio2motion(bundle, args.audio, rest_motion=args.motion, text=args.text, **common)
+    elif args.task == "dub":
+        result = tasks.dub(bundle, args.motion, args.text, args.ref_audio, args.ref_text, vocoder=vocoder, **common)
+    elif args.task == "motion2audio":
+        result = tasks.motion2audio(bundle, args.motion, args.ref_audio, args.ref_text, vocoder=vocoder, **common)
+    else:
+        streams = args.edit_streams or ("both" if args.motion is not None else "audio")
+        result = tasks.edit(bundle, args.audio, args.edit_start, args.edit_end, motion=args.motion, text=args.text,
+                            streams=streams, vocoder=vocoder, **common)
+    result.meta["sources"]["ckpt"] = str(args.ckpt)
+    if args.vocoder is not None:
+        result.meta["sources"]["vocoder"] = str(args.vocoder)
+    paths = result.save(args.out, preview=not args.no_preview)
+    rendered = _render(args, paths)
+    if rendered is not None:
+        paths["talking_head"] = rendered
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0

@@ -1,0 +1,195 @@
+"""Validation media for TensorBoard: a generated mel image, vocoded audio and mouth-keypoint trajectories against
+the ground truth, sampled with the EMA network through :func:`jam_flow.flow.sampler.sample`.
+
+Dimension legend: b batch, n mel frames, c mel channels (100), m motion frames, km mouth keypoints (4).
+Masks are **True = valid**; ``*_known`` masks are **True = given** (the sampler's convention).
+
+Task per stage (first validation batch, first ``num_clips`` clips):
+
+* ``stage2``: text + reference (paper case 2): the first ``prompt_frac`` of the clip is given in both streams,
+  the rest of the speech and lip motion is generated jointly;
+* ``stage1_audio``: the same with the audio stream only (F5-TTS continuation);
+* ``stage1_motion``: audio -> motion: the whole mel is given, the motion after the prompt is generated.
+
+The mel and the audio come from the clip's generated region and the reference together (what a user hears);
+``val/mouth_mae`` is the mean absolute error of the generated mouth keypoints (raw LivePortrait units) over the
+generated frames.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor
+
+from jam_flow.features import audio_to_motion_frame
+from jam_flow.flow.sampler import JointConditions, SamplerSettings, sample
+
+__all__ = ["ValidationMedia"]
+
+log = logging.getLogger(__name__)
+
+
+class ValidationMedia(L.Callback):
+    """Log generated media at the end of validation (global rank 0, never during the sanity check).
+
+    Args:
+        num_clips: clips of the first validation batch to generate (0 disables the callback).
+        every_n_epochs: run on every n-th validation (counted in validation runs).
+        nfe: network evaluations of the ODE sampler (paper: 32; tiny configs: 4).
+        cfg: classifier-free guidance scale (paper: 2.0).
+        sway_coef: F5-TTS sway sampling coefficient.
+        prompt_frac: fraction of each clip given as the reference.
+        vocoder_path: local Vocos directory; None: the Griffin-Lim fallback (jam_flow.inference.vocoder).
+        seed: noise seed of the sampler (the same noise every validation, so the images are comparable).
+    """
+
+    def __init__(
+        self,
+        num_clips: int = 2,
+        every_n_epochs: int = 1,
+        nfe: int = 32,
+        cfg: float = 2.0,
+        sway_coef: float | None = -1.0,
+        prompt_frac: float = 0.3,
+        vocoder_path: str | None = None,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= prompt_frac < 1.0:
+            raise ValueError(f"media.prompt_frac: expected a value in [0, 1), got {prompt_frac}")
+        self.num_clips = num_clips
+        self.every_n_epochs = max(int(every_n_epochs), 1)
+        self.settings = SamplerSettings(nfe=nfe, cfg=cfg, sway_coef=sway_coef)
+        self.prompt_frac = prompt_frac
+        self.vocoder_path = vocoder_path
+        self.seed = seed
+        self._vocoder = None
+        self._runs = 0
+
+    def _get_vocoder(self, mel_settings):
+        if self._vocoder is None:
+            from jam_flow.inference.vocoder import load_vocoder
+
+            self._vocoder = load_vocoder(self.vocoder_path, mel_settings)
+        return self._vocoder
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or self.num_clips <= 0:
+            return
+        self._runs += 1
+        if (self._runs - 1) % self.every_n_epochs or not trainer.is_global_zero:
+            return
+        batch = getattr(pl_module, "val_batch", None)
+        writer = getattr(trainer.logger, "experiment", None) if trainer.logger is not None else None
+        if batch is None or writer is None or not hasattr(writer, "add_figure"):
+            return
+        with torch.no_grad():
+            media = self.generate(pl_module, batch)
+        self.log_media(writer, media, pl_module, int(trainer.global_step))
+
+    # ------------------------------------------------------------------------------------------------ generation
+    def generate(self, pl_module: Any, batch: dict[str, Any]) -> dict[str, Tensor | None]:
+        """Sample the clips and return model- and raw-space tensors for logging (also used by tests)."""
+        k = min(self.num_clips, batch["mel"].shape[0])
+        dev = pl_module.device
+        sub = {key: (v[:k].to(dev) if isinstance(v, Tensor) else v) for key, v in batch.items()}
+        fb = pl_module.flow_batch(sub)
+        meta = pl_module.data_meta or {}
+        mel_s, mot_s = meta.get("mel", {}), meta.get("motion", {})
+        sr, hop, fps = int(mel_s.get("sample_rate", 24000)), int(mel_s.get("hop_length", 256)), int(mot_s.get("fps", 25))
+        a_len = fb.audio_mask.sum(1)
+        prompt = (a_len.float() * self.prompt_frac).long()
+        pos = torch.arange(fb.audio.shape[1], device=dev)[None]
+        stage = pl_module.stage
+        audio_known = fb.audio_mask.clone() if stage == "stage1_motion" else pos < prompt[:, None]
+        cond = JointConditions(audio_cond=fb.audio, audio_known=audio_known, text=fb.text, audio_mask=fb.audio_mask)
+        if fb.motion is not None:
+            m_prompt = torch.where(prompt > 0, audio_to_motion_frame(prompt - 1, sr, hop, fps) + 1, torch.zeros_like(prompt))
+            m_pos = torch.arange(fb.motion.shape[1], device=dev)[None]
+            cond.motion_cond = fb.motion
+            cond.motion_known = m_pos < m_prompt[:, None]
+            cond.motion_rest = fb.motion_rest
+            cond.motion_mask = fb.motion_mask
+        was_training = pl_module.ema.model.training
+        pl_module.ema.model.eval()
+        gen = torch.Generator().manual_seed(self.seed)
+        out = sample(pl_module.ema_forward_fn, cond, self.settings, generator=gen)
+        pl_module.ema.model.train(was_training)
+        media: dict[str, Tensor | None] = {
+            "mel_gen": pl_module.mel_from_model(out.audio).float().cpu(),
+            "mel_gt": sub["mel"].float().cpu(),
+            "audio_mask": fb.audio_mask.cpu(),
+            "audio_known": audio_known.cpu(),
+            "mouth_gen": None, "mouth_gt": None, "motion_mask": None, "motion_known": None,
+        }
+        if out.motion is not None:
+            media["mouth_gen"] = pl_module.denormalise_mouth(out.motion).cpu()
+            media["mouth_gt"] = pl_module.denormalise_mouth(fb.motion).cpu()
+            media["motion_mask"] = fb.motion_mask.cpu()
+            media["motion_known"] = cond.motion_known.cpu()
+        return media
+
+    # ------------------------------------------------------------------------------------------------ logging
+    def log_media(self, writer: Any, media: dict[str, Tensor | None], pl_module: Any, step: int) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg", force=False)
+        import matplotlib.pyplot as plt
+
+        mel_s = (pl_module.data_meta or {}).get("mel", {})
+        stage = pl_module.stage
+        for i in range(media["mel_gen"].shape[0]):
+            n = int(media["audio_mask"][i].sum())
+            gen_mel, gt_mel = media["mel_gen"][i, :n], media["mel_gt"][i, :n]
+            if stage != "stage1_motion":
+                fig, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+                for ax, mel, title in ((axes[0], gt_mel, "ground truth"), (axes[1], gen_mel, "generated")):
+                    ax.imshow(mel.T.numpy(), origin="lower", aspect="auto", interpolation="none")
+                    ax.set_title(f"{title} log-mel")
+                prompt = int(media["audio_known"][i, :n].sum())
+                axes[1].axvline(prompt - 0.5, color="w", linestyle="--", linewidth=1)
+                axes[1].set_xlabel("mel frame")
+                fig.tight_layout()
+                writer.add_figure(f"val/mel/{i}", fig, global_step=step)
+                plt.close(fig)
+                try:
+                    vocoder = self._get_vocoder(_mel_settings(mel_s))
+                    wave = vocoder.decode(gen_mel)
+                    peak = wave.abs().max().clamp_min(1e-8)
+                    writer.add_audio(f"val/audio/{i}", (wave / peak * 0.95)[None], global_step=step,
+                                     sample_rate=int(vocoder.sample_rate))
+                except Exception as err:  # noqa: BLE001 - media logging must never stop training
+                    log.warning("validation audio not logged: %s: %s", type(err).__name__, err)
+            if media["mouth_gen"] is not None:
+                m = int(media["motion_mask"][i].sum())
+                gen_m, gt_m = media["mouth_gen"][i, :m], media["mouth_gt"][i, :m]
+                gen_region = ~media["motion_known"][i, :m]
+                if gen_region.any():
+                    mae = (gen_m[gen_region] - gt_m[gen_region]).abs().mean()
+                    writer.add_scalar(f"val/mouth_mae/{i}", float(mae), global_step=step)
+                kps = gen_m.shape[1]
+                fig, axes = plt.subplots(kps, 1, figsize=(8, 1.6 * kps), sharex=True, squeeze=False)
+                for j in range(kps):
+                    ax = axes[j, 0]
+                    for coord, color in zip(range(3), ("tab:red", "tab:green", "tab:blue")):
+                        ax.plot(gt_m[:, j, coord].numpy(), color=color, linewidth=1.2, label=f"gt {'xyz'[coord]}")
+                        ax.plot(gen_m[:, j, coord].numpy(), color=color, linewidth=1.2, linestyle="--",
+                                label=f"gen {'xyz'[coord]}")
+                    ax.axvline(int((~gen_region).sum()) - 0.5, color="k", linestyle=":", linewidth=1)
+                    ax.set_ylabel(f"kp {j}")
+                axes[0, 0].legend(ncol=6, fontsize=6, loc="upper right")
+                axes[-1, 0].set_xlabel("motion frame (25 fps)")
+                fig.suptitle("mouth keypoints: ground truth (solid) vs generated (dashed)")
+                fig.tight_layout()
+                writer.add_figure(f"val/mouth/{i}", fig, global_step=step)
+                plt.close(fig)
+
+
+def _mel_settings(d: dict):
+    from jam_flow.features import MelSettings
+
+    return MelSettings(**d) if d else MelSettings()

@@ -1,0 +1,105 @@
+"""``jam-flow fit | validate | test``: a LightningCLI (jsonargparse) over :class:`JAMFlowModule` and
+:class:`JAMFlowDataModule`.
+
+No tensors here. Besides Lightning's own ``--trainer.*``, ``--model.*``, ``--data.*`` and ``--ckpt_path`` it adds:
+
+* ``--checkpoint.*``: a :class:`~lightning.pytorch.callbacks.ModelCheckpoint` that always runs: ``last.ckpt``
+  plus the best checkpoint by ``val/loss`` (EMA network), under ``<log dir>/checkpoints/``;
+* ``--media.*``: :class:`~jam_flow.lightning.callbacks.ValidationMedia` (mel image, audio, mouth trajectories);
+* a rich progress bar (``--progress_bar.*``); Lightning's default TensorBoard logger writes to
+  ``<default_root_dir>/lightning_logs/version_N/`` (checkpoints in its ``checkpoints/``);
+* ``trainer.use_distributed_sampler`` defaults to false: the DataModule's batch sampler shards batches itself;
+* the network's ``text_num_embeds`` is set from the data vocabulary (see ``before_instantiate_classes``).
+
+Multi-GPU / multi-node: Lightning launches DDP itself (``--trainer.devices 4 --trainer.strategy ddp``); for
+several nodes start the same command on every node with ``torchrun`` or under SLURM ``srun`` (docs/training.md).
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from jam_flow.lightning.callbacks import ValidationMedia
+from jam_flow.lightning.datamodule import JAMFlowDataModule
+from jam_flow.lightning.module import JAMFlowModule
+
+__all__ = ["JAMFlowCLI", "fit_main", "validate_main", "test_main", "run_cli"]
+
+
+class JAMFlowCLI(LightningCLI):
+    """LightningCLI with jam-flow's forced callbacks, defaults and argument links."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({
+            "checkpoint.save_last": True,
+            "checkpoint.monitor": "val/loss",
+            "checkpoint.mode": "min",
+            "checkpoint.save_top_k": 1,
+            "checkpoint.filename": "best-{epoch}-{step}",
+            "checkpoint.auto_insert_metric_name": False,
+        })
+        parser.add_lightning_class_args(ValidationMedia, "media")
+        parser.add_lightning_class_args(RichProgressBar, "progress_bar")
+        # Lightning's default logger (trainer.logger: true) is TensorBoard under <default_root_dir>/lightning_logs
+        parser.set_defaults({"trainer.use_distributed_sampler": False})
+
+    def before_instantiate_classes(self) -> None:
+        """Set the network's ``text_num_embeds`` from the data vocabulary (``data.vocab_path`` or the bundled one).
+
+        This is a link ``data.vocab_size -> model.net...text_num_embeds`` whose target depends on the network class
+        (``init_args.audio.text_num_embeds`` for a JointDiT, ``init_args.text_num_embeds`` for an AudioDiT, none
+        for a MotionDiT), which ``link_arguments`` cannot express."""
+        from jam_flow.data.text import Vocab
+
+        cfg = self.config[self.subcommand] if self.subcommand else self.config
+        net = cfg.get("model.net")
+        if net is None or "init_args" not in net:
+            return
+        args = net.init_args
+        holder = args.get("audio") if args.get("audio") is not None else args
+        if "text_num_embeds" not in holder:
+            return
+        vocab_path = cfg.get("data.vocab_path")
+        size = len(Vocab.from_file(vocab_path) if vocab_path else Vocab.default())
+        holder["text_num_embeds"] = size
+
+
+def run_cli(subcommand: str, argv: list[str]) -> JAMFlowCLI:
+    """Run one LightningCLI subcommand and return the CLI object (``.trainer``, ``.model``, ``.datamodule``).
+    LightningCLI exits itself on bad arguments and after ``--print_config``."""
+    with warnings.catch_warnings():
+        # `jam-flow fit ...` passes its arguments in `args` while sys.argv also holds them (it must: DDP's launcher
+        # re-runs sys.argv on every rank); and the EMA copy is in eval mode on purpose
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+        return JAMFlowCLI(
+            JAMFlowModule,
+            JAMFlowDataModule,
+            args=[subcommand, *argv],
+            save_config_kwargs={"overwrite": True},
+            auto_configure_optimizers=False,
+        )
+
+
+def fit_main(argv: list[str]) -> int:
+    run_cli("fit", argv)
+    return 0
+
+
+def validate_main(argv: list[str]) -> int:
+    run_cli("validate", argv)
+    return 0
+
+
+def test_main(argv: list[str]) -> int:
+    run_cli("test", argv)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(fit_main(sys.argv[1:]))

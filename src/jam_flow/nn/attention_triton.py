@@ -1,0 +1,438 @@
+"""Triton kernel of the ``fused`` backend: FlashAttention-2 with the JAM-Flow mask computed from frame indices.
+
+Dimension legend: b batch, h heads, d head dim (padded to the power of two D2 inside the kernel), n audio frames,
+m motion frames, BM query rows / BN key rows per tile. Masks mean True = valid.
+
+Every query stream attends over two *key pairs*: its own stream and the other one. A pair's rule is one of
+
+- ``FULL``  every valid key (audio -> audio, and every pair when ``window=None``);
+- ``ALIGN`` audio query ``i`` -> motion key ``f(i)`` only;
+- ``BAND``  motion query ``j`` -> motion keys ``|j - j'| <= W``;
+- ``XWIN``  motion query ``j`` -> audio keys ``i`` with ``|f(i) - j| <= W``;
+
+with ``f(i) = (i * NUM) // DEN`` evaluated in integers inside the kernel (``NUM / DEN = hop * fps / sr``
+reduced, see :func:`jam_flow.nn.attention_fused.frame_ratio`). A tile's key range is derived from its query rows
+(and, in the backward, a key tile's query range from its keys), so fully masked tiles are never visited; inside a
+tile the exact element rule, the lengths and the per-sample cross-modal switch are applied. Online softmax in fp32
+(FlashAttention-2): the forward stores ``out`` and the row log-sum-exp; the backward recomputes the probabilities
+(one kernel for dq, one for dk/dv per key stream). Inputs may be fp32, fp16 or bf16; fp32 uses IEEE dots.
+
+Runs on the CPU through Triton's interpreter when ``TRITON_INTERPRET=1`` is set before Triton is imported (tests).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from torch import Tensor
+
+from jam_flow.nn.attention_fused import frame_ratio
+from jam_flow.nn.masks import as_batch_flags
+
+__all__ = ["joint_attention_triton", "self_attention_triton", "FULL", "ALIGN", "BAND", "XWIN"]
+
+FULL, ALIGN, BAND, XWIN = 0, 1, 2, 3
+
+
+@triton.jit
+def _frame(i, NUM, DEN):
+    return (i * NUM) // DEN
+
+
+@triton.jit
+def _first_audio(j, NUM, DEN):
+    """Smallest audio frame with ``f(i) >= j`` (``j`` clamped at 0: only non-negative integer division)."""
+    j = tl.maximum(j, 0)
+    return (j * DEN + NUM - 1) // NUM
+
+
+@triton.jit
+def _rule(KIND: tl.constexpr, qpos, kpos, W, NUM, DEN):
+    """Element rule of a pair, ``qpos [BM, 1]`` against ``kpos [1, BN]``."""
+    if KIND == 1:
+        ok = _frame(qpos, NUM, DEN) == kpos
+    elif KIND == 2:
+        ok = tl.abs(qpos - kpos) <= W
+    elif KIND == 3:
+        ok = tl.abs(_frame(kpos, NUM, DEN) - qpos) <= W
+    else:
+        ok = (qpos >= 0) & (kpos >= 0)
+    return ok
+
+
+@triton.jit
+def _key_range(KIND: tl.constexpr, q_lo, q_hi, klen, W, NUM, DEN):
+    """Keys ``[lo, hi)`` any of the valid query rows ``[q_lo, q_hi)`` may see (empty when ``q_hi <= q_lo``)."""
+    last = q_hi - 1
+    if KIND == 1:
+        lo = _frame(q_lo, NUM, DEN)
+        hi = _frame(last, NUM, DEN) + 1
+    elif KIND == 2:
+        lo = q_lo - W
+        hi = last + W + 1
+    elif KIND == 3:
+        lo = _first_audio(q_lo - W, NUM, DEN)
+        hi = _first_audio(last + W + 1, NUM, DEN)
+    else:
+        lo = q_lo * 0
+        hi = klen
+    lo = tl.maximum(lo, 0)
+    hi = tl.minimum(hi, klen)
+    hi = tl.where(q_hi > q_lo, hi, 0)
+    return lo, hi
+
+
+@triton.jit
+def _query_range(KIND: tl.constexpr, k_lo, k_hi, qlen, W, NUM, DEN):
+    """Query rows ``[lo, hi)`` that may see any of the valid keys ``[k_lo, k_hi)`` of a pair."""
+    last = k_hi - 1
+    if KIND == 1:
+        lo = _first_audio(k_lo, NUM, DEN)
+        hi = _first_audio(last + 1, NUM, DEN)
+    elif KIND == 2:
+        lo = k_lo - W
+        hi = last + W + 1
+    elif KIND == 3:
+        lo = _frame(k_lo, NUM, DEN) - W
+        hi = _frame(last, NUM, DEN) + W + 1
+    else:
+        lo = k_lo * 0
+        hi = qlen
+    lo = tl.maximum(lo, 0)
+    hi = tl.minimum(hi, qlen)
+    hi = tl.where(k_hi > k_lo, hi, 0)
+    return lo, hi
+
+
+@triton.jit
+def _fwd_pair(acc, m_i, l_i, q, offs_m, q_ok, K, V, kbase, klen, lo, hi, W, NUM, DEN, scale,
+              KIND: tl.constexpr, BN: tl.constexpr, D: tl.constexpr, D2: tl.constexpr, PREC: tl.constexpr):
+    offs_d = tl.arange(0, D2)
+    start = (lo // BN) * BN
+    for s0 in range(start, hi, BN):
+        offs_n = s0 + tl.arange(0, BN)
+        kmask = (offs_n[:, None] < hi) & (offs_d[None, :] < D)
+        k = tl.load(K + kbase + offs_n[:, None] * D + offs_d[None, :], mask=kmask, other=0.0)
+        v = tl.load(V + kbase + offs_n[:, None] * D + offs_d[None, :], mask=kmask, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=PREC) * scale
+        ok = _rule(KIND, offs_m[:, None], offs_n[None, :], W, NUM, DEN)
+        ok = ok & q_ok[:, None] & (offs_n[None, :] < hi)
+        s = tl.where(ok, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp(s - m_safe[:, None])
+        alpha = tl.exp(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.jit
+def _fwd_kernel(Q, K1, V1, K2, V2, OUT, LSE, QLEN, K1LEN, K2LEN, SW,
+                H, Lq, Lk1, Lk2, W, NUM, DEN, scale,
+                KIND1: tl.constexpr, KIND2: tl.constexpr, HAS2: tl.constexpr,
+                BM: tl.constexpr, BN: tl.constexpr, D: tl.constexpr, D2: tl.constexpr, PREC: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    qlen = tl.load(QLEN + b)
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_d = tl.arange(0, D2)
+    q_ok = offs_m < qlen
+    qbase = bh.to(tl.int64) * Lq * D
+    q = tl.load(Q + qbase + offs_m[:, None] * D + offs_d[None, :],
+                mask=(offs_m[:, None] < Lq) & (offs_d[None, :] < D), other=0.0)
+    acc = tl.zeros([BM, D2], dtype=tl.float32)
+    m_i = tl.full([BM], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BM], dtype=tl.float32)
+    q_lo = pid_m * BM
+    q_hi = tl.minimum(q_lo + BM, qlen)
+    k1len = tl.load(K1LEN + b)
+    lo, hi = _key_range(KIND1, q_lo, q_hi, k1len, W, NUM, DEN)
+    acc, m_i, l_i = _fwd_pair(acc, m_i, l_i, q, offs_m, q_ok, K1, V1, bh.to(tl.int64) * Lk1 * D, k1len, lo, hi,
+                              W, NUM, DEN, scale, KIND1, BN, D, D2, PREC)
+    if HAS2:
+        k2len = tl.load(K2LEN + b) * tl.load(SW + b)  # switch off: no key of the other stream
+        lo, hi = _key_range(KIND2, q_lo, q_hi, k2len, W, NUM, DEN)
+        acc, m_i, l_i = _fwd_pair(acc, m_i, l_i, q, offs_m, q_ok, K2, V2, bh.to(tl.int64) * Lk2 * D, k2len,
+                                  lo, hi, W, NUM, DEN, scale, KIND2, BN, D, D2, PREC)
+    live = q_ok & (l_i > 0)
+    l_safe = tl.where(live, l_i, 1.0)
+    out = tl.where(live[:, None], acc / l_safe[:, None], 0.0)
+    lse = tl.where(live, m_i + tl.log(l_safe), 0.0)
+    omask = (offs_m[:, None] < Lq) & (offs_d[None, :] < D)
+    tl.store(OUT + qbase + offs_m[:, None] * D + offs_d[None, :], out.to(OUT.dtype.element_ty), mask=omask)
+    tl.store(LSE + bh.to(tl.int64) * Lq + offs_m, lse, mask=offs_m < Lq)
+
+
+@triton.jit
+def _dq_pair(dq, q, do, lse, delta, offs_m, q_ok, K, V, kbase, klen, lo, hi, W, NUM, DEN, scale,
+             KIND: tl.constexpr, BN: tl.constexpr, D: tl.constexpr, D2: tl.constexpr, PREC: tl.constexpr):
+    offs_d = tl.arange(0, D2)
+    start = (lo // BN) * BN
+    for s0 in range(start, hi, BN):
+        offs_n = s0 + tl.arange(0, BN)
+        kmask = (offs_n[:, None] < hi) & (offs_d[None, :] < D)
+        k = tl.load(K + kbase + offs_n[:, None] * D + offs_d[None, :], mask=kmask, other=0.0)
+        v = tl.load(V + kbase + offs_n[:, None] * D + offs_d[None, :], mask=kmask, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=PREC) * scale
+        ok = _rule(KIND, offs_m[:, None], offs_n[None, :], W, NUM, DEN)
+        ok = ok & q_ok[:, None] & (offs_n[None, :] < hi)
+        p = tl.where(ok, tl.exp(s - lse[:, None]), 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=PREC)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC) * scale
+    return dq
+
+
+@triton.jit
+def _dq_kernel(Q, K1, V1, K2, V2, DO, LSE, DELTA, DQ, QLEN, K1LEN, K2LEN, SW,
+               H, Lq, Lk1, Lk2, W, NUM, DEN, scale,
+               KIND1: tl.constexpr, KIND2: tl.constexpr, HAS2: tl.constexpr,
+               BM: tl.constexpr, BN: tl.constexpr, D: tl.constexpr, D2: tl.constexpr, PREC: tl.constexpr):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    qlen = tl.load(QLEN + b)
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_d = tl.arange(0, D2)
+    q_ok = offs_m < qlen
+    qbase = bh.to(tl.int64) * Lq * D
+    qmask = (offs_m[:, None] < Lq) & (offs_d[None, :] < D)
+    q = tl.load(Q + qbase + offs_m[:, None] * D + offs_d[None, :], mask=qmask, other=0.0)
+    do = tl.load(DO + qbase + offs_m[:, None] * D + offs_d[None, :], mask=qmask, other=0.0)
+    lse = tl.load(LSE + bh.to(tl.int64) * Lq + offs_m, mask=offs_m < Lq, other=0.0)
+    delta = tl.load(DELTA + bh.to(tl.int64) * Lq + offs_m, mask=offs_m < Lq, other=0.0)
+    dq = tl.zeros([BM, D2], dtype=tl.float32)
+    q_lo = pid_m * BM
+    q_hi = tl.minimum(q_lo + BM, qlen)
+    k1len = tl.load(K1LEN + b)
+    lo, hi = _key_range(KIND1, q_lo, q_hi, k1len, W, NUM, DEN)
+    dq = _dq_pair(dq, q, do, lse, delta, offs_m, q_ok, K1, V1, bh.to(tl.int64) * Lk1 * D, k1len, lo, hi,
+                  W, NUM, DEN, scale, KIND1, BN, D, D2, PREC)
+    if HAS2:
+        k2len = tl.load(K2LEN + b) * tl.load(SW + b)
+        lo, hi = _key_range(KIND2, q_lo, q_hi, k2len, W, NUM, DEN)
+        dq = _dq_pair(dq, q, do, lse, delta, offs_m, q_ok, K2, V2, bh.to(tl.int64) * Lk2 * D, k2len, lo, hi,
+                      W, NUM, DEN, scale, KIND2, BN, D, D2, PREC)
+    tl.store(DQ + qbase + offs_m[:, None] * D + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=qmask)
+
+
+@triton.jit
+def _dkdv_pair(dk, dv, k, v, offs_n, k_ok, Q, DO, LSE, DELTA, bh, Lq, qlen, lo, hi, W, NUM, DEN, scale,
+               KIND: tl.constexpr, BM: tl.constexpr, D: tl.constexpr, D2: tl.constexpr, PREC: tl.constexpr):
+    offs_d = tl.arange(0, D2)
+    qbase = bh.to(tl.int64) * Lq * D
+    start = (lo // BM) * BM
+    for s0 in range(start, hi, BM):
+        offs_m = s0 + tl.arange(0, BM)
+        qmask = (offs_m[:, None] < hi) & (offs_d[None, :] < D)
+        q = tl.load(Q + qbase + offs_m[:, None] * D + offs_d[None, :], mask=qmask, other=0.0)
+        do = tl.load(DO + qbase + offs_m[:, None] * D + offs_d[None, :], mask=qmask, other=0.0)
+        lse = tl.load(LSE + bh.to(tl.int64) * Lq + offs_m, mask=offs_m < hi, other=0.0)
+        delta = tl.load(DELTA + bh.to(tl.int64) * Lq + offs_m, mask=offs_m < hi, other=0.0)
+        s = tl.dot(k, tl.trans(q), input_precision=PREC) * scale  # [BN, BM]: keys x queries
+        ok = _rule(KIND, offs_m[None, :], offs_n[:, None], W, NUM, DEN)
+        ok = ok & k_ok[:, None] & (offs_m[None, :] < hi)
+        p = tl.where(ok, tl.exp(s - lse[None, :]), 0.0)
+        dv += tl.dot(p.to(do.dtype), do, input_precision=PREC)
+        dp = tl.dot(v, tl.trans(do), input_precision=PREC)
+        ds = p * (dp - delta[None, :])
+        dk += tl.dot(ds.to(q.dtype), q, input_precision=PREC) * scale
+    return dk, dv
+
+
+@triton.jit
+def _dkdv_kernel(K, V, Q1, DO1, LSE1, DELTA1, Q2, DO2, LSE2, DELTA2, DK, DV, KLEN, Q1LEN, Q2LEN, SW,
+                 H, Lk, Lq1, Lq2, W, NUM, DEN, scale,
+                 KIND1: tl.constexpr, KIND2: tl.constexpr, HAS2: tl.constexpr,
+                 BM: tl.constexpr, BN: tl.constexpr, D: tl.constexpr, D2: tl.constexpr, PREC: tl.constexpr):
+    pid_n = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    klen = tl.load(KLEN + b)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    offs_d = tl.arange(0, D2)
+    k_ok = offs_n < klen
+    kbase = bh.to(tl.int64) * Lk * D
+    kmask = (offs_n[:, None] < Lk) & (offs_d[None, :] < D)
+    k = tl.load(K + kbase + offs_n[:, None] * D + offs_d[None, :], mask=kmask, other=0.0)
+    v = tl.load(V + kbase + offs_n[:, None] * D + offs_d[None, :], mask=kmask, other=0.0)
+    dk = tl.zeros([BN, D2], dtype=tl.float32)
+    dv = tl.zeros([BN, D2], dtype=tl.float32)
+    k_lo = pid_n * BN
+    k_hi = tl.minimum(k_lo + BN, klen)
+    q1len = tl.load(Q1LEN + b)
+    lo, hi = _query_range(KIND1, k_lo, k_hi, q1len, W, NUM, DEN)
+    dk, dv = _dkdv_pair(dk, dv, k, v, offs_n, k_ok, Q1, DO1, LSE1, DELTA1, bh, Lq1, q1len, lo, hi,
+                        W, NUM, DEN, scale, KIND1, BM, D, D2, PREC)
+    if HAS2:
+        q2len = tl.load(Q2LEN + b) * tl.load(SW + b)
+        lo, hi = _query_range(KIND2, k_lo, k_hi, q2len, W, NUM, DEN)
+        dk, dv = _dkdv_pair(dk, dv, k, v, offs_n, k_ok, Q2, DO2, LSE2, DELTA2, bh, Lq2, q2len, lo, hi,
+                            W, NUM, DEN, scale, KIND2, BM, D, D2, PREC)
+    tl.store(DK + kbase + offs_n[:, None] * D + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=kmask)
+    tl.store(DV + kbase + offs_n[:, None] * D + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=kmask)
+
+
+def _tiles(device: torch.device, d: int) -> tuple[int, int, int]:
+    """``(BM, BN, num_warps)``: small tiles in the interpreter (CPU tests), FlashAttention-2 sized on a GPU."""
+    if device.type != "cuda":
+        return 16, 16, 1
+    return (64, 64, 4) if d <= 64 else (64, 32, 4)
+
+
+class _JointAttention(torch.autograd.Function):
+    """Both streams' queries against both streams' keys; ``kinds = (aa, am, mm, ma)`` pair rules."""
+
+    @staticmethod
+    def forward(ctx, q_a, k_a, v_a, q_m, k_m, v_m, alen, mlen, a_sw, m_sw, kinds, W, num, den):
+        streams = [(q_a, k_a, v_a, alen), (q_m, k_m, v_m, mlen)]
+        outs, lses = [], []
+        for s, (q, k, v, qlen) in enumerate(streams):
+            ok_, ov_, olen = streams[1 - s][1], streams[1 - s][2], streams[1 - s][3]
+            sw = a_sw if s == 0 else m_sw
+            o, lse = _launch_fwd(q, k, v, ok_, ov_, qlen, qlen, olen, sw, kinds[2 * s], kinds[2 * s + 1], W,
+                                 num, den)
+            outs.append(o)
+            lses.append(lse)
+        ctx.save_for_backward(q_a, k_a, v_a, q_m, k_m, v_m, alen, mlen, a_sw, m_sw, *outs, *lses)
+        ctx.cfg = (kinds, W, num, den)
+        return outs[0], outs[1]
+
+    @staticmethod
+    def backward(ctx, do_a, do_m):
+        q_a, k_a, v_a, q_m, k_m, v_m, alen, mlen, a_sw, m_sw, o_a, o_m, lse_a, lse_m = ctx.saved_tensors
+        kinds, W, num, den = ctx.cfg
+        do_a, do_m = do_a.contiguous(), do_m.contiguous()
+        delta_a = (do_a.float() * o_a.float()).sum(-1).contiguous()
+        delta_m = (do_m.float() * o_m.float()).sum(-1).contiguous()
+        dq_a = _launch_dq(q_a, k_a, v_a, k_m, v_m, do_a, lse_a, delta_a, alen, alen, mlen, a_sw,
+                          kinds[0], kinds[1], W, num, den)
+        dq_m = _launch_dq(q_m, k_m, v_m, k_a, v_a, do_m, lse_m, delta_m, mlen, mlen, alen, m_sw,
+                          kinds[2], kinds[3], W, num, den)
+        # audio keys: seen by audio queries (aa) and, gated by motion_sees_audio, motion queries (ma)
+        dk_a, dv_a = _launch_dkdv(k_a, v_a, (q_a, do_a, lse_a, delta_a, alen), (q_m, do_m, lse_m, delta_m, mlen),
+                                  alen, m_sw, kinds[0], kinds[3], W, num, den)
+        # motion keys: seen by motion queries (mm) and, gated by audio_sees_motion, audio queries (am)
+        dk_m, dv_m = _launch_dkdv(k_m, v_m, (q_m, do_m, lse_m, delta_m, mlen), (q_a, do_a, lse_a, delta_a, alen),
+                                  mlen, a_sw, kinds[2], kinds[1], W, num, den)
+        return dq_a, dk_a, dv_a, dq_m, dk_m, dv_m, None, None, None, None, None, None, None, None
+
+
+class _SelfAttention(torch.autograd.Function):
+    """One stream, pair rule ``FULL`` or ``BAND``."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, lens, kind, W):
+        o, lse = _launch_fwd(q, k, v, None, None, lens, lens, None, None, kind, None, W, 1, 1)
+        ctx.save_for_backward(q, k, v, lens, o, lse)
+        ctx.cfg = (kind, W)
+        return o
+
+    @staticmethod
+    def backward(ctx, do):
+        q, k, v, lens, o, lse = ctx.saved_tensors
+        kind, W = ctx.cfg
+        do = do.contiguous()
+        delta = (do.float() * o.float()).sum(-1).contiguous()
+        dq = _launch_dq(q, k, v, None, None, do, lse, delta, lens, lens, None, None, kind, None, W, 1, 1)
+        dk, dv = _launch_dkdv(k, v, (q, do, lse, delta, lens), None, lens, None, kind, None, W, 1, 1)
+        return dq, dk, dv, None, None, None
+
+
+def _common(q: Tensor) -> tuple[int, int, int, int, int, int, str]:
+    b, h, L, d = q.shape
+    BM, BN, warps = _tiles(q.device, d)
+    prec = "ieee" if q.dtype == torch.float32 else "tf32"
+    return b, h, L, d, BM, BN, warps, prec
+
+
+def _launch_fwd(q, k, v, k2, v2, qlen, klen, k2len, sw, kind1, kind2, W, num, den):
+    b, h, L, d, BM, BN, warps, prec = _common(q)
+    has2 = k2 is not None
+    o = torch.empty_like(q)
+    lse = torch.empty(b, h, L, dtype=torch.float32, device=q.device)
+    grid = (triton.cdiv(max(L, 1), BM), b * h)
+    _fwd_kernel[grid](
+        q, k, v, k2 if has2 else k, v2 if has2 else v, o, lse, qlen, klen, k2len if has2 else klen,
+        sw if has2 else klen, h, L, k.shape[2], k2.shape[2] if has2 else 0, W, num, den, d ** -0.5,
+        KIND1=kind1, KIND2=kind2 if has2 else 0, HAS2=has2, BM=BM, BN=BN, D=d,
+        D2=max(16, triton.next_power_of_2(d)), PREC=prec, num_warps=warps,
+    )
+    return o, lse
+
+
+def _launch_dq(q, k, v, k2, v2, do, lse, delta, qlen, klen, k2len, sw, kind1, kind2, W, num, den):
+    b, h, L, d, BM, BN, warps, prec = _common(q)
+    has2 = k2 is not None
+    dq = torch.empty_like(q)
+    grid = (triton.cdiv(max(L, 1), BM), b * h)
+    _dq_kernel[grid](
+        q, k, v, k2 if has2 else k, v2 if has2 else v, do, lse, delta, dq, qlen, klen,
+        k2len if has2 else klen, sw if has2 else klen, h, L, k.shape[2], k2.shape[2] if has2 else 0,
+        W, num, den, d ** -0.5, KIND1=kind1, KIND2=kind2 if has2 else 0, HAS2=has2, BM=BM, BN=BN, D=d,
+        D2=max(16, triton.next_power_of_2(d)), PREC=prec, num_warps=warps,
+    )
+    return dq
+
+
+def _launch_dkdv(k, v, first, second, klen, sw, kind1, kind2, W, num, den):
+    b, h, Lk, d, BM, BN, warps, prec = _common(k)
+    has2 = second is not None
+    q1, do1, lse1, delta1, q1len = first
+    q2, do2, lse2, delta2, q2len = second if has2 else first
+    dk, dv = torch.empty_like(k), torch.empty_like(v)
+    grid = (triton.cdiv(max(Lk, 1), BN), b * h)
+    _dkdv_kernel[grid](
+        k, v, q1, do1, lse1, delta1, q2, do2, lse2, delta2, dk, dv, klen, q1len, q2len,
+        sw if has2 else klen, h, Lk, q1.shape[2], q2.shape[2], W, num, den, d ** -0.5,
+        KIND1=kind1, KIND2=kind2 if has2 else 0, HAS2=has2, BM=BM, BN=BN, D=d,
+        D2=max(16, triton.next_power_of_2(d)), PREC=prec, num_warps=warps,
+    )
+    return dk, dv
+
+
+def _lens(lens: Tensor, device: torch.device) -> Tensor:
+    return lens.to(device=device, dtype=torch.int32).contiguous()
+
+
+def joint_attention_triton(
+    q_a: Tensor,
+    k_a: Tensor,
+    v_a: Tensor,
+    q_m: Tensor,
+    k_m: Tensor,
+    v_m: Tensor,
+    audio_lens: Tensor,
+    motion_lens: Tensor,
+    window: int | None,
+    audio_sees_motion: bool | Tensor = True,
+    motion_sees_audio: bool | Tensor = True,
+    sample_rate: int = 24000,
+    hop_length: int = 256,
+    fps: int = 25,
+) -> tuple[Tensor, Tensor]:
+    """Joint attention through the Triton kernel (CUDA, or the CPU under ``TRITON_INTERPRET=1``)."""
+    if window is not None and window < 0:
+        raise ValueError(f"window must be >= 0 or None, got {window}")
+    b, dev = q_a.shape[0], q_a.device
+    num, den = frame_ratio(sample_rate, hop_length, fps)
+    kinds = (FULL, FULL, FULL, FULL) if window is None else (FULL, ALIGN, BAND, XWIN)
+    a_sw = as_batch_flags(audio_sees_motion, b, dev).to(torch.int32)
+    m_sw = as_batch_flags(motion_sees_audio, b, dev).to(torch.int32)
+    audio_lens = _lens(audio_lens, dev).clamp(max=q_a.shape[2])
+    motion_lens = _lens(motion_lens, dev).clamp(max=q_m.shape[2])
+    c = [t.contiguous() for t in (q_a, k_a, v_a, q_m, k_m, v_m)]
+    return _JointAttention.apply(*c, audio_lens, motion_lens, a_sw, m_sw, kinds, window or 0, num, den)
+
+
+def self_attention_triton(q: Tensor, k: Tensor, v: Tensor, lens: Tensor, window: int | None = None) -> Tensor:
+    """One stream with key padding and an optional local band through the Triton kernel."""
+    if window is not None and window < 0:
+        raise ValueError(f"window must be >= 0 or None, got {window}")
+    lens = _lens(lens, q.device).clamp(max=q.shape[2])
+    kind = FULL if window is None else BAND
+    return _SelfAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), lens, kind, window or 0)

@@ -1,0 +1,78 @@
+"""Helpers for the training tests: a small clip dataset written with ``jam_flow.data.format`` and tiny networks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from jam_flow.data.format import (
+    ClipRecord,
+    DatasetInfo,
+    compute_stats,
+    write_clip,
+    write_dataset_json,
+    write_manifest,
+    write_stats,
+)
+from jam_flow.features import MelSettings, MotionSettings, audio_to_motion_frame, num_motion_frames
+
+SENTENCES = ["hello there", "a tiny clip", "lips move", "jam flow", "speech and motion", "one two three"]
+
+
+def make_dataset(root: str | Path, n_train: int = 6, n_val: int = 2, n_test: int = 0, seed: int = 0,
+                 min_s: float = 0.5, max_s: float = 1.2, corrupt: int = 0, missing: int = 0) -> Path:
+    """Write a valid dataset of random-but-structured clips; ``corrupt`` train clips get a truncated npz and
+    ``missing`` train clips lose their npz after the stats are computed (planted bad clips)."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    mel_s, mot_s = MelSettings(), MotionSettings()
+    records = []
+    splits = ["train"] * n_train + ["val"] * n_val + ["test"] * n_test
+    for i, split in enumerate(splits):
+        dur = float(np.round(rng.uniform(min_s, max_s), 3))
+        n = mel_s.num_frames(round(dur * mel_s.sample_rate))
+        m = num_motion_frames(dur, mot_s.fps)
+        t = np.arange(n)[:, None]
+        freq = rng.uniform(0.05, 0.2)
+        mel = (np.sin(freq * t + np.linspace(0, 3, 100)[None]) * 2 - 5 + 0.1 * rng.standard_normal((n, 100)))
+        phase = np.sin(freq * 3.75 * np.arange(m))
+        exp = 0.01 * rng.standard_normal((m, 21, 3))
+        exp[:, list(mot_s.mouth_indices), 1] += 0.05 * phase[:, None]
+        arrays = {"mel": mel, "exp": exp, "pitch": np.zeros(m), "yaw": np.zeros(m), "roll": np.zeros(m),
+                  "scale": np.ones((m, 1)), "t": np.zeros((m, 3)), "kp": np.zeros((m, 21, 3))}
+        assert abs(audio_to_motion_frame(n - 1) + 1 - m) <= 1
+        rec = ClipRecord(id=f"clip{i:03d}", split=split, speaker=f"spk{i % 2}", duration=dur, n_mel=n, n_motion=m,
+                         text=SENTENCES[i % len(SENTENCES)], features="")
+        records.append(write_clip(root, rec, arrays))
+    write_manifest(root, records)
+    write_dataset_json(root, DatasetInfo(mel=mel_s, motion=mot_s, num_clips=len(records), source="test"))
+    write_stats(root, compute_stats(root, records))
+    train = [r for r in records if r.split == "train"]
+    for rec in train[:corrupt]:
+        path = root / rec.features
+        path.write_bytes(path.read_bytes()[:200])
+    for rec in train[corrupt:corrupt + missing]:
+        (root / rec.features).unlink()
+    return root
+
+
+class LossRecorder(__import__("lightning").Callback):
+    """Appends ``global_step loss`` lines to ``path`` after every training batch (usable from a CLI config)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(f"{trainer.global_step - 1} {float(loss):.10f} {','.join(batch.get('ids', []))}\n")
+
+
+def read_losses(path: str | Path) -> dict[int, tuple[float, str]]:
+    out = {}
+    for line in Path(path).read_text().splitlines():
+        step, loss, ids = (line.split(" ") + [""])[:3]
+        out[int(step)] = (float(loss), ids)
+    return out

@@ -1,0 +1,163 @@
+"""Every attention backend equals ``reference`` (values and gradients) on the CPU; frame mapping; ``auto``.
+
+Dimension legend: b batch, h heads, d head dim, n audio frames, m motion frames. Masks: True = valid.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from jam_flow.features import audio_to_motion_frame
+from jam_flow.nn.attention import BACKENDS, SELF_BACKENDS, joint_attention, resolve_backend, self_attention
+from jam_flow.nn.attention_fused import first_audio_frame, frame_of, frame_ratio
+from jam_flow.nn.masks import joint_attention_masks
+
+WINDOWS = [0, 1, 2, 4, 7, None]
+# (n, m, audio_lens, motion_lens): odd lengths, padding, an empty sample, motion length 1, audio < window
+SHAPES = [
+    (37, 11, [37, 23], [11, 7]),
+    (53, 15, [41, 0], [13, 0]),
+    (9, 1, [9, 4], [1, 1]),
+    (5, 2, [5, 3], [2, 1]),
+]
+SWITCHES = [
+    (True, True),
+    (False, False),
+    (torch.tensor([True, False]), torch.tensor([False, True])),
+]
+
+
+def _inputs(n: int, m: int, b: int = 2, h: int = 2, d: int = 8, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(b, h, L, d, generator=g) for L in (n, n, n, m, m, m)]
+
+
+def _run(backend: str, ins, kw, grad_outs=None):
+    xs = [t.clone().requires_grad_(grad_outs is not None) for t in ins]
+    out = joint_attention(*xs, **kw, backend=backend)
+    if grad_outs is None:
+        return list(out)
+    loss = sum((o * g).sum() for o, g in zip(out, grad_outs, strict=True))
+    loss.backward()
+    return list(out) + [x.grad for x in xs]
+
+
+def _close(got, want, what):
+    for i, (a, b) in enumerate(zip(got, want, strict=True)):
+        assert not torch.isnan(a).any(), f"{what}: NaN in output {i}"
+        torch.testing.assert_close(a, b, atol=3e-5, rtol=1e-4, msg=lambda s, i=i: f"{what} tensor {i}: {s}")
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"n{s[0]}m{s[1]}")
+def test_fused_and_flex_match_reference(shape, window):
+    n, m, la, lm = shape
+    ins = _inputs(n, m, seed=n + m)
+    g = torch.Generator().manual_seed(1)
+    grads = [torch.randn(2, 2, n, 8, generator=g), torch.randn(2, 2, m, 8, generator=g)]
+    for a_sw, m_sw in SWITCHES:
+        kw = dict(audio_lens=torch.tensor(la), motion_lens=torch.tensor(lm), window=window,
+                  audio_sees_motion=a_sw, motion_sees_audio=m_sw)
+        want = _run("reference", ins, kw, grads)
+        _close(_run("fused", ins, kw, grads), want, f"fused {shape} W={window} switches={a_sw},{m_sw}")
+        with torch.no_grad():  # FlexAttention: forward only on the CPU
+            _close(_run("flex", ins, kw), want[:2], f"flex {shape} W={window} switches={a_sw},{m_sw}")
+
+
+def test_padding_semantics():
+    """Padded query rows are zero, padded keys get no weight, an empty sample gives zeros and no NaN."""
+    n, m = 21, 6
+    ins = _inputs(n, m)
+    kw = dict(audio_lens=torch.tensor([15, 0]), motion_lens=torch.tensor([4, 0]), window=2)
+    for backend in ("reference", "fused", "flex"):
+        with torch.no_grad():
+            out_a, out_m = joint_attention(*ins, **kw, backend=backend)
+            assert out_a[0, :, 15:].abs().max() == 0 and out_m[0, :, 4:].abs().max() == 0, backend
+            assert out_a[1].abs().max() == 0 and out_m[1].abs().max() == 0, backend
+            # changing padded keys changes nothing
+            ins2 = [t.clone() for t in ins]
+            for t in ins2[1:3]:
+                t[0, :, 15:] = 1e3
+            for t in ins2[4:6]:
+                t[0, :, 4:] = -1e3
+            out_a2, out_m2 = joint_attention(*ins2, **kw, backend=backend)
+        torch.testing.assert_close(out_a2, out_a)
+        torch.testing.assert_close(out_m2, out_m)
+
+
+def test_fused_matches_reference_at_default_window_larger_sizes():
+    """Several motion blocks and a realistic window (W=4) at 7 s-like proportions (fp32)."""
+    n, m = 301, 81
+    ins = _inputs(n, m, b=1, h=2, d=16, seed=3)
+    g = torch.Generator().manual_seed(2)
+    grads = [torch.randn(1, 2, n, 16, generator=g), torch.randn(1, 2, m, 16, generator=g)]
+    kw = dict(audio_lens=torch.tensor([n]), motion_lens=torch.tensor([m]), window=4)
+    _close(_run("fused", ins, kw, grads), _run("reference", ins, kw, grads), "fused 301/81")
+
+
+@pytest.mark.parametrize("window", WINDOWS)
+def test_self_attention_backends_match_reference(window):
+    g = torch.Generator().manual_seed(4)
+    q, k, v = (torch.randn(3, 2, 45, 8, generator=g) for _ in range(3))
+    lens = torch.tensor([45, 17, 0])
+    go = torch.randn(3, 2, 45, 8, generator=g)
+
+    def run(backend, grad=True):
+        xs = [t.clone().requires_grad_(grad) for t in (q, k, v)]
+        out = self_attention(*xs, lens, window, backend=backend)
+        if not grad:
+            return [out]
+        (out * go).sum().backward()
+        return [out] + [x.grad for x in xs]
+
+    want = run("reference")
+    _close(run("fused"), want, f"self fused W={window}")
+    with torch.no_grad():
+        _close(run("flex", grad=False), want[:1], f"self flex W={window}")
+
+
+@pytest.mark.parametrize("rates", [(24000, 256, 25), (16000, 160, 30), (22050, 256, 25), (44100, 512, 24)])
+def test_frame_mapping_is_exact_integer(rates):
+    sr, hop, fps = rates
+    num, den = frame_ratio(sr, hop, fps)
+    i = torch.arange(5000)
+    assert torch.equal(frame_of(i, num, den), audio_to_motion_frame(i, sr, hop, fps))
+    assert torch.equal(frame_of(i, num, den), (i * hop * fps) // sr)
+    j = torch.arange(-5, 300)
+    first = first_audio_frame(j, num, den)  # smallest i with f(i) >= j
+    assert torch.all(frame_of(first.clamp(min=0), num, den) >= j)
+    assert torch.all((first <= 0) | (frame_of(first - 1, num, den) < j))
+
+
+def test_non_default_rates_match_reference():
+    n, m = 40, 19
+    ins = _inputs(n, m)
+    kw = dict(audio_lens=torch.tensor([40, 33]), motion_lens=torch.tensor([19, 15]), window=1,
+              sample_rate=16000, hop_length=160, fps=30)
+    g = torch.Generator().manual_seed(5)
+    grads = [torch.randn(2, 2, n, 8, generator=g), torch.randn(2, 2, m, 8, generator=g)]
+    _close(_run("fused", ins, kw, grads), _run("reference", ins, kw, grads), "fused 16k/160/30fps")
+
+
+def test_auto_resolution_and_validation():
+    assert resolve_backend("auto", "cpu") == "fused"
+    assert resolve_backend("auto", "cpu", SELF_BACKENDS) == "fused"
+    assert set(BACKENDS) == {"reference", "fused", "flex"} == set(SELF_BACKENDS)
+    with pytest.raises(ValueError, match="attention backend"):
+        resolve_backend("dense", "cpu")
+    ins = _inputs(12, 4)
+    with pytest.raises(RuntimeError, match="no backward on the CPU"):
+        joint_attention(*[t.requires_grad_() for t in ins], torch.tensor([12, 12]), torch.tensor([4, 4]), 1,
+                        backend="flex")
+
+
+def test_reference_masks_follow_the_rules():
+    """Spot-check the dense reference masks that every backend is compared against (paper §4.4)."""
+    mask_a, mask_m = joint_attention_masks(torch.tensor([30]), torch.tensor([8]), 30, 8, 1)
+    f = (4 * torch.arange(30)) // 15
+    assert torch.equal(mask_a[0, :, 30:].nonzero()[:, 1], f)  # one aligned motion key per audio frame
+    assert mask_a[0, :, :30].all()
+    j = torch.arange(8)
+    assert torch.equal(mask_m[0, :, :8], (j[:, None] - j[None]).abs() <= 1)
+    assert torch.equal(mask_m[0, :, 8:], (f[None] - j[:, None]).abs() <= 1)
