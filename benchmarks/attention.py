@@ -8,7 +8,10 @@ backend and of the *floor*: unmasked ``scaled_dot_product_attention`` over the a
 exact joint attention can cost: the motion stream and the masks should add almost nothing). The backends run
 round-robin inside each repetition, so machine-load drift hits them alike; the median of ``--reps`` is reported.
 Writes a list of records ``{"backend", "device", "seconds", "pass", "ms", "peak_mb", ...}`` plus ratios against
-``reference`` and the floor, and prints a table. Peak memory: see ``benchmarks/common.py``.
+``reference`` and the floor, and prints a table. Peak memory: see ``benchmarks/common.py``; on the CPU each peak
+is measured in a fresh process with glibc's mmap threshold pinned (so RSS follows tensor lifetimes), while the
+timings run in this process with the default allocator (the pinned threshold makes every allocation fault in
+fresh pages, which would distort the times).
 
 On the CPU, FlexAttention has no backward (torch 2.14) and runs its unfused eager forward; its fwdbwd rows are
 absent. Dimension legend: b batch, h heads, d head dim, n audio frames, m motion frames.
@@ -17,6 +20,7 @@ absent. Dimension legend: b batch, h heads, d head dim, n audio frames, m motion
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
@@ -55,6 +59,19 @@ def runner(backend: str, ins, lens, bwd: bool):
     return run
 
 
+def peak(backend: str, seconds: float, pass_name: str, fn, args: argparse.Namespace) -> float:
+    """Peak memory of one call: CUDA allocator peak here; on the CPU in a fresh process (see common.py)."""
+    if args.device == "cuda":
+        return common.peak_mb(fn, "cuda")
+    cmd = [sys.executable, __file__, "--device", "cpu", "--peak-of", backend, str(seconds), pass_name]
+    if args.dtype:
+        cmd += ["--dtype", args.dtype]
+    if args.threads:
+        cmd += ["--threads", str(args.threads)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return float(out.split("PEAK_MB")[-1].split()[0])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
@@ -63,11 +80,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
                    help="default: float32 on the CPU, bfloat16 on CUDA")
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--peak-of", nargs=3, metavar=("BACKEND", "SECONDS", "PASS"), default=None,
+                   help=argparse.SUPPRESS)  # internal: print one CPU peak measured in a fresh process
     args = p.parse_args(argv)
-    if args.device == "cpu":
-        common.ensure_malloc_env()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dtype = getattr(torch, args.dtype or ("float32" if args.device == "cpu" else "bfloat16"))
+    if args.peak_of is not None:
+        common.ensure_malloc_env()
+        backend, seconds, pass_name = args.peak_of[0], float(args.peak_of[1]), args.peak_of[2]
+        ins, lens, _, _ = make_inputs(seconds, args.device, dtype, pass_name == "fwdbwd")
+        fn = runner(backend, ins, lens, pass_name == "fwdbwd")
+        fn()
+        print(f"PEAK_MB {common.peak_mb(fn, args.device)}")
+        return 0
     records: list[dict] = []
     for seconds in args.seconds:
         for pass_name, bwd in (("fwd", False), ("fwdbwd", True)):
@@ -84,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 s = sorted(samples[b])
                 records.append({
                     "backend": b, "device": args.device, "seconds": seconds, "pass": pass_name,
-                    "ms": s[len(s) // 2], "ms_min": s[0], "ms_samples": samples[b], "peak_mb": common.peak_mb(fn, args.device),
+                    "ms": s[len(s) // 2], "ms_min": s[0], "ms_samples": samples[b], "peak_mb": peak(b, seconds, pass_name, fn, args),
                     "n_audio": n, "n_motion": m, "heads": HEADS, "head_dim": HEAD_DIM, "window": WINDOW,
                     "batch": 1, "dtype": str(dtype).replace("torch.", ""),
                 })

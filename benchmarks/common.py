@@ -4,8 +4,10 @@ Peak memory: on CUDA ``torch.cuda.max_memory_allocated`` after ``reset_peak_memo
 above what was allocated before the call). On the CPU torch has no allocator statistics, so a thread polls the
 process's resident set size (``/proc/self/statm``) every 0.5 ms while the call runs and reports the high-water
 mark minus the RSS before the call. For RSS to follow tensor lifetimes, glibc must return large blocks to the OS
-when they are freed: the scripts re-execute themselves once with ``MALLOC_MMAP_THRESHOLD_=65536`` (which also
-switches off glibc's dynamic threshold), see :func:`ensure_malloc_env`.
+when they are freed: ``benchmarks/attention.py`` measures each CPU peak in a fresh process that re-executes itself
+with ``MALLOC_MMAP_THRESHOLD_=65536`` (:func:`ensure_malloc_env`; it also switches off glibc's dynamic threshold).
+``train_step.py`` and ``sample.py`` run with the default allocator, so their CPU ``peak_mb`` is the growth of the
+RSS during the call (freed memory that glibc keeps and reuses is not counted again): a lower bound of the peak.
 """
 
 from __future__ import annotations

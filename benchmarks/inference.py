@@ -152,6 +152,27 @@ def run_task(task: str, bundle, inputs: dict, seconds: float, settings: SamplerS
     raise ValueError(task)
 
 
+def write_results(out: Path, args: argparse.Namespace, rows: list[dict]) -> None:
+    """Write the JSON (called after every row, so an interrupted run keeps what it measured)."""
+    kept: list[dict] = []
+    if args.merge and out.is_file():
+        kept = [r for r in json.loads(out.read_text(encoding="utf-8"))["results"] if r["config"] not in args.configs]
+    result = {
+        "benchmark": "jam-flow inference",
+        "machine": machine(),
+        "nfe": args.nfe,
+        "method": "euler",
+        "cfg": 2.0,
+        "vocoder": "random Vocos, charactr/vocos-mel-24khz size",
+        "notes": ("model_s = time in network forward calls (CFG batched); end_to_end_s = whole task call without "
+                  "writing files. Rows with extrapolated=true ran measured_nfe evaluations and were scaled "
+                  "linearly to nfe. Timings on a shared machine are noisy."),
+        "results": kept + rows,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", nargs="+", default=["tiny", "paper"], choices=["tiny", "paper"])
@@ -162,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--measure-nfe", type=int, default=None,
                    help="evaluations actually run for the paper size (default: 2 on CPU, all on GPU)")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--merge", action="store_true",
+                   help="keep the rows of other configs already in --out (run tiny and paper separately)")
     args = p.parse_args(argv)
     device = torch.device(args.device)
     out = args.out or Path(__file__).parent / "results" / f"inference_{device.type}.json"
@@ -207,25 +230,13 @@ def main(argv: list[str] | None = None) -> int:
                         row["end_to_end_s"] = e2e - model_s + row["model_s"]
                     row["realtime_factor"] = row["end_to_end_s"] / seconds
                     rows.append(row)
+                    write_results(out, args, rows)
                     print(f"{name:>5} {task:>12} {seconds:5.1f}s  model {row['model_s']:8.2f}s  "
                           f"e2e {row['end_to_end_s']:8.2f}s" + ("  (extrapolated)" if row["extrapolated"] else ""),
                           flush=True)
             rows.append({"config": name, "params": params, "load_s": load_s})
+            write_results(out, args, rows)
             del bundle, timer
-    result = {
-        "benchmark": "jam-flow inference",
-        "machine": machine(),
-        "nfe": args.nfe,
-        "method": "euler",
-        "cfg": 2.0,
-        "vocoder": "random Vocos, charactr/vocos-mel-24khz size",
-        "notes": ("model_s = time in network forward calls (CFG batched); end_to_end_s = whole task call without "
-                  "writing files. Rows with extrapolated=true ran measured_nfe evaluations and were scaled "
-                  "linearly to nfe. Timings on a shared machine are noisy."),
-        "results": rows,
-    }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {out}")
     return 0
 

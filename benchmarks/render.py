@@ -8,7 +8,7 @@ driving keypoints (mouth replaced, ``transform_keypoints``) -> stitching -> ``wa
 sizes are used with random weights (speed does not depend on the values).
 
     python benchmarks/render.py                       # CPU, batch sizes 1 and 8
-    python benchmarks/render.py --device cuda --half  # GPU (fp16 autocast), results/render_cuda.json
+    python benchmarks/render.py --device cuda --half  # GPU (fp16 autocast), results/render_cuda_half.json
 
 Writes ``benchmarks/results/render_<device>[_half].json`` with a machine description.
 """
@@ -110,7 +110,7 @@ def run(models, src, frame, m_c2o, motion, batch_size: int, feather: float = 0.1
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", default="cpu", help="cpu | cuda")
-    p.add_argument("--half", action="store_true", help="autocast (fp16 on CUDA, bf16 on CPU)")
+    p.add_argument("--half", action="store_true", help="fp16 autocast on CUDA (no effect on CPU)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
     p.add_argument("--frames", type=int, default=16, help="frames per batch size (at least one full batch)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")

@@ -4,8 +4,9 @@
     python benchmarks/train_step.py --device cpu --size tiny paper --seconds 2 --no-optimizer --json OUT
 
 One step = the flow-matching objective (:class:`jam_flow.flow.objective.FlowObjective`, both streams generated,
-scenario BOTH, no dropout) forward, backward and an AdamW update (``--no-optimizer`` leaves the update out: the
-paper-size model's Adam state does not fit a small CPU machine). CUDA runs bf16 autocast over fp32 weights
+scenario BOTH, no dropout) forward, backward and an AdamW update (``--no-optimizer`` leaves the update out). On the CPU the paper-size
+model runs a ``--cpu-paper-seconds`` clip (default 2 s), one timed repetition and no optimizer (its Adam state
+does not fit a small machine); the JSON records the clip length and ``optimizer`` of every row. CUDA runs bf16 autocast over fp32 weights
 (``bf16-mixed``), the CPU fp32. Tokens = audio frames + motion frames of the batch.
 
 Model FLOPs (the MFU numerator) are counted analytically, never measured: one forward is
@@ -101,63 +102,70 @@ def forward_flops(model: JointDiT, run_forward, b: int, n: int, m: int) -> dict:
     return counts
 
 
+def measure(size: str, backend: str, args: argparse.Namespace) -> dict:
+    """One (model size, backend) measurement."""
+    dev = args.device
+    small_cpu = dev == "cpu" and size == "paper"  # Adam state of 670 M params does not fit a small CPU machine
+    seconds = args.cpu_paper_seconds if small_cpu else args.seconds
+    torch.manual_seed(0)
+    model = JointDiT(**CONFIGS[size](), attention_backend=backend).to(dev).train()
+    batch, masks, drops = make_batch(model, args.batch, seconds, dev)
+    n, m = batch.audio.shape[1], batch.motion.shape[1]
+    objective = FlowObjective()
+    use_opt = not (args.no_optimizer or small_cpu)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=dev == "cuda") if use_opt else None
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev == "cuda")
+
+    def forward():
+        with autocast:
+            return objective(model, batch, masks, drops, generator=torch.Generator().manual_seed(1))
+
+    def step():
+        loss = forward()
+        loss.total.backward()
+        if opt is not None:
+            opt.step()
+        model.zero_grad(set_to_none=True)
+
+    flops = forward_flops(model, forward, args.batch, n, m)
+    ms, samples = common.time_ms(step, dev, reps=1 if small_cpu else args.reps, warmup=1)
+    peak = common.peak_mb(step, dev)
+    train_flops = 3 * flops["total"]
+    peak_flops = common.peak_flops(dev)
+    record = {
+        "size": size, "backend": backend, "device": dev, "dtype": "bf16-mixed" if dev == "cuda" else "float32",
+        "batch": args.batch, "seconds": seconds, "n_audio": n, "n_motion": m,
+        "params_m": sum(t.numel() for t in model.parameters()) / 1e6,
+        "optimizer": opt is not None, "ms": ms, "ms_samples": samples,
+        "tokens_per_s": args.batch * (n + m) / (ms / 1e3), "peak_mb": peak,
+        "model_flops_per_step": train_flops, "flops_breakdown_fwd": flops,
+        "achieved_tflops": train_flops / (ms / 1e3) / 1e12,
+        "peak_tflops": None if peak_flops is None else peak_flops / 1e12,
+        "mfu": None if peak_flops is None else train_flops / (ms / 1e3) / peak_flops,
+        "threads": torch.get_num_threads(),
+    }
+    return record
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--size", nargs="+", choices=sorted(CONFIGS), default=["tiny", "paper"])
     p.add_argument("--backend", nargs="+", default=["auto"], help="attention backends to compare")
     p.add_argument("--seconds", type=float, default=20.0, help="clip length of every sample")
+    p.add_argument("--cpu-paper-seconds", type=float, default=2.0,
+                   help="clip length for the paper-size model on the CPU (20 s takes minutes per step there)")
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--no-optimizer", action="store_true", help="forward + backward only (no AdamW update)")
+    p.add_argument("--no-optimizer", action="store_true",
+                   help="forward + backward only (no AdamW update; always so for the paper-size model on the CPU)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
-    if args.device == "cpu":
-        common.ensure_malloc_env()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = args.device
-    records = []
-    for size in args.size:
-        for backend in args.backend:
-            torch.manual_seed(0)
-            model = JointDiT(**CONFIGS[size](), attention_backend=backend).to(dev).train()
-            batch, masks, drops = make_batch(model, args.batch, args.seconds, dev)
-            n, m = batch.audio.shape[1], batch.motion.shape[1]
-            objective = FlowObjective()
-            opt = None if args.no_optimizer else torch.optim.AdamW(model.parameters(), lr=1e-4,
-                                                                   fused=dev == "cuda")
-            autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev == "cuda")
-
-            def forward():
-                with autocast:
-                    return objective(model, batch, masks, drops, generator=torch.Generator().manual_seed(1))
-
-            def step():
-                loss = forward()
-                loss.total.backward()
-                if opt is not None:
-                    opt.step()
-                model.zero_grad(set_to_none=True)
-
-            flops = forward_flops(model, forward, args.batch, n, m)
-            ms, samples = common.time_ms(step, dev, reps=args.reps, warmup=1)
-            peak = common.peak_mb(step, dev)
-            train_flops = 3 * flops["total"]
-            peak_flops = common.peak_flops(dev)
-            records.append({
-                "size": size, "backend": backend, "device": dev,
-                "dtype": "bf16-mixed" if dev == "cuda" else "float32",
-                "batch": args.batch, "seconds": args.seconds, "n_audio": n, "n_motion": m,
-                "params_m": sum(t.numel() for t in model.parameters()) / 1e6,
-                "optimizer": opt is not None, "ms": ms, "ms_samples": samples,
-                "tokens_per_s": args.batch * (n + m) / (ms / 1e3), "peak_mb": peak,
-                "model_flops_per_step": train_flops, "flops_breakdown_fwd": flops,
-                "achieved_tflops": train_flops / (ms / 1e3) / 1e12,
-                "peak_tflops": None if peak_flops is None else peak_flops / 1e12,
-                "mfu": None if peak_flops is None else train_flops / (ms / 1e3) / peak_flops,
-            })
-            del model, opt
-            if dev == "cuda":
-                torch.cuda.empty_cache()
+    records = [measure(size, backend, args) for size in args.size for backend in args.backend]
     meta = common.machine(dev)
     print(f"machine: {meta.get('gpu') or meta.get('cpu')} | torch {meta['torch']} | load {meta['loadavg_1_5_15']}")
     print(common.table(records, ["size", "backend", "seconds", "ms", "tokens_per_s", "peak_mb", "achieved_tflops",

@@ -66,7 +66,8 @@ class LossRecorder(__import__("lightning").Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        with open(self.path, "a", encoding="utf-8") as fh:
+        path = self.path if trainer.world_size == 1 else f"{self.path}.rank{trainer.global_rank}"
+        with open(path, "a", encoding="utf-8") as fh:
             fh.write(f"{trainer.global_step - 1} {float(loss):.10f} {','.join(batch.get('ids', []))}\n")
 
 

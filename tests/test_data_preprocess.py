@@ -178,3 +178,32 @@ def test_discovery_layouts(tmp_path):
     assert [p.name for p, _ in skipped] == ["random.mp4"]
     with pytest.raises(Exception, match="no HDTF clips"):
         discover("hdtf", tmp_path / "celebv")
+
+
+def test_bad_arguments_fail_fast(tmp_path, capsys):
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "a.mp4").write_bytes(b"not a video")
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint")
+    base = ["preprocess", "--dataset", "folder", "--root", str(root), "--out", str(tmp_path / "out")]
+    assert cli_main([*base, "--motion-extractor", str(junk)]) == 2
+    assert "junk.pth" in capsys.readouterr().err
+    assert cli_main([*base, "--motion-extractor", str(tmp_path / "missing.pth")]) == 2
+    assert cli_main([*base, "--motion-extractor", str(junk), "--crop-size", "8"]) == 2
+    assert (
+        cli_main(
+            [
+                "preprocess",
+                "--dataset",
+                "hdtf",
+                "--root",
+                str(tmp_path / "nope"),
+                "--out",
+                str(tmp_path / "o"),
+                "--motion-extractor",
+                str(junk),
+            ]
+        )
+        == 2
+    )

@@ -11,7 +11,13 @@ import torch
 
 from jam_flow.cli import main as cli_main
 from jam_flow.data.format import (
-    ClipRecord, DatasetInfo, compute_stats, write_clip, write_dataset_json, write_manifest, write_stats,
+    ClipRecord,
+    DatasetInfo,
+    compute_stats,
+    write_clip,
+    write_dataset_json,
+    write_manifest,
+    write_stats,
 )
 from jam_flow.data.text import Vocab
 from jam_flow.errors import InputError
@@ -21,6 +27,15 @@ from jam_flow.inference.bundle import save_export
 from jam_flow.models import JointDiT, tiny_joint_config
 
 TEXTS = ["hello there", "a tiny clip", "lips and sound", "four of them", "one more line"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors run far faster on one thread than on two busy cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _write_dataset(root, source: str = "synth") -> None:

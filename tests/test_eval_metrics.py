@@ -9,10 +9,25 @@ import torch
 
 from jam_flow.errors import InputError
 from jam_flow.eval.metrics import (
-    AVOffset, ClipCorrelation, DurationError, LipSyncScores, MelDistance, MouthKeypointL2, SpeakerSimilarity,
+    AVOffset,
+    ClipCorrelation,
+    DurationError,
+    LipSyncScores,
+    MelDistance,
+    MouthKeypointL2,
+    SpeakerSimilarity,
 )
 from jam_flow.eval.signals import lagged_pearson, masked_pearson, speech_envelope
 from jam_flow.features import audio_to_motion_frame
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors run far faster on one thread than on two busy cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _smooth_noise(b: int, t: int, seed: int) -> torch.Tensor:
@@ -188,3 +203,32 @@ def test_envelope_follows_mouth_driven_audio():
     metric.update(opening[:, : env.shape[1]], env, None, valid)
     out = metric.compute()
     assert out["offset_frames"] == 0 and out["peak_corr"] > 0.95
+
+
+def test_external_models_gate_and_torchscript_speaker(tmp_path):
+    import numpy as np
+
+    from jam_flow.eval.external import SpeakerEmbedder, load_asr, normalise_text
+
+    assert normalise_text("Hello, World!  It's  FINE.") == "hello world it's fine"
+    with pytest.raises(InputError, match="--asr"):
+        load_asr(tmp_path / "no_such_model")
+
+    class Energy(torch.nn.Module):  # a stand-in speaker model: [b, s] -> [b, 2]
+        def forward(self, wave: torch.Tensor) -> torch.Tensor:
+            return torch.stack([wave.abs().mean(1), wave.pow(2).mean(1)], 1)
+
+    path = tmp_path / "spk.pt2"
+    samples = torch.export.Dim("samples", min=2)
+    program = torch.export.export(Energy(), (torch.randn(1, 16000),), dynamic_shapes={"wave": {1: samples}})
+    torch.export.save(program, str(path))
+    emb = SpeakerEmbedder(path, sample_rate=16000)
+    wave = np.random.default_rng(0).standard_normal(24000).astype(np.float32) * 0.1
+    a, b = emb.embed(wave, 24000), emb.embed(2 * wave, 24000)
+    assert a.shape == (2,)
+    sim = SpeakerSimilarity()
+    sim.update(a[None], a[None])
+    assert sim.compute().item() == pytest.approx(1.0, abs=1e-6)
+    assert not torch.allclose(a, b)
+    with pytest.raises(InputError, match="--speaker-model"):
+        SpeakerEmbedder(tmp_path / "missing.pt")

@@ -10,13 +10,22 @@ import torch
 from torch import nn
 
 from jam_flow.errors import InputError
-from jam_flow.eval.syncnet import SyncNet, load_syncnet, lse_from_files, mfcc, sync_scores
+from jam_flow.eval.syncnet import load_syncnet, lse_from_files, mfcc, sync_scores
 
 # The public syncnet_v2.model layout, written out independently of our module: (key prefix, kind, shape args).
 _CONV_AUD = [(0, 1, 64, (3, 3)), (4, 64, 192, (3, 3)), (8, 192, 384, (3, 3)), (11, 384, 256, (3, 3)),
              (14, 256, 256, (3, 3)), (18, 256, 512, (5, 4))]
 _CONV_LIP = [(0, 3, 96, (5, 7, 7)), (4, 96, 256, (1, 5, 5)), (8, 256, 256, (1, 3, 3)), (11, 256, 256, (1, 3, 3)),
              (14, 256, 256, (1, 3, 3)), (18, 256, 512, (1, 6, 6))]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors run far faster on one thread than on two busy cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _public_layout_state(embed: int = 1024) -> dict[str, torch.Tensor]:

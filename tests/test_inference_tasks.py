@@ -179,3 +179,27 @@ def test_lightning_checkpoint_loads_like_the_export(bundle, env, tmp_path):
     mouth, rest = from_ckpt.normalise_motion(np.load(env["motion"]))
     assert mouth.shape == (20, 12) and rest.shape == (20, 51)
     assert torch.allclose(from_ckpt.denormalise_motion(mouth, rest), torch.from_numpy(np.load(env["motion"])), atol=1e-6)
+
+
+def test_stage1_audio_checkpoint_runs_tts_only(env, vocoder, tmp_path):
+    from jam_flow.errors import InputError
+    from jam_flow.models import AudioDiT
+
+    meta = tiny_meta()
+    audio_args = dict(meta["model"]["init_args"]["audio"])
+    torch.manual_seed(0)
+    net = AudioDiT(**audio_args)
+    meta["model"] = {"class_path": "jam_flow.models.AudioDiT", "init_args": audio_args}
+    ckpt = tmp_path / "audio.ckpt"
+    torch.save({"jam_flow": {**meta, "ema_state_dict": net.state_dict()}}, ckpt)
+    audio_bundle = load_bundle(ckpt)
+    assert not audio_bundle.has_motion
+    r = tasks.tts(audio_bundle, "Hi there.", env["ref"], "A voice.", settings=FAST, seed=0, vocoder=vocoder)
+    assert r.motion is None and r.wave.ndim == 1
+    with pytest.raises(InputError, match="audio-only"):
+        tasks.text2av(audio_bundle, "Hi there.", settings=FAST, seed=0, vocoder=vocoder)
+    # a stage-1 Motion-DiT cannot generate anything here
+    meta["model"] = {"class_path": "jam_flow.models.MotionDiT", "init_args": {"dim": 32, "depth": 1, "heads": 2}}
+    torch.save({"jam_flow": {**meta, "ema_state_dict": {}}}, tmp_path / "motion.ckpt")
+    with pytest.raises(InputError, match="MotionDiT"):
+        load_bundle(tmp_path / "motion.ckpt")

@@ -5,12 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from lightning_support import make_dataset
 
 from jam_flow.errors import InputError
 from jam_flow.features import MelSettings, MotionSettings, audio_to_motion_frame
 from jam_flow.lightning.datamodule import JAMFlowDataModule, collate_clips, fit_motion_length
 from jam_flow.lightning.sampler import DynamicBatchSampler, build_batches
-from lightning_support import make_dataset
 
 LENGTHS = [int(x) for x in np.random.default_rng(0).integers(20, 400, size=97)] + [900]
 
@@ -31,7 +31,7 @@ def test_ddp_ranks_get_disjoint_batches_and_the_same_step_count(world, pad):
     for s in samplers:
         s.set_epoch(3)
     per_rank = [list(s) for s in samplers]
-    assert len({len(p) for p in per_rank}) == 1 and all(len(p) == len(s) for p, s in zip(per_rank, samplers))
+    assert len({len(p) for p in per_rank}) == 1 and all(len(p) == len(s) for p, s in zip(per_rank, samplers, strict=True))
     n_real = len(samplers[0].batches)
     seen = [tuple(b) for p in per_rank for b in p]
     if pad:
@@ -49,7 +49,7 @@ def test_shuffle_is_deterministic_per_seed_and_changes_per_epoch():
     assert list(DynamicBatchSampler(LENGTHS, 800, 5, seed=2)) != first
 
 
-def test_resume_skips_consumed_batches_once():
+def test_resume_continues_the_data_position():
     s = DynamicBatchSampler(LENGTHS, 800, 5, seed=1)
     s.set_epoch(2)
     full = list(s)
@@ -60,14 +60,29 @@ def test_resume_skips_consumed_batches_once():
     assert state["epoch"] == 2 and state["consumed"] == 4
     fresh = DynamicBatchSampler(LENGTHS, 800, 5, seed=1)
     fresh.load_state_dict(state)
-    fresh.set_epoch(2)  # Lightning sets the same epoch again on restart
+    fresh.set_epoch(2)  # Lightning resumes in the same epoch
     assert list(fresh) == full[4:]
     assert list(fresh) == full  # the skip applies to one iteration only
+    # Lightning closed the epoch early (max_steps) and resumes with the next epoch number: the data continues
+    s.set_epoch(0)
+    epoch0, epoch1 = list(s), s.rank_batches(1)
+    late = DynamicBatchSampler(LENGTHS, 800, 5, seed=1)
+    late.load_state_dict({**state, "epoch": 0, "consumed": 3})
+    late.set_epoch(1)
+    assert list(late) == epoch0[3:]
+    late.set_epoch(2)
+    assert list(late) == epoch1
+    # a finished data epoch resumes at the start of the next one; a foreign position is ignored
+    done = DynamicBatchSampler(LENGTHS, 800, 5, seed=1)
+    done.load_state_dict({**state, "consumed": len(done)})
+    assert done.data_epoch == 3 and list(done) == done.rank_batches(3)
     other_seed = DynamicBatchSampler(LENGTHS, 800, 5, seed=9)
     other_seed.load_state_dict(state)
-    assert len(list(other_seed)) == len(other_seed)  # a foreign position is not applied
-    s.consumed_fn = lambda: len(s)  # an epoch that was finished resumes at the next epoch's start
-    assert s.state_dict()["epoch"] == 3 and s.state_dict()["consumed"] == 0
+    assert len(list(other_seed)) == len(other_seed)
+    tagged = DynamicBatchSampler(LENGTHS, 800, 5, seed=1, tag_positions=True)
+    tagged.position_fn = lambda: (5, 7)
+    first = next(iter(tagged))
+    assert all(t[1:] == (0, 0) for t in first) and tagged.state_dict()["epoch"] == 5
 
 
 def test_fit_motion_length_crops_and_pads_to_the_frame_mapping():

@@ -35,7 +35,7 @@ def test_matches_ema_pytorch(kwargs):
         ours.update(net)
         ref.update()
         assert ours.current_decay() == pytest.approx(ref.get_current_decay())
-    for (name, a), (_, b) in zip(ours.model.state_dict().items(), ref.ema_model.state_dict().items()):
+    for (name, a), (_, b) in zip(ours.model.state_dict().items(), ref.ema_model.state_dict().items(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), name
     assert int(ours.step) == int(ref.step)
 

@@ -7,15 +7,24 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning_support import make_dataset, read_losses
 
 from jam_flow.cli import main as jam_flow_main
 from jam_flow.inference.bundle import load_bundle
 from jam_flow.lightning.cli import fit_main, run_cli
 from jam_flow.lightning.module import WarmupLinearDecay
-from lightning_support import make_dataset, read_losses
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "tests"
 TINY = str(CONFIGS / "tiny_stage2.yaml")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread (and two threads collapse when the cores are shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +112,7 @@ def test_bad_clips_are_skipped_counted_and_logged(tmp_path):
     assert events.Scalars("data/skipped_clips")[-1].value == 2
 
 
+@pytest.mark.slow
 def test_stage1_runs_and_stage2_initialisation(dataset, tmp_path):
     quick = ["--trainer.max_steps", "1", "--trainer.limit_val_batches", "0", "--media.num_clips", "0"]
     _fit(str(CONFIGS / "tiny_stage1_motion.yaml"), dataset, tmp_path / "m", *quick)
@@ -112,9 +122,32 @@ def test_stage1_runs_and_stage2_initialisation(dataset, tmp_path):
     cli = _fit(TINY, dataset, tmp_path / "j", "--trainer.max_steps", "0", "--media.num_clips", "0",
                "--model.init_motion_from", str(motion_ckpt), "--model.init_audio_from", str(audio_ckpt))
     net = cli.model.net
-    motion_src = load_bundle(motion_ckpt).model.state_dict()
+    motion_src = torch.load(motion_ckpt, weights_only=False)["jam_flow"]["ema_state_dict"]
     for k, v in net.motion.state_dict().items():
         want = motion_src[k][:, : v.shape[1]] if k == "input_embed.proj.weight" else motion_src[k]
         assert torch.equal(v, want), k
+    assert motion_src["input_embed.proj.weight"].shape[1] == net.motion.input_embed.proj.weight.shape[1] + 100
     audio_src = load_bundle(audio_ckpt).model.state_dict()
     assert all(torch.equal(v, audio_src[k]) for k, v in net.audio.state_dict().items())
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(dataset, tmp_path):
+    """`jam-flow fit` with DDP on 2 CPU processes (gloo): same step count, disjoint batches per step."""
+    import os
+    import subprocess
+    import sys
+
+    tests_dir = str(Path(__file__).resolve().parent)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([tests_dir, os.environ.get("PYTHONPATH", "")])}
+    cmd = [sys.executable, "-m", "jam_flow.cli", "fit", "--config", TINY, "--data.data_dir", dataset,
+           "--trainer.default_root_dir", str(tmp_path / "ddp"), "--trainer.devices", "2", "--trainer.strategy", "ddp",
+           "--trainer.max_steps", "3", "--data.frames_per_batch", "150", "--media.num_clips", "0",
+           "--trainer.enable_progress_bar", "false", *_recorder(tmp_path / "l.txt")]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    r0, r1 = read_losses(f"{tmp_path / 'l.txt'}.rank0"), read_losses(f"{tmp_path / 'l.txt'}.rank1")
+    assert sorted(r0) == sorted(r1) == [0, 1, 2]
+    for step in range(3):
+        assert not set(r0[step][1].split(",")) & set(r1[step][1].split(",")), f"step {step}: ranks share clips"
+    assert list((tmp_path / "ddp").glob("**/checkpoints/last.ckpt"))

@@ -177,3 +177,17 @@ def test_config_dataclass_mirrors_the_constructor():
     }
     conf = {f.name: (MISSING if f.default is MISSING else f.default) for f in fields(AudioDiTConfig)}
     assert conf == {k: (MISSING if v is inspect.Parameter.empty else v) for k, v in params.items()}
+
+
+def test_average_upsampling_spreads_tokens_evenly():
+    from jam_flow.nn.embeddings import average_upsample
+
+    h = torch.arange(1.0, 6.0)[None, :, None].repeat(2, 1, 1)  # tokens 1..5, one channel
+    valid = torch.tensor([[True, True, True, False, False], [True, True, True, True, True]])
+    out = average_upsample(
+        torch.cat([h, torch.zeros(2, 5, 1)], 1), torch.cat([valid, valid & False], 1), torch.tensor([8, 3])
+    )[..., 0]
+    # 3 tokens over 8 frames: 8 // 3 = 2 each, the last 8 % 3 = 2 tokens get one more
+    assert out[0].tolist() == [1, 1, 2, 2, 2, 3, 3, 3, 0, 0]
+    # 5 tokens over 3 frames: only the last 3 tokens get a frame
+    assert out[1].tolist() == [3, 4, 5, 0, 0, 0, 0, 0, 0, 0]

@@ -107,8 +107,9 @@ def test_both_switches_off_gives_the_audio_dit_output():
     assert _max_diff(v_audio, want) < 1e-5
 
 
-def test_each_switch_removes_exactly_its_own_cross_modal_terms():
-    joint = _joint()
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+def test_each_switch_removes_exactly_its_own_cross_modal_terms(backend):
+    joint = _joint(attention_backend=backend)
     kw = _inputs(audio_lens=(45, 30), motion_lens=(12, 8))
     other_audio = dict(
         kw,
@@ -158,11 +159,12 @@ def test_per_sample_switches_equal_python_bools():
             assert _max_diff(va[i], wa[i]) < 1e-5 and _max_diff(vm[i], wm[i]) < 1e-5
 
 
-def test_padding_never_changes_valid_outputs():
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+def test_padding_never_changes_valid_outputs(backend):
     """Garbage in padded frames of either stream is invisible; a padded batch gives each sample what it gets
     alone (float64, audio without the text ConvNeXt whose GRN normalises over the padded text axis upstream)."""
     cfg = tiny_joint_config()
-    joint = _joint(torch.float64, audio={**cfg["audio"], "conv_layers": 0})
+    joint = _joint(torch.float64, audio={**cfg["audio"], "conv_layers": 0}, attention_backend=backend)
     kw = _inputs(n=45, m=12, audio_lens=(45, 34), motion_lens=(12, 9), dtype=torch.float64)
     with torch.no_grad():
         va, vm = joint(**kw)
@@ -185,7 +187,7 @@ def test_padding_never_changes_valid_outputs():
         sa, sm = joint(**alone)
         assert _max_diff(sa[0], va[1, :34]) < 1e-9 and _max_diff(sm[0], vm[1, :9]) < 1e-9
     # the default (with text ConvNeXt) is still blind to the padded content
-    joint = _joint()
+    joint = _joint(attention_backend=backend)
     kw = _inputs(audio_lens=(45, 34), motion_lens=(12, 9))
     with torch.no_grad():
         va, vm = joint(**kw)
@@ -285,6 +287,8 @@ def test_joint_layer_resolution_and_config_errors():
     cfg = tiny_joint_config()
     with pytest.raises(InputError, match="same heads and dim_head"):
         JointDiT(**{**cfg, "motion": {**cfg["motion"], "heads": 4, "dim_head": 16}})
+    with pytest.raises(InputError, match="pe_attn_head"):
+        JointDiT(**{**cfg, "audio": {**cfg["audio"], "pe_attn_head": 1}})
     with pytest.raises(InputError, match="unknown key"):
         JointDiT(**{**cfg, "audio": {**cfg["audio"], "dpeth": 3}})
     with pytest.raises(InputError, match="rope_alignment"):
@@ -320,7 +324,8 @@ def test_jsonargparse_builds_the_model_from_yaml():
     parser.add_class_arguments(JointDiT, "model")
     cfg = tiny_joint_config()
     text = yaml.safe_dump({"model": {**cfg, "joint_layers": [0, 2], "window": None}})
-    model = parser.instantiate_classes(parser.parse_string(text)).model
+    build = getattr(parser, "instantiate", None) or parser.instantiate_classes  # renamed in jsonargparse 4.49
+    model = build(parser.parse_string(text)).model
     assert isinstance(model, JointDiT)
     assert model.joint_layers == (0, 2) and model.window is None
     assert model.audio.text_embed.text_embed.num_embeddings == cfg["audio"]["text_num_embeds"] + 1

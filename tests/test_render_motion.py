@@ -8,11 +8,13 @@ import json
 import av
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from jam_flow.errors import InputError
 from jam_flow.features import MotionSettings
-from jam_flow.render.animate import assemble_expression, check_lengths, pingpong_indices
+from jam_flow.render import render_talking_head
+from jam_flow.render.animate import _video_boxes, assemble_expression, check_lengths, pingpong_indices
 from jam_flow.render.io import VideoWriter, load_motion, read_audio, read_image, read_video_frames
 
 MOUTH = MotionSettings().mouth_indices
@@ -177,3 +179,40 @@ def test_readers_name_the_path(tmp_path):
     noise.write_bytes(b"RIFF....WAVE")
     with pytest.raises(InputError, match="n.wav"):
         read_audio(noise)
+
+
+class _ScriptedDetector:
+    """Returns a fixed box per frame (None = no face), keyed by the frame's fill value."""
+
+    def __init__(self, boxes: dict[int, tuple[float, float, float, float] | None]) -> None:
+        self.boxes = boxes
+
+    def detect(self, rgb: np.ndarray) -> list:
+        box = self.boxes[int(rgb[0, 0, 0])]
+        return [] if box is None else [box]
+
+
+def test_video_boxes_fill_gaps_and_smooth():
+    frames = [np.full((4, 4, 3), i, np.uint8) for i in range(5)]
+    det = _ScriptedDetector({0: None, 1: (10, 10, 20, 20), 2: None, 3: (30, 10, 40, 20), 4: None})
+    boxes = _video_boxes(det, frames, "clip.mp4", window=1)
+    assert boxes == [(10, 10, 20, 20), (10, 10, 20, 20), (20, 10, 30, 20), (30, 10, 40, 20), (30, 10, 40, 20)]
+    smoothed = _video_boxes(det, frames, "clip.mp4", window=3)
+    assert smoothed[2] == pytest.approx((20, 10, 30, 20)) and smoothed[0] == pytest.approx((10, 10, 20, 20))
+    with pytest.raises(InputError, match=r"no face found in clip.mp4 \(in none of its 5 frames\)"):
+        _video_boxes(_ScriptedDetector(dict.fromkeys(range(5))), frames, "clip.mp4", window=3)
+
+
+def test_render_video_without_a_face_fails_before_loading_weights(tmp_path):
+    src = tmp_path / "flat.mp4"
+    writer = VideoWriter(src, 25, 160, 160)
+    for _ in range(3):
+        writer.write(np.full((160, 160, 3), 128, np.uint8))
+    writer.close()
+    np.save(tmp_path / "m.npy", np.zeros((3, 21, 3), np.float32))
+    sf.write(tmp_path / "a.wav", np.zeros(2880, np.float32), 24000)  # 0.12 s = 3 frames
+    with pytest.raises(InputError, match=f"no face found in {src}"):
+        render_talking_head(
+            src, tmp_path / "m.npy", tmp_path / "a.wav", tmp_path / "no_weights", tmp_path / "o.mp4"
+        )
+    assert not (tmp_path / "o.mp4").exists()

@@ -557,7 +557,7 @@ def _clip_problems(
             f"manifest says n_motion {rec.n_motion} (more than one frame apart)"
         )
     n_samples = round(rec.duration * mel_s.sample_rate)
-    if rec.audio is None and abs(mel_s.num_frames(n_samples) - rec.n_mel) > 1:
+    if (rec.audio is None or not check_audio) and abs(mel_s.num_frames(n_samples) - rec.n_mel) > 1:
         out.append(
             f"{path}: clip {rec.id!r}: n_mel {rec.n_mel} does not match duration {rec.duration:.4f} s "
             f"({mel_s.num_frames(n_samples)} frames expected)"

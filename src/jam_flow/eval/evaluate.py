@@ -31,7 +31,13 @@ from jam_flow.data.format import read_dataset_json, read_manifest
 from jam_flow.errors import InputError
 from jam_flow.eval.generation import EVAL_TASKS, generate_batch
 from jam_flow.eval.metrics import (
-    AVOffset, ClipCorrelation, DurationError, LipSyncScores, MelDistance, MouthKeypointL2, SpeakerSimilarity,
+    AVOffset,
+    ClipCorrelation,
+    DurationError,
+    LipSyncScores,
+    MelDistance,
+    MouthKeypointL2,
+    SpeakerSimilarity,
 )
 from jam_flow.eval.signals import speech_envelope
 from jam_flow.flow.sampler import SamplerSettings
@@ -87,8 +93,8 @@ class MouthOpening:
         self.mean = x.mean(0)
         _, _, v = torch.linalg.svd(x - self.mean, full_matrices=False)
         self.direction = v[0]
-        opening = torch.cat([self(e)[: env.shape[0]] for e, env in zip(ref_exp, ref_env)])
-        env = torch.cat([env[: e.shape[0]] for e, env in zip(ref_exp, ref_env)])
+        opening = torch.cat([self(e)[: env.shape[0]] for e, env in zip(ref_exp, ref_env, strict=True)])
+        env = torch.cat([env[: e.shape[0]] for e, env in zip(ref_exp, ref_env, strict=True)])
         if torch.corrcoef(torch.stack([opening.double(), env.double()]))[0, 1] < 0:
             self.direction = -self.direction
 
@@ -299,7 +305,7 @@ def _external_metrics(settings: EvalSettings, bundle: ModelBundle, items: list[d
         spk = load_speaker_model(settings.speaker_model, settings.speaker_sr, settings.device)
         wer, sim = WordErrorRate(), SpeakerSimilarity()
         sr = bundle.mel.sample_rate
-        for item, c in zip(items, per_clip):
+        for item, c in zip(items, per_clip, strict=True):
             gen_wave = vocoder.decode(c["gen_mel"]).numpy()
             if asr is not None:
                 reference = normalise_text(bundle.vocab.decode(item["text"].tolist()))

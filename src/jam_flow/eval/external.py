@@ -10,7 +10,8 @@ Needs the ``transformers`` package; without it, or without the directory, an ``I
 
 Speaker embeddings (``--speaker-model PATH``):
 
-* a TorchScript file (``torch.jit.save``) whose ``forward(wave)`` maps a float waveform ``[b, s]`` in [-1, 1] at
+* a ``torch.export.save`` program (``.pt2``, export with a dynamic sample dimension) or a TorchScript file
+  (``torch.jit.save``, any other suffix) whose ``forward(wave)`` maps a float waveform ``[b, s]`` in [-1, 1] at
   ``--speaker-sr`` Hz (default 16000) to embeddings ``[b, d]`` (e.g. an exported ECAPA-TDNN / WavLM-SV), or
 * a ``transformers`` audio x-vector directory (``AutoModelForAudioXVector``, e.g. WavLM-base-plus-sv), whose
   feature extractor fixes the sample rate.
@@ -109,9 +110,13 @@ class SpeakerEmbedder:
             self.sample_rate = int(self.extractor.sampling_rate)
         elif path.is_file():
             try:
-                self.model = torch.jit.load(str(path), map_location=device).eval()
+                if path.suffix == ".pt2":  # torch.export.save
+                    self.model = torch.export.load(str(path)).module().to(device)
+                else:  # TorchScript (torch.jit.save)
+                    self.model = torch.jit.load(str(path), map_location=device).eval()
             except Exception as err:  # noqa: BLE001 - any load failure means a wrong file
-                raise InputError(f"--speaker-model: {path} is not a TorchScript module ({err})") from err
+                raise InputError(f"--speaker-model: {path} is neither a torch.export (.pt2) program nor a TorchScript "
+                                 f"module ({err})") from err
             self.sample_rate = int(sample_rate)
         else:
             raise InputError(f"--speaker-model: {path} does not exist (expected a TorchScript file or a transformers "

@@ -10,8 +10,10 @@ Dimension legend: none (orchestration only: subprocesses for the corpus and trai
    (each YAML is complete and carries its own step budget; ``--parallel`` runs at once, each limited to
    ``--threads`` torch threads). A run whose ``train_info.json`` says it finished with the same config file
    bytes is reused, so an interrupted recipe resumes where it stopped;
-3. evaluates each model on the held-out test split (``audio2motion`` and ``motion2audio`` for all; ``text2av`` for
-   the main model) with the same seed, NFE and guidance, plus the shuffled-pairs baseline;
+3. evaluates each model on the held-out test split with ``jam-flow evaluate`` (``audio2motion`` and ``motion2audio``
+   for all; ``text2av`` for the main model; the same seed, NFE and guidance; shuffled-pairs baseline included), also
+   the main run's checkpoint at each ablation's step count (the same-budget reference), ``--parallel`` at once and
+   cached beside the checkpoints;
 4. writes the result JSON (command, seed, machine, wall times, metrics, one entry per ablation) and prints the
    ablation table.
 """
@@ -57,13 +59,14 @@ class Variant:
         return CONFIG_DIR / f"synth_{self.name}.yaml"
 
 
+# training order = priority order (the paper's strongest claims first: masks, RoPE, Audio-DiT fine-tuning)
 VARIANTS: tuple[Variant, ...] = (
     Variant("main", "reference (paper default)", "half", "on", "length", "trained"),
-    Variant("joint_none", "joint blocks", "none", "on", "length", "trained"),
-    Variant("joint_full", "joint blocks", "full", "on", "length", "trained"),
     Variant("masks_off", "attention masks", "half", "off", "length", "trained"),
     Variant("rope_off", "RoPE alignment", "half", "on", "off", "trained"),
     Variant("audio_frozen", "Audio-DiT fine-tuning", "half", "on", "length", "frozen"),
+    Variant("joint_full", "joint blocks", "full", "on", "length", "trained"),
+    Variant("joint_none", "joint blocks", "none", "on", "length", "trained"),
 )
 KEY_A2M = ("mouth_open_corr", "offset_frames", "offset_mean_abs", "offset_within_one", "av_peak_corr", "mouth_kp_l2")
 KEY_M2A = ("envelope_corr", "offset_frames", "av_peak_corr", "mel_l1", "lsd_db")
@@ -124,7 +127,8 @@ def _train_command(variant: Variant, args: argparse.Namespace, root: Path) -> li
 
 
 def _train_all(variants: list[Variant], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Train (or reuse) every variant, ``args.parallel`` at a time; returns each run's ``train_info``."""
+    """Train (or reuse) every variant, ``args.parallel`` at a time; returns each run's ``train_info``. With
+    ``--no-train`` only finished runs are returned."""
     infos: dict[str, dict[str, Any]] = {}
     pending: list[Variant] = []
     for v in variants:
@@ -137,6 +141,9 @@ def _train_all(variants: list[Variant], args: argparse.Namespace) -> dict[str, d
                 log.info("train %s: reusing %s", v.name, ckpt)
                 infos[v.name] = info
                 continue
+        if args.no_train:
+            log.info("train %s: no finished run, left out (--no-train)", v.name)
+            continue
         pending.append(v)
     running: list[tuple[Variant, subprocess.Popen, float, Path, Any]] = []
     while pending or running:
@@ -147,7 +154,9 @@ def _train_all(variants: list[Variant], args: argparse.Namespace) -> dict[str, d
             cmd = _train_command(v, args, root)
             log.info("train %s: %s", v.name, shlex.join(cmd))
             logf = open(root / "train.log", "w", encoding="utf-8")  # noqa: SIM115 - closed when the run ends
-            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=_env(args.threads), stdout=logf, stderr=subprocess.STDOUT)
+            # its own session: on a shared machine with autogroup scheduling each run gets a session's CPU share
+            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=_env(args.threads), stdout=logf, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
             running.append((v, proc, time.perf_counter(), root, logf))
         time.sleep(2.0)
         for item in list(running):
@@ -164,11 +173,31 @@ def _train_all(variants: list[Variant], args: argparse.Namespace) -> dict[str, d
                 raise RuntimeError(f"training {v.name} wrote no last.ckpt under {root}")
             info = {"status": "done", "config": str(v.config.relative_to(REPO_ROOT)), "config_sha": _sha(v.config),
                     "command": shlex.join(_train_command(v, args, root)), "train_wall_s": wall, "ckpt": str(ckpt),
+                    "steps_done": _global_step(ckpt), "max_steps": _max_steps(v.config),
                     "threads": args.threads, "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
             (root / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
             log.info("train %s: done in %.0f s", v.name, wall)
             infos[v.name] = info
     return infos
+
+
+def _global_step(ckpt: Path) -> int:
+    import torch
+
+    return int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
+
+
+def _ckpt_at_step(root: Path, step: int) -> tuple[Path, int] | None:
+    """The newest ``step-N.ckpt`` of a run with ``N <= step`` (the main run keeps one every few steps)."""
+    best: tuple[Path, int] | None = None
+    for path in root.glob("lightning_logs/version_*/checkpoints/step-*.ckpt"):
+        try:
+            n = int(path.stem.split("-", 1)[1])
+        except ValueError:
+            continue
+        if n <= step and (best is None or n > best[1]):
+            best = (path, n)
+    return best
 
 
 def _max_steps(config: Path) -> int:
@@ -177,12 +206,48 @@ def _max_steps(config: Path) -> int:
     return int(yaml.safe_load(config.read_text())["trainer"]["max_steps"])
 
 
-def _evaluate(ckpt: str, task: str, args: argparse.Namespace) -> dict[str, Any]:
-    from jam_flow.eval.evaluate import EvalSettings, evaluate
+def _eval_command(ckpt: str, task: str, out: Path, args: argparse.Namespace) -> list[str]:
+    return [*_jam_flow(), "evaluate", "--ckpt", ckpt, "--data.data_dir", str(args.data_dir), "--task", task,
+            "--split", "test", "--max-clips", str(args.eval_clips), "--nfe", str(args.nfe), "--cfg", str(args.cfg),
+            "--seed", str(args.seed), "--batch-size", str(args.eval_batch), "--max-lag", str(args.max_lag),
+            "--out", str(out)]
 
-    return evaluate(EvalSettings(ckpt=ckpt, data_dir=str(args.data_dir), task=task, split="test",  # type: ignore[arg-type]
-                                 max_clips=args.eval_clips, nfe=args.nfe, cfg=args.cfg, seed=args.seed,
-                                 batch_size=args.eval_batch, max_lag=args.max_lag))
+
+def _eval_cache(ckpt: str, task: str, args: argparse.Namespace) -> Path:
+    """Where ``jam-flow evaluate`` writes this (checkpoint, task, settings): beside the checkpoint, keyed by the
+    settings and the checkpoint's size and mtime, so a resumed or re-assembled recipe never generates twice."""
+    stat = Path(ckpt).stat()
+    settings = _eval_command(ckpt, task, Path("-"), args)[2:]
+    key = hashlib.sha256(json.dumps([settings, stat.st_size, stat.st_mtime_ns]).encode()).hexdigest()[:12]
+    return Path(ckpt).parent / f"eval_{Path(ckpt).stem}_{task}_{key}.json"
+
+
+def _evaluate_all(jobs: list[tuple[str, str]], args: argparse.Namespace) -> dict[tuple[str, str], dict[str, Any]]:
+    """Run ``jam-flow evaluate`` for every (checkpoint, task), ``args.parallel`` at once (own sessions, like the
+    training runs); cached results are reused."""
+    todo = [(ckpt, task) for ckpt, task in jobs if not _eval_cache(ckpt, task, args).is_file()]
+    running: list[tuple[str, str, subprocess.Popen, Any]] = []
+    while todo or running:
+        while todo and len(running) < args.parallel:
+            ckpt, task = todo.pop(0)
+            out = _eval_cache(ckpt, task, args)
+            cmd = _eval_command(ckpt, task, out, args)
+            log.info("evaluate: %s", shlex.join(cmd))
+            logf = open(out.with_suffix(".log"), "w", encoding="utf-8")  # noqa: SIM115 - closed when it ends
+            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=_env(args.threads), stdout=logf, stderr=subprocess.STDOUT,
+                                    start_new_session=True)
+            running.append((ckpt, task, proc, logf))
+        time.sleep(1.0)
+        for item in list(running):
+            ckpt, task, proc, logf = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            logf.close()
+            if proc.returncode != 0:
+                raise RuntimeError(f"evaluation of {ckpt} ({task}) failed (exit {proc.returncode}); see "
+                                   f"{_eval_cache(ckpt, task, args).with_suffix('.log')}")
+    return {(ckpt, task): json.loads(_eval_cache(ckpt, task, args).read_text()) for ckpt, task in jobs}
 
 
 def _pick(metrics: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -215,11 +280,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--only", nargs="+", choices=[v.name for v in VARIANTS], default=None,
                    help="train / evaluate only these variants (default: all)")
     p.add_argument("--retrain", action="store_true", help="train again even when a finished run exists")
-    p.add_argument("--parallel", type=int, default=2, help="training runs at once (default 2)")
+    p.add_argument("--no-train", action="store_true",
+                   help="start no training: evaluate the variants whose runs have finished and assemble the result")
+    p.add_argument("--parallel", type=int, default=3, help="training runs at once (default 3)")
     p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1: best on a busy CPU)")
-    p.add_argument("--eval-clips", type=int, default=48, help="held-out clips evaluated (default 48)")
+    p.add_argument("--eval-clips", type=int, default=40, help="held-out clips evaluated (default 40)")
     p.add_argument("--eval-batch", type=int, default=8, help="clips generated together (default 8)")
-    p.add_argument("--nfe", type=int, default=16, help="sampler NFE for evaluation (default 16)")
+    p.add_argument("--nfe", type=int, default=12, help="sampler NFE for evaluation (default 12)")
     p.add_argument("--cfg", type=float, default=2.0, help="guidance scale for evaluation (paper: 2)")
     p.add_argument("--max-lag", type=int, default=10, help="A/V offset search range in motion frames")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (noise + shuffled pairs)")
@@ -239,12 +306,10 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"recipe: missing experiment config {v.config}")
     corpus = _ensure_corpus(args)
     infos = _train_all(variants, args)
-    import torch
-
-    torch.set_num_threads(args.threads)
     result: dict[str, Any] = {
         "recipe": "synthetic corpus, main model + ablations (docs/evaluation.md)",
         "command": shlex.join(["python", "-m", "jam_flow.eval.recipe", *argv]),
+        "reproduce": "make synth-recipe  (= python -m jam_flow.eval.recipe; reuses finished runs in --runs-dir)",
         "seed": args.seed,
         "machine": _machine(args.threads),
         "started_utc": started.isoformat(timespec="seconds"),
@@ -253,21 +318,35 @@ def main(argv: list[str] | None = None) -> int:
                  "max_lag": args.max_lag, "seed": args.seed},
         "ablations": {},
     }
+    variants = [v for v in variants if v.name in infos]
+    jobs: list[tuple[str, Variant, str, dict[str, Any]]] = []
     for v in variants:
-        ckpt = infos[v.name]["ckpt"]
+        info = infos[v.name]
+        jobs.append((v.name, v, info["ckpt"], {"steps": info["steps_done"], "train_wall_s": info["train_wall_s"]}))
+    if "main" in infos:  # the main run at each ablation's step count: the same-budget reference for the table
+        main_root = Path(infos["main"]["ckpt"]).parents[3]
+        for step in sorted({infos[v.name]["steps_done"] for v in variants if v.name != "main"}):
+            found = _ckpt_at_step(main_root, step)
+            if found is not None and found[1] < infos["main"]["steps_done"]:
+                jobs.append((f"main@{found[1]}", VARIANTS[0], str(found[0]),
+                             {"steps": found[1], "train_wall_s": None, "note": "checkpoint of the main run"}))
+    def tasks_of(name: str) -> tuple[str, ...]:
+        return ("audio2motion", "motion2audio", "text2av") if name == "main" else ("audio2motion", "motion2audio")
+
+    evals = _evaluate_all([(ckpt, task) for name, _, ckpt, _ in jobs for task in tasks_of(name)], args)
+    for name, v, ckpt, extra in jobs:
         entry: dict[str, Any] = {"axis": v.axis, "joint_layers": v.joint_layers, "masks": v.masks, "rope": v.rope,
-                                 "audio_dit": v.audio_dit, "config": infos[v.name]["config"],
-                                 "steps": _max_steps(v.config), "train_wall_s": infos[v.name]["train_wall_s"],
-                                 "train_command": infos[v.name]["command"]}
-        tasks = ("audio2motion", "motion2audio", "text2av") if v.name == "main" else ("audio2motion", "motion2audio")
-        for task in tasks:
-            log.info("evaluate %s: %s", v.name, task)
-            res = _evaluate(ckpt, task, args)
+                                 "audio_dit": v.audio_dit, "config": str(v.config.relative_to(REPO_ROOT)),
+                                 "max_steps": _max_steps(v.config), "ckpt": ckpt, **extra}
+        if name in infos:
+            entry["train_command"] = infos[name]["command"]
+        for task in tasks_of(name):
+            res = evals[(ckpt, task)]
             keys = KEY_A2M if task == "audio2motion" else KEY_M2A
             entry[task] = _pick(res["metrics"], keys)
             entry[f"{task}_eval_wall_s"] = res["wall_s"]
             entry[f"{task}_shuffled"] = _pick(res["shuffled"], keys)
-            if v.name == "main":
+            if name == "main":
                 result[task] = res["metrics"]
                 result.setdefault("shuffled", {})
                 if task == "audio2motion":
@@ -277,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
                 elif task == "motion2audio":
                     result["shuffled"]["envelope_corr"] = res["shuffled"].get("envelope_corr")
                 result.setdefault("clips_evaluated", res["clips"])
-        result["ablations"][v.name] = entry
+        result["ablations"][name] = entry
     if "main" in result["ablations"]:
         a2m = result["audio2motion"]
         result["targets"] = {
@@ -286,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             "|shuffled.mouth_open_corr| < 0.1": bool(abs(result["shuffled"]["mouth_open_corr"] or 0.0) < 0.1),
         }
     result["wall_time_s"] = round(time.perf_counter() - t0, 1)
-    result["train_wall_time_s"] = round(sum(e["train_wall_s"] for e in result["ablations"].values()), 1)
+    result["train_wall_time_s"] = round(sum(e["train_wall_s"] or 0.0 for e in result["ablations"].values()), 1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -24,8 +24,9 @@ The network is an argument, never an attribute: ``net`` is anything with the ``J
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor

@@ -185,6 +185,11 @@ def _build_model(spec: Any, where: str) -> nn.Module:
         cls = getattr(importlib.import_module(module_name), cls_name)
     except (ImportError, AttributeError) as err:
         raise InputError(f"{where}: cannot import model.class_path {class_path!r} ({err})") from err
+    from jam_flow.models import AudioDiT, JointDiT
+
+    if not (isinstance(cls, type) and issubclass(cls, (JointDiT, AudioDiT))):
+        raise InputError(f"{where}: model.class_path is {class_path}; generation needs a JointDiT (stage 2), or an "
+                         f"AudioDiT for --task tts (a stage-1 Motion-DiT needs audio features it cannot get here)")
     try:
         return cls(**init_args)
     except TypeError as err:

@@ -26,7 +26,8 @@ Timeline and durations:
 * Generated speech length, when no motion fixes it: ``--duration`` (seconds of *generated* speech, unlike F5's
   ``fix_duration`` which includes the reference); else F5-TTS's rule ``ref_len / ref_text_bytes * gen_text_bytes``
   (UTF-8 bytes, ``speed`` forced to 0.3 below 10 bytes, as F5 does); else, with no reference text,
-  :data:`CHARS_PER_SECOND` UTF-8 bytes per second (a typical read-speech rate, LibriTTS-like).
+  :data:`CHARS_PER_SECOND` UTF-8 bytes per second (a typical read-speech rate, LibriTTS-like). Estimates are raised
+  to :data:`MIN_SECONDS`; an estimate over :data:`MAX_SECONDS` is refused.
 * Reference audio of any rate / channel count is resampled to 24 kHz and downmixed; F5's loudness rule applies:
   below ``TARGET_RMS = 0.1`` it is scaled up, and the output is scaled back by ``rms / 0.1``.
 * e_rest: a given track (dub / motion2audio: the clip's own; audio2motion / edit: ``--motion``) is fed with

@@ -12,8 +12,9 @@ mel averaged onto the motion grid (:func:`mel_per_motion_frame`): motion frame `
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -22,7 +23,7 @@ from jam_flow.errors import InputError
 from jam_flow.features import audio_to_motion_frame
 
 __all__ = ["joint_interface", "net_spec", "mel_per_motion_frame", "load_motion_init", "build_net",
-           "enable_activation_checkpointing", "load_audio_init"]
+           "enable_activation_checkpointing", "load_audio_init", "read_weights"]
 
 
 def mel_per_motion_frame(mel: Tensor, audio_mask: Tensor, m: int, sample_rate: int = 24000, hop_length: int = 256,
@@ -127,17 +128,41 @@ def net_spec(net: nn.Module, hint: dict | None = None, strict: bool = True) -> d
     return None
 
 
+def read_weights(path: str | Path, what: str) -> tuple[str, dict[str, Tensor]]:
+    """``(model class_path, EMA state dict)`` of a jam-flow ``.ckpt`` or export directory (any network class)."""
+    import yaml
+
+    p = Path(path)
+    if p.is_dir():
+        cfg, weights = p / "config.yaml", p / "model.safetensors"
+        if not (cfg.is_file() and weights.is_file()):
+            raise InputError(f"{what}: {p} is not an export directory (config.yaml + model.safetensors)")
+        from safetensors.torch import load_file
+
+        meta = yaml.safe_load(cfg.read_text(encoding="utf-8"))
+        return str(meta["model"]["class_path"]), load_file(str(weights))
+    if not p.is_file():
+        raise InputError(f"{what}: {p} does not exist")
+    try:
+        ckpt = torch.load(str(p), map_location="cpu", weights_only=False)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise InputError(f"{what}: {p} is not a readable checkpoint ({type(err).__name__}: {err})") from err
+    meta = ckpt.get("jam_flow") if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict) or "ema_state_dict" not in meta:
+        raise InputError(f"{what}: {p} is not a jam-flow checkpoint (no ckpt['jam_flow']['ema_state_dict'])")
+    return str(meta["model"]["class_path"]), meta["ema_state_dict"]
+
+
 def load_motion_init(net: nn.Module, path: str) -> None:
-    """Load a stage-1 Motion-DiT (``.ckpt`` from ``jam-flow fit`` or an export directory; EMA weights) into
-    ``net.motion`` (a JointDiT) or ``net`` (a MotionDiT).
+    """Load a Motion-DiT (a stage-1 MotionDiT or a JointDiT's motion branch; ``.ckpt`` from ``jam-flow fit`` or an
+    export directory; EMA weights) into ``net.motion`` (a JointDiT) or ``net`` (a MotionDiT).
 
     Stage 1 feeds per-frame audio features that stage 2 drops (paper §4.5); they are the trailing input columns
     of ``input_embed.proj``, so those columns are cut: the stage-2 branch starts as the stage-1 model with its audio
     features dropped (a case it was trained on through the conditioning dropout)."""
-    from jam_flow.inference.bundle import load_bundle
-
-    src = load_bundle(path).model
-    state = src.motion.state_dict() if hasattr(src, "audio") and hasattr(src, "motion") else src.state_dict()
+    class_path, state = read_weights(path, "--model.init_motion_from")
+    if class_path.endswith(".JointDiT"):
+        state = {k[len("motion."):]: v for k, v in state.items() if k.startswith("motion.")}
     target = net.motion if hasattr(net, "audio") and hasattr(net, "motion") else net
     own = target.state_dict()
     missing = [k for k in own if k not in state]
@@ -173,10 +198,11 @@ def load_audio_init(net: nn.Module, path: str) -> None:
 
         load_f5tts_checkpoint(net, p)
         return
-    from jam_flow.inference.bundle import check_state_dict, load_bundle
+    from jam_flow.inference.bundle import check_state_dict
 
-    src = load_bundle(p).model
-    state = src.audio.state_dict() if hasattr(src, "audio") else src.state_dict()
+    class_path, state = read_weights(p, "--model.init_audio_from")
+    if class_path.endswith(".JointDiT"):
+        state = {k[len("audio."):]: v for k, v in state.items() if k.startswith("audio.")}
     target = getattr(net, "audio", net)
     check_state_dict(target, state, f"--model.init_audio_from {p}")
     with torch.no_grad():

@@ -175,7 +175,7 @@ class ValidationMedia(L.Callback):
                 fig, axes = plt.subplots(kps, 1, figsize=(8, 1.6 * kps), sharex=True, squeeze=False)
                 for j in range(kps):
                     ax = axes[j, 0]
-                    for coord, color in zip(range(3), ("tab:red", "tab:green", "tab:blue")):
+                    for coord, color in zip(range(3), ("tab:red", "tab:green", "tab:blue"), strict=True):
                         ax.plot(gt_m[:, j, coord].numpy(), color=color, linewidth=1.2, label=f"gt {'xyz'[coord]}")
                         ax.plot(gen_m[:, j, coord].numpy(), color=color, linewidth=1.2, linestyle="--",
                                 label=f"gen {'xyz'[coord]}")

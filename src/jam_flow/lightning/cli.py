@@ -20,6 +20,7 @@ from __future__ import annotations
 import sys
 import warnings
 
+import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -47,6 +48,15 @@ class JAMFlowCLI(LightningCLI):
         parser.add_lightning_class_args(RichProgressBar, "progress_bar")
         # Lightning's default logger (trainer.logger: true) is TensorBoard under <default_root_dir>/lightning_logs
         parser.set_defaults({"trainer.use_distributed_sampler": False})
+
+    def _instantiate_trainer(self, config: dict, callbacks: list) -> L.Trainer:
+        """The forced callbacks step aside when the trainer switches their feature off
+        (``--trainer.enable_progress_bar false`` / ``--trainer.enable_checkpointing false``)."""
+        if config.get("enable_progress_bar") is False:
+            callbacks = [c for c in callbacks if not isinstance(c, RichProgressBar)]
+        if config.get("enable_checkpointing") is False:
+            callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
+        return super()._instantiate_trainer(config, callbacks)
 
     def before_instantiate_classes(self) -> None:
         """Set the network's ``text_num_embeds`` from the data vocabulary (``data.vocab_path`` or the bundled one).

@@ -12,8 +12,9 @@ A batch (``collate``) is a dict:
   to exactly ``audio_to_motion_frame(n - 1) + 1`` frames, so mel frame ``i`` and motion frame
   ``audio_to_motion_frame(i)`` are the same instant;
 * ``text [b, nt]`` int64 vocabulary ids, padded with -1;
-* ``ids`` (list of clip ids), ``skipped`` (int: clips of this batch that could not be loaded) and
-  ``skipped_ids``.
+* ``ids`` (list of clip ids), ``skipped`` (int: clips of this batch that could not be loaded), ``skipped_ids``,
+  ``skipped_errors`` and, for training batches, ``position`` = ``(data epoch, batch position)`` (resume
+  bookkeeping, see :mod:`jam_flow.lightning.sampler`).
 
 A clip whose file is missing or corrupt, whose arrays have the wrong shapes, or whose text has characters outside
 the vocabulary is dropped from its batch (``load_clip`` raises ``ClipError``); the count travels with the batch
@@ -30,10 +31,16 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch import Tensor
 from torch.utils.data import Dataset
 
-from jam_flow.data.format import ClipError, ClipRecord, load_clip, read_dataset_json, read_manifest, read_stats
+from jam_flow.data.format import (
+    ClipError,
+    ClipRecord,
+    load_clip,
+    read_dataset_json,
+    read_manifest,
+    read_stats,
+)
 from jam_flow.data.text import Vocab
 from jam_flow.errors import InputError
 from jam_flow.features import MelSettings, MotionSettings, audio_to_motion_frame
@@ -76,11 +83,16 @@ class ClipDataset(Dataset):
         return {"id": rec.id, "mel": torch.from_numpy(np.ascontiguousarray(arrays["mel"])),
                 "exp": torch.from_numpy(np.ascontiguousarray(exp)), "text": torch.tensor(ids, dtype=torch.long)}
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, key: int | tuple[int, int, int]) -> dict[str, Any]:
+        """``key`` is an index, or ``(index, data_epoch, batch_position)`` from a position-tagging sampler."""
+        index, position = (key[0], tuple(key[1:])) if isinstance(key, tuple) else (key, None)
         try:
-            return self.load(index)
+            item = self.load(index)
         except (ClipError, InputError) as err:
-            return {"id": self.records[index].id, "error": str(err)}
+            item = {"id": self.records[index].id, "error": str(err)}
+        if position is not None:
+            item["position"] = position
+        return item
 
 
 def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -89,6 +101,8 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     good = [it for it in items if "error" not in it]
     batch: dict[str, Any] = {"skipped": len(bad), "skipped_ids": [it["id"] for it in bad],
                              "skipped_errors": [it["error"] for it in bad], "ids": [it["id"] for it in good]}
+    if items and "position" in items[0]:
+        batch["position"] = items[0]["position"]  # (data epoch, batch position): exact resume bookkeeping
     if not good:
         return batch
     b = len(good)
@@ -230,13 +244,14 @@ class JAMFlowDataModule(L.LightningDataModule):
         frames = self.frames_per_batch if (shuffle or self.val_frames_per_batch is None) else self.val_frames_per_batch
         world, rank = self._world()
         sampler = DynamicBatchSampler([r.n_mel for r in ds.records], frames, self.max_samples, self.seed,
-                                      shuffle=shuffle, num_replicas=world, rank=rank, pad=self.pad_batches)
+                                      shuffle=shuffle, num_replicas=world, rank=rank, pad=self.pad_batches,
+                                      tag_positions=shuffle)
         if sampler.num_dropped:
             log.warning("%s split: %d clip(s) exceed frames_per_batch=%d on their own and are left out",
                         split, sampler.num_dropped, frames)
         if shuffle and self.trainer is not None:
-            loop = self.trainer.fit_loop.epoch_loop
-            sampler.consumed_fn = lambda: int(loop.batch_progress.current.processed)
+            trainer = self.trainer
+            sampler.position_fn = lambda: getattr(trainer.lightning_module, "data_position", None)
         return ResumableDataLoader(ds, batch_sampler=sampler, collate_fn=collate_clips, num_workers=self.num_workers,
                                    persistent_workers=False, pin_memory=False)
 
@@ -259,8 +274,3 @@ class JAMFlowDataModule(L.LightningDataModule):
         if getattr(trainer._accelerator_connector, "use_distributed_sampler", False):
             raise InputError("--trainer.use_distributed_sampler must be false: the jam-flow batch sampler shards "
                              "batches across ranks itself (jam-flow fit sets this by default)")
-
-
-def batch_frames(batch: dict[str, Tensor]) -> int:
-    """Valid mel frames in a batch (for the frames/s throughput)."""
-    return int(batch["audio_mask"].sum()) if "audio_mask" in batch else 0

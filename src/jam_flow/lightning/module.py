@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import lightning as L
@@ -30,7 +30,14 @@ import torch
 from torch import Tensor, nn
 
 from jam_flow.errors import InputError
-from jam_flow.flow.masking import AUDIO_ONLY, MOTION_ONLY, DropoutConfig, MaskConfig, sample_dropout, sample_masks
+from jam_flow.flow.masking import (
+    AUDIO_ONLY,
+    MOTION_ONLY,
+    DropoutConfig,
+    MaskConfig,
+    sample_dropout,
+    sample_masks,
+)
 from jam_flow.flow.objective import FlowBatch, FlowLoss, FlowObjective
 from jam_flow.lightning.adapters import enable_activation_checkpointing, joint_interface, net_spec
 from jam_flow.lightning.ema import EMA
@@ -168,6 +175,8 @@ class JAMFlowModule(L.LightningModule):
         self._skipped_ids: dict[str, str] = {}
         self._initialised_from_pretrained = False
         self.val_batch: dict[str, Any] | None = None  # first validation batch (for media callbacks)
+        self.data_position: tuple[int, int] | None = None  # read by the sampler's state_dict (exact resume)
+        self._skipped_setup = 0
 
     # ------------------------------------------------------------------------------------------------ metadata
     def _cli_net_spec(self) -> dict | None:
@@ -298,6 +307,8 @@ class JAMFlowModule(L.LightningModule):
     # ------------------------------------------------------------------------------------------------ training
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
         self._note_skipped(batch)
+        if "position" in batch:  # (data epoch, batches of it consumed once this one is trained on)
+            self.data_position = (int(batch["position"][0]), int(batch["position"][1]) + 1)
         step = int(self.global_step)
         rank = int(self.global_rank)
         self._generator.manual_seed(_step_seed(self.seed, rank, step))
@@ -321,7 +332,7 @@ class JAMFlowModule(L.LightningModule):
         return out.total
 
     def _note_skipped(self, batch: dict[str, Any]) -> None:
-        for cid, err in zip(batch.get("skipped_ids", []), batch.get("skipped_errors", [])):
+        for cid, err in zip(batch.get("skipped_ids", []), batch.get("skipped_errors", []), strict=True):
             if cid not in self._skipped_ids:
                 self._skipped_ids[cid] = err
                 log.warning("skipping clip %r: %s", cid, err)
@@ -382,6 +393,3 @@ class JAMFlowModule(L.LightningModule):
             decay = 0 if not math.isfinite(total) else max(int(total) - self.warmup_steps, 0)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, WarmupLinearDecay(self.warmup_steps, decay))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
-
-    def hparams_summary(self) -> dict[str, Any]:
-        return {"stage": self.stage, "masking": asdict(self.masking), "dropout": asdict(self.dropout_cfg)}

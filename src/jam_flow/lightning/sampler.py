@@ -14,16 +14,20 @@ Batches are built once, globally and identically on every rank (no communication
    size (``pad=True`` / ``False``), then rank ``r`` takes batches ``r, r + W, r + 2W, ...``: ranks never share a
    batch within an epoch (except repeated pad batches) and all run the same number of steps.
 
-Resuming: ``state_dict()`` records the epoch and how many batches of it were consumed; after
-``load_state_dict()`` the next iteration skips those batches (once), so a resumed run sees exactly the batches an
-uninterrupted run would have seen. The consumed count comes from ``consumed_fn`` when one is set (the DataModule
-points it at Lightning's batch progress, which is exact despite the loader's prefetching) and otherwise from the
-number of batches this sampler has yielded in the epoch.
+Resuming: the data order is a pure function of the *data position* ``(data epoch, batches consumed)``.
+``state_dict()`` records it; after ``load_state_dict()`` the next iteration starts exactly there (the rest of a
+half-finished data epoch, or the next one), so a resumed run trains on exactly the batches an uninterrupted run
+would have. The data epoch follows Lightning's epoch counter (``set_epoch``) up to a constant offset, fixed at the
+first ``set_epoch`` after a resume: Lightning closes an epoch stopped by ``max_steps`` early and resumes with the
+next epoch number, while the data continues where it stopped. With ``tag_positions`` every yielded index is a
+``(index, data_epoch, batch_position)`` tuple; the DataModule's dataset copies it into the batch, the module
+records the position of the last trained batch and ``position_fn`` reports it, which is exact whatever the
+DataLoader and Lightning prefetch. Without ``position_fn`` the count of yielded batches is used.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Sampler
@@ -57,8 +61,8 @@ def build_batches(lengths: Sequence[int], frames_per_batch: int, max_samples: in
 
 
 class EpochSampler(Sampler[int]):
-    """Holds the epoch number. Lightning calls ``set_epoch`` on ``DataLoader.batch_sampler.sampler`` at every
-    epoch start; iterating it yields the indices in length order (what :func:`build_batches` groups)."""
+    """Holds the epoch number Lightning sets: Lightning calls ``set_epoch`` on ``DataLoader.batch_sampler.sampler``
+    at every epoch start. Iterating it yields the indices in length order (what :func:`build_batches` groups)."""
 
     def __init__(self, lengths: Sequence[int]) -> None:
         self.lengths = [int(x) for x in lengths]
@@ -66,9 +70,9 @@ class EpochSampler(Sampler[int]):
         self.on_epoch_change: Callable[[int], None] | None = None
 
     def set_epoch(self, epoch: int) -> None:
-        if int(epoch) != self.epoch and self.on_epoch_change is not None:
-            self.on_epoch_change(int(epoch))
         self.epoch = int(epoch)
+        if self.on_epoch_change is not None:
+            self.on_epoch_change(int(epoch))
 
     def __iter__(self) -> Iterator[int]:
         return iter(sorted(range(len(self.lengths)), key=lambda i: (self.lengths[i], i)))
@@ -77,7 +81,7 @@ class EpochSampler(Sampler[int]):
         return len(self.lengths)
 
 
-class DynamicBatchSampler(Sampler[list[int]]):
+class DynamicBatchSampler(Sampler[list]):
     """Batches of clip indices with at most ``frames_per_batch`` mel frames each (see the module docstring).
 
     Args:
@@ -89,6 +93,7 @@ class DynamicBatchSampler(Sampler[list[int]]):
         num_replicas: DDP world size.
         rank: this process's rank.
         pad: pad the batch list to a multiple of ``num_replicas`` (True) or trim it (False).
+        tag_positions: yield ``(index, data_epoch, batch_position)`` tuples instead of plain indices.
     """
 
     def __init__(
@@ -101,6 +106,7 @@ class DynamicBatchSampler(Sampler[list[int]]):
         num_replicas: int = 1,
         rank: int = 0,
         pad: bool = True,
+        tag_positions: bool = False,
     ) -> None:
         if frames_per_batch < 1:
             raise ValueError(f"frames_per_batch: expected >= 1, got {frames_per_batch}")
@@ -109,7 +115,7 @@ class DynamicBatchSampler(Sampler[list[int]]):
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
         self.sampler = EpochSampler(lengths)
-        self.sampler.on_epoch_change = self._epoch_changed
+        self.sampler.on_epoch_change = self._lightning_epoch
         self.frames_per_batch = int(frames_per_batch)
         self.max_samples = int(max_samples)
         self.seed = int(seed)
@@ -117,27 +123,37 @@ class DynamicBatchSampler(Sampler[list[int]]):
         self.num_replicas = int(num_replicas)
         self.rank = int(rank)
         self.pad = pad
+        self.tag_positions = tag_positions
         self.batches, self.num_dropped = build_batches(self.sampler.lengths, self.frames_per_batch, self.max_samples)
-        self.consumed_fn: Callable[[], int] | None = None
+        self.position_fn: Callable[[], tuple[int, int] | None] | None = None
+        self.data_epoch = 0
+        self._offset = 0  # data epoch = Lightning epoch - offset
+        self._await_offset = False  # after a resume: fix the offset at the next set_epoch
+        self._skip = 0  # batches of the data epoch to skip at the next iteration
         self._yielded = 0
-        self._skip = 0
 
     @property
     def epoch(self) -> int:
-        return self.sampler.epoch
+        return self.data_epoch
 
     def set_epoch(self, epoch: int) -> None:
+        """Lightning's epoch number (also called through ``self.sampler.set_epoch``)."""
         self.sampler.set_epoch(epoch)
 
-    def _epoch_changed(self, epoch: int) -> None:
-        # a pending skip belongs to the epoch it was recorded in
-        self._skip = 0
-        self._yielded = 0
+    def _lightning_epoch(self, epoch: int) -> None:
+        if self._await_offset:  # first epoch after a resume: the loaded position stays, the offset adapts
+            self._offset = epoch - self.data_epoch
+            self._await_offset = False
+            return
+        new = epoch - self._offset
+        if new != self.data_epoch:
+            self.data_epoch = new
+            self._skip = 0
 
-    def _global_batches(self) -> list[list[int]]:
+    def _global_batches(self, data_epoch: int) -> list[list[int]]:
         batches = list(self.batches)
         if self.shuffle and batches:
-            g = torch.Generator().manual_seed(self.seed + self.epoch)
+            g = torch.Generator().manual_seed(self.seed + data_epoch)
             batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
         w = self.num_replicas
         if w > 1 and len(batches) % w:
@@ -148,17 +164,21 @@ class DynamicBatchSampler(Sampler[list[int]]):
                 batches = batches[: len(batches) - len(batches) % w]
         return batches
 
-    def rank_batches(self) -> list[list[int]]:
-        """This rank's batches of the current epoch, in order."""
-        return self._global_batches()[self.rank :: self.num_replicas]
+    def rank_batches(self, data_epoch: int | None = None) -> list[list[int]]:
+        """This rank's batches of a data epoch (default: the current one), in order."""
+        return self._global_batches(self.data_epoch if data_epoch is None else data_epoch)[self.rank :: self.num_replicas]
 
-    def __iter__(self) -> Iterator[list[int]]:
-        mine = self.rank_batches()
+    def __iter__(self) -> Iterator[list]:
+        epoch = self.data_epoch
+        mine = self.rank_batches(epoch)
         skip, self._skip = min(self._skip, len(mine)), 0
         self._yielded = skip
-        for batch in mine[skip:]:
-            self._yielded += 1
-            yield list(batch)
+        for pos in range(skip, len(mine)):
+            self._yielded = pos + 1
+            if self.tag_positions:
+                yield [(i, epoch, pos) for i in mine[pos]]
+            else:
+                yield list(mine[pos])
 
     def __len__(self) -> int:
         total = len(self.batches)
@@ -168,20 +188,22 @@ class DynamicBatchSampler(Sampler[list[int]]):
         return total // w
 
     def state_dict(self) -> dict:
-        consumed = self.consumed_fn() if self.consumed_fn is not None else self._yielded
-        epoch = self.epoch
-        if consumed >= len(self):  # the epoch was finished: resume at the start of the next one
-            epoch, consumed = epoch + 1, 0
-        return {"epoch": epoch, "consumed": int(consumed), "seed": self.seed, "num_replicas": self.num_replicas,
+        """``{"epoch": data epoch, "consumed": batches of it already trained on, ...}``."""
+        pos = self.position_fn() if self.position_fn is not None else None
+        epoch, consumed = pos if pos is not None else (self.data_epoch, self._yielded)
+        return {"epoch": int(epoch), "consumed": int(consumed), "seed": self.seed, "num_replicas": self.num_replicas,
                 "num_batches": len(self)}
 
     def load_state_dict(self, state: dict) -> None:
         same = (state.get("seed") == self.seed and state.get("num_replicas") == self.num_replicas
                 and state.get("num_batches") == len(self))
-        self.sampler.epoch = int(state["epoch"])
-        # with another seed / world size / dataset the old position means nothing: restart the epoch
-        self._skip = int(state["consumed"]) if same else 0
-        self._yielded = self._skip
+        epoch, consumed = int(state["epoch"]), int(state["consumed"])
+        if not same:  # another seed / world size / dataset: the old position means nothing, start the epoch over
+            consumed = 0
+        if consumed >= len(self):  # that data epoch was finished
+            epoch, consumed = epoch + 1, 0
+        self.data_epoch, self._skip, self._yielded = epoch, consumed, consumed
+        self._await_offset = True
 
 
 class ResumableDataLoader(DataLoader):

@@ -141,7 +141,7 @@ def resolve_weight_files(
     root = Path(weights_dir)
     if not root.is_dir():
         raise InputError(
-            f"--weights {root}: not a directory (expected LivePortrait's pretrained_weights/liveportrait)"
+            f"LivePortrait weights directory {root}: not a directory (expected pretrained_weights/liveportrait)"
         )
     found: dict[str, Path] = {}
     missing: list[str] = []
@@ -155,7 +155,7 @@ def resolve_weight_files(
             missing.append(rel)
     if missing:
         raise InputError(
-            f"--weights {root}: missing LivePortrait weight files: {', '.join(missing)} "
+            f"LivePortrait weights directory {root}: missing weight files: {', '.join(missing)} "
             "(published layout base_models/ + retargeting_models/, or the files flat in the directory)"
         )
     return found

@@ -17,6 +17,7 @@ split the batch into chunks (``chunk_size``) to bound memory. Everything here ru
 from __future__ import annotations
 
 import contextlib
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -43,8 +44,10 @@ __all__ = ["LivePortraitModels"]
 class LivePortraitModels:
     """LivePortrait's F (appearance), M (motion), W (warping), G (SPADE decoder), S (stitching + retargeting).
 
-    ``half=True`` runs the networks under autocast (fp16 on CUDA, bf16 on CPU), as LivePortrait does by
-    default on GPU; results are always returned in fp32. All networks are kept in eval mode.
+    ``half=True`` runs the networks under fp16 autocast on CUDA, as LivePortrait does by default on GPU;
+    results are always returned in fp32. On other devices ``half`` has no effect (a warning says so):
+    CPU fp16/bf16 3-D convolutions are far slower than fp32, and upstream's autocast is CUDA-only too.
+    All networks are kept in eval mode.
     """
 
     def __init__(
@@ -69,12 +72,24 @@ class LivePortraitModels:
         self.device = torch.device(device)
         for net in self.networks().values():
             net.to(self.device).eval()
+        if self.half and self.device.type != "cuda":
+            warnings.warn(
+                f"LivePortrait: half precision is used on CUDA only; running in fp32 on {self.device}",
+                stacklevel=2,
+            )
         return self
+
+    @property
+    def uses_autocast(self) -> bool:
+        """True when the networks run under fp16 autocast (``half`` on a CUDA device)."""
+        return self.half and self.device.type == "cuda"
 
     @contextlib.contextmanager
     def _precision(self) -> Iterator[None]:
-        dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=dtype, enabled=self.half):
+        with (
+            torch.no_grad(),
+            torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.uses_autocast),
+        ):
             yield
 
     def _images(self, img: Tensor) -> Tensor:

@@ -59,6 +59,7 @@ class MotionDiTConfig:
     audio_feat_dim: int = 0
     conv_pos_kernel: int = 9
     qk_norm: Literal["rms_norm"] | None = None
+    pe_attn_head: int | None = None
     checkpoint_activations: bool = False
 
 

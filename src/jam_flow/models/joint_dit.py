@@ -120,6 +120,11 @@ class JointDiT(nn.Module):
                 "JointDiT: joint attention needs the same heads and dim_head in both branches, got audio "
                 f"{audio_cfg.heads} x {audio_cfg.dim_head} and motion {motion_cfg.heads} x {motion_cfg.dim_head}"
             )
+        if audio_cfg.pe_attn_head != motion_cfg.pe_attn_head:
+            raise InputError(
+                "JointDiT: pe_attn_head (heads with RoPE) must be the same in both branches, got audio "
+                f"{audio_cfg.pe_attn_head} and motion {motion_cfg.pe_attn_head}"
+            )
         check_backend("JointDiT", attention_backend, joint=True)
         for name, value in (("sample_rate", sample_rate), ("hop_length", hop_length), ("fps", fps)):
             if value <= 0:

@@ -58,8 +58,10 @@ class MotionDiT(nn.Module):
     :class:`jam_flow.features.MotionSettings`; they set ``motion_dim = 3 len(mouth_indices)`` and
     ``rest_dim = 3 (num_keypoints - len(mouth_indices))``); ``audio_feat_dim`` width of the per-frame stage-1
     audio features (0: none); ``conv_pos_kernel`` kernel of the convolutional position embedding (9 frames =
-    0.36 s, about F5-TTS's 31 mel frames); ``window`` local self-attention half-width in frames (None: global);
-    ``checkpoint_activations``; ``attention_backend`` a :mod:`jam_flow.nn.attention` backend name.
+    0.36 s, about F5-TTS's 31 mel frames); ``pe_attn_head`` heads that get RoPE (None: all; in a JointDiT it
+    must equal the audio branch's, so that a head treats positions alike in both streams); ``window`` local
+    self-attention half-width in frames (None: global); ``checkpoint_activations``; ``attention_backend`` a
+    :mod:`jam_flow.nn.attention` backend name.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class MotionDiT(nn.Module):
         audio_feat_dim: int = 0,
         conv_pos_kernel: int = 9,
         qk_norm: Literal["rms_norm"] | None = None,
+        pe_attn_head: int | None = None,
         window: int | None = 4,
         checkpoint_activations: bool = False,
         attention_backend: str = "auto",
@@ -114,7 +117,10 @@ class MotionDiT(nn.Module):
         )
         self.rotary_embed = RotaryEmbedding(dim_head)
         self.transformer_blocks = nn.ModuleList(
-            [DiTBlock(dim, heads, dim_head, ff_mult, dropout, qk_norm=qk_norm) for _ in range(depth)]
+            [
+                DiTBlock(dim, heads, dim_head, ff_mult, dropout, qk_norm=qk_norm, rotary_heads=pe_attn_head)
+                for _ in range(depth)
+            ]
         )
         self.norm_out = AdaLayerNormFinal(dim)
         self.proj_out = nn.Linear(dim, self.motion_dim)

@@ -72,11 +72,11 @@ def check_flag(name: str, flag: bool | Tensor, batch: int) -> None:
 
 
 def as_time(name: str, time: float | Tensor, batch: int, like: Tensor) -> Tensor:
-    """Flow time as ``[b]``: a Python number or 0-d tensor is repeated (F5-TTS); a ``[b]`` tensor passes through."""
+    """Flow time as ``[b]`` in ``like``'s dtype: a Python number or 0-d tensor is repeated (F5-TTS)."""
     if not isinstance(time, Tensor):
         return torch.full((batch,), float(time), dtype=like.dtype, device=like.device)
     if time.ndim == 0:
-        return time.repeat(batch)
+        time = time.repeat(batch)
     if tuple(time.shape) != (batch,):
         raise InputError(f"{name}: expected a scalar or shape ({batch},), got {tuple(time.shape)}")
-    return time
+    return time.to(device=like.device, dtype=like.dtype)

@@ -16,6 +16,8 @@ implementation) and refuses inputs that require grad; on CUDA the compiled kerne
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import Tensor
 
@@ -48,7 +50,9 @@ def _flex(q: Tensor, k: Tensor, v: Tensor, block_mask) -> Tensor:
                 "attention backend 'flex' has no backward on the CPU (torch FlexAttention); "
                 "use backend='fused' or 'reference' for training on the CPU"
             )
-        return flex_attention(q, k, v, block_mask=block_mask)
+        with warnings.catch_warnings():  # the eager (unfused) CPU path is intended here: no compile warning
+            warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+            return flex_attention(q, k, v, block_mask=block_mask)
     if _compiled is None:
         _compiled = torch.compile(flex_attention, dynamic=False)
     return _compiled(q, k, v, block_mask=block_mask)

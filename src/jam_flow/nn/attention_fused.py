@@ -25,6 +25,7 @@ The frame map ``f(i) = (i * hop * fps) // sr`` is evaluated in exact integers (t
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -136,6 +137,49 @@ class _AudioPlusAlignedKey(torch.autograd.Function):
         return gq, gk, gv, g_ke, g_ve, None, None
 
 
+@functools.lru_cache(maxsize=64)
+def _motion_plan(
+    m: int,
+    n: int | None,
+    W: int,
+    num: int,
+    den: int,
+    motion_lens: tuple[int, ...],
+    audio_lens: tuple[int, ...] | None,
+    m_sees: tuple[bool, ...] | None,
+    dev: torch.device,
+) -> tuple[int, int, list[Tensor], Tensor, Tensor, bool]:
+    """Block layout, gather indices and block-local masks of :func:`_motion_blocks` (cached: every joint layer of
+    a forward, and every step with the same lengths, reuses them). Returns ``(B, nb, key_idx, ok [b, nb, B, K],
+    q_valid [b, nb, B], all queries valid)``."""
+    B = min(max(32, 2 * W + 1), m)  # motion queries per block (fewer, wider blocks: less gathering)
+    nb = -(-m // B)
+    j0 = torch.arange(nb, device=dev) * B  # [nb]
+    qpos = j0[:, None] + torch.arange(B, device=dev)[None]  # [nb, B]
+    Km = B + 2 * W
+    mpos = j0[:, None] - W + torch.arange(Km, device=dev)[None]  # [nb, Km]
+    m_lens = torch.tensor(motion_lens, device=dev)
+    m_ok = (mpos[None, :, None, :] >= 0) & (mpos[None, :, None, :] < m_lens[:, None, None, None])
+    m_ok = m_ok & ((qpos[:, :, None] - mpos[:, None, :]).abs() <= W)[None]  # [b, nb, B, Km]
+    key_idx = [mpos.clamp(0, m - 1)]
+    key_ok = [m_ok]
+    if n is not None:
+        lo = [max(0, first_audio_frame(c * B - W, num, den)) for c in range(nb)]
+        hi = [min(n, first_audio_frame(c * B + B + W, num, den)) for c in range(nb)]
+        Ka = max(1, max(h_ - l_ for l_, h_ in zip(lo, hi, strict=True)))
+        apos = torch.tensor(lo, device=dev)[:, None] + torch.arange(Ka, device=dev)[None]  # [nb, Ka]
+        a_lens = torch.tensor(audio_lens, device=dev)[:, None, None, None]
+        sees = torch.tensor(m_sees, device=dev, dtype=torch.bool)[:, None, None, None]
+        a_ok = (apos[None, :, None, :] < a_lens) & sees
+        a_ok = a_ok & ((frame_of(apos, num, den)[:, None, :] - qpos[:, :, None]).abs() <= W)[None]
+        key_idx.append(apos.clamp(0, n - 1))
+        key_ok.append(a_ok)
+    ok = torch.cat(key_ok, 3)  # [b, nb, B, K]
+    q_valid = (qpos[None] < m_lens[:, None, None]) & (qpos < m)[None]  # [b, nb, B]
+    ok = ok | ~q_valid[..., None]  # padded query rows attend anywhere (then zeroed), never to nothing
+    return B, nb, key_idx, ok, q_valid, bool(q_valid.all())
+
+
 def _motion_blocks(
     q_m: Tensor,
     k_m: Tensor,
@@ -155,42 +199,20 @@ def _motion_blocks(
     ``[g(j0 - W), g(j0 + B + W))``; the exact per-element rule is applied inside the block.
     """
     b, h, m, d = q_m.shape
-    dev = q_m.device
-    W = window
-    B = min(max(32, 2 * W + 1), m)  # motion queries per block (fewer, wider blocks: less gathering)
-    nb = -(-m // B)
-    j0 = torch.arange(nb, device=dev) * B  # [nb]
-    qpos = j0[:, None] + torch.arange(B, device=dev)[None]  # [nb, B]
-    q_in = qpos < m
-    Km = B + 2 * W
-    mpos = j0[:, None] - W + torch.arange(Km, device=dev)[None]  # [nb, Km]
-    m_lens = motion_lens.to(dev)[:, None, None, None]
-    # [b, nb, B, Km]
-    m_ok = (mpos[None, :, None, :] >= 0) & (mpos[None, :, None, :] < m_lens)
-    m_ok = m_ok & ((qpos[:, :, None] - mpos[:, None, :]).abs() <= W)[None]
-    key_idx = [mpos.clamp(0, m - 1)]
-    key_ok = [m_ok]
-    k_src, v_src = [k_m], [v_m]
-    if k_a is not None:
-        n = k_a.shape[2]
-        lo = [max(0, first_audio_frame(c * B - W, num, den)) for c in range(nb)]
-        hi = [min(n, first_audio_frame(c * B + B + W, num, den)) for c in range(nb)]
-        Ka = max(1, max(h_ - l_ for l_, h_ in zip(lo, hi, strict=True)))
-        apos = torch.tensor(lo, device=dev)[:, None] + torch.arange(Ka, device=dev)[None]  # [nb, Ka]
-        a_frame = frame_of(apos, num, den)
-        a_ok = (apos[None, :, None, :] < audio_lens.to(dev)[:, None, None, None]) & m_sees[:, None, None, None]
-        a_ok = a_ok & ((a_frame[:, None, :] - qpos[:, :, None]).abs() <= W)[None]
-        key_idx.append(apos.clamp(0, n - 1))
-        key_ok.append(a_ok)
-        k_src.append(k_a)
-        v_src.append(v_a)
-    ok = torch.cat(key_ok, 3)  # [b, nb, B, K]
+    plan = _motion_plan(
+        m, None if k_a is None else k_a.shape[2], window, num, den, tuple(motion_lens.tolist()),
+        None if audio_lens is None else tuple(audio_lens.tolist()),
+        None if m_sees is None else tuple(m_sees.tolist()), q_m.device,
+    )
+    B, nb, key_idx, ok, q_valid, all_valid = plan
     K = ok.shape[3]
-    q_valid = (qpos[None] < motion_lens.to(dev)[:, None, None]) & q_in[None]  # [b, nb, B]
-    ok = ok | ~q_valid[..., None]  # padded query rows attend anywhere (then zeroed), never to nothing
+    k_src, v_src = ([k_m], [v_m]) if k_a is None else ([k_m, k_a], [v_m, v_a])
 
     def gather(src: list[Tensor]) -> Tensor:  # per block, the rows of each source: [b * h, nb, K, d]
-        parts = [x.index_select(2, i.reshape(-1)).view(b * h, nb, i.shape[1], d) for x, i in zip(src, key_idx)]
+        parts = [
+            x.index_select(2, i.reshape(-1)).view(b * h, nb, i.shape[1], d)
+            for x, i in zip(src, key_idx, strict=True)
+        ]
         return torch.cat(parts, 2) if len(parts) > 1 else parts[0]
 
     # (batch, head) pairs as the SDPA batch and the blocks as its "heads": every reshape below is a free view
@@ -199,7 +221,7 @@ def _motion_blocks(
     mask = ok if b == 1 else ok[:, None].expand(b, h, nb, B, K).reshape(b * h, nb, B, K)
     ob = F.scaled_dot_product_attention(qb, gather(k_src), gather(v_src), attn_mask=mask)
     out = ob.reshape(b, h, nb * B, d)[:, :, :m]
-    if bool(q_valid.all()):
+    if all_valid:
         return out
     return out * q_valid.reshape(b, nb * B)[:, None, :m, None].to(out.dtype)
 
@@ -214,16 +236,37 @@ def _padded_sdpa(q: Tensor, k: Tensor, v: Tensor, key_valid: Tensor, q_valid: Te
     return out * q_valid[:, None, :, None].to(out.dtype)
 
 
-def _audio_queries(q_a, k_a, v_a, k_m, v_m, a_valid, m_lens, a_sees, num, den) -> Tensor:
-    b, h, n, d = q_a.shape
-    m = k_m.shape[2]
-    frame = frame_of(torch.arange(n, device=q_a.device), num, den)  # [n] exact integer map
-    key_valid = a_valid | ~a_valid.any(1, keepdim=True)
-    bias = None if bool(key_valid.all()) else _key_bias(key_valid, q_a.dtype)
-    extra_ok = (frame[None] < m_lens[:, None]) & a_sees[:, None]  # [b, n]
-    extra_bias = torch.zeros(b, 1, n, dtype=torch.float32, device=q_a.device)
+@functools.lru_cache(maxsize=64)
+def _audio_plan(
+    n: int,
+    m: int,
+    num: int,
+    den: int,
+    audio_lens: tuple[int, ...],
+    motion_lens: tuple[int, ...],
+    a_sees: tuple[bool, ...],
+    dtype: torch.dtype,
+    dev: torch.device,
+) -> tuple[Tensor | None, Tensor, Tensor, Tensor, bool]:
+    """Key-padding bias (None: no padding), extra-key bias ``[b, 1, n]``, aligned frame index ``[n]``, query
+    validity ``[b, n]`` and "all valid" of :func:`_audio_queries` (cached like :func:`_motion_plan`)."""
+    a_valid = lengths_to_mask(torch.tensor(audio_lens, device=dev), n)
+    frame = frame_of(torch.arange(n, device=dev), num, den)  # [n] exact integer map
+    key_valid = a_valid | ~a_valid.any(1, keepdim=True)  # an empty sample attends anywhere (rows zeroed)
+    bias = None if bool(key_valid.all()) else _key_bias(key_valid, dtype)
+    m_lens = torch.tensor(motion_lens, device=dev)
+    extra_ok = (frame[None] < m_lens[:, None]) & torch.tensor(a_sees, device=dev, dtype=torch.bool)[:, None]
+    extra_bias = torch.zeros(len(audio_lens), 1, n, dtype=_acc_dtype(dtype), device=dev)
     extra_bias = extra_bias.masked_fill(~extra_ok[:, None], _NEG_INF)
-    fidx = frame.clamp(max=max(m - 1, 0))
+    return bias, extra_bias, frame.clamp(max=max(m - 1, 0)), a_valid, bool(a_valid.all())
+
+
+def _audio_queries(q_a, k_a, v_a, k_m, v_m, audio_lens, motion_lens, a_sees, num, den) -> Tensor:
+    n, m = q_a.shape[2], k_m.shape[2]
+    bias, extra_bias, fidx, a_valid, all_valid = _audio_plan(
+        n, m, num, den, tuple(audio_lens.tolist()), tuple(motion_lens.tolist()), tuple(a_sees.tolist()),
+        q_a.dtype, q_a.device,
+    )
     if m == 0:
         k_e = torch.zeros_like(q_a)
         v_e = torch.zeros_like(q_a)
@@ -232,7 +275,7 @@ def _audio_queries(q_a, k_a, v_a, k_m, v_m, a_valid, m_lens, a_sees, num, den) -
     out = _AudioPlusAlignedKey.apply(
         q_a.contiguous(), k_a.contiguous(), v_a.contiguous(), k_e, v_e, extra_bias, bias
     )
-    if bool(a_valid.all()):
+    if all_valid:
         return out
     return out * a_valid[:, None, :, None].to(out.dtype)
 
@@ -266,11 +309,11 @@ def joint_attention_fused(
     dev = q_a.device
     num, den = frame_ratio(sample_rate, hop_length, fps)
     audio_lens, motion_lens = audio_lens.to(dev), motion_lens.to(dev)
-    a_valid = lengths_to_mask(audio_lens, n)
-    m_valid = lengths_to_mask(motion_lens, m)
     a_sees = as_batch_flags(audio_sees_motion, b, dev)
     m_sees = as_batch_flags(motion_sees_audio, b, dev)
     if window is None:  # masks off: one key-padding vector per query stream
+        a_valid = lengths_to_mask(audio_lens, n)
+        m_valid = lengths_to_mask(motion_lens, m)
         keys_a = torch.cat([a_valid, m_valid & a_sees[:, None]], 1)
         keys_m = torch.cat([m_valid, a_valid & m_sees[:, None]], 1)
         out_a = _padded_sdpa(q_a, torch.cat([k_a, k_m], 2), torch.cat([v_a, v_m], 2), keys_a, a_valid)
@@ -278,7 +321,7 @@ def joint_attention_fused(
         return out_a, out_m
     if window < 0:
         raise ValueError(f"window must be >= 0 or None, got {window}")
-    out_a = _audio_queries(q_a, k_a, v_a, k_m, v_m, a_valid, motion_lens, a_sees, num, den)
+    out_a = _audio_queries(q_a, k_a, v_a, k_m, v_m, audio_lens, motion_lens, a_sees, num, den)
     if m == 0:
         return out_a, q_m.new_zeros(q_m.shape)
     out_m = _motion_blocks(q_m, k_m, v_m, k_a, v_a, motion_lens, audio_lens, window, m_sees, num, den)

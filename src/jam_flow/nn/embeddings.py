@@ -14,6 +14,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from jam_flow.errors import InputError
 from jam_flow.nn.modules import ConvNeXtV2Block, ConvPositionEmbedding
 
 __all__ = [
@@ -84,7 +85,7 @@ class TextEmbedding(nn.Module):
     ) -> None:
         super().__init__()
         if average_upsampling and not mask_padding:
-            raise ValueError("text_embedding_average_upsampling=True requires text_mask_padding=True")
+            raise InputError("text_embedding_average_upsampling=True requires text_mask_padding=True")
         self.text_embed = nn.Embedding(num_embeds + 1, dim)  # row 0 = filler / padding
         self.mask_padding = mask_padding
         self.average_upsampling = average_upsampling
@@ -116,7 +117,7 @@ class TextEmbedding(nn.Module):
             h = h.masked_fill(~valid[..., None], 0.0)
         if self.conv_layers > 0:
             if length > self.max_positions:
-                raise ValueError(f"text embedding supports at most {self.max_positions} frames, got {length}")
+                raise InputError(f"text embedding supports at most {self.max_positions} frames, got {length}")
             pos = self.freqs_cis[:length]
             if valid is not None:
                 pos = pos[None] * valid[..., None].to(pos.dtype)

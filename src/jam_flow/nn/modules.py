@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from jam_flow.errors import InputError
 from jam_flow.nn.attention import self_attention
 from jam_flow.nn.rope import apply_rope
 
@@ -80,9 +81,9 @@ class ConvPositionEmbedding(nn.Module):
     def __init__(self, dim: int, kernel_size: int = 31, groups: int = 16) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
-            raise ValueError(f"conv position embedding kernel_size must be odd, got {kernel_size}")
+            raise InputError(f"conv position embedding kernel_size must be odd, got {kernel_size}")
         if dim % groups:
-            raise ValueError(f"conv position embedding: dim ({dim}) must be divisible by groups ({groups})")
+            raise InputError(f"conv position embedding: dim ({dim}) must be divisible by groups ({groups})")
         pad = kernel_size // 2
         self.conv1d = nn.Sequential(
             nn.Conv1d(dim, dim, kernel_size, groups=groups, padding=pad),
@@ -191,9 +192,9 @@ class Attention(nn.Module):
     ) -> None:
         super().__init__()
         if qk_norm not in (None, "rms_norm"):
-            raise ValueError(f"qk_norm must be None or 'rms_norm', got {qk_norm!r}")
+            raise InputError(f"qk_norm must be None or 'rms_norm', got {qk_norm!r}")
         if rotary_heads is not None and not 0 < rotary_heads <= heads:
-            raise ValueError(f"pe_attn_head must be in [1, heads={heads}] or None, got {rotary_heads}")
+            raise InputError(f"pe_attn_head must be in [1, heads={heads}] or None, got {rotary_heads}")
         self.heads, self.dim_head, self.rotary_heads = heads, dim_head, rotary_heads
         inner = heads * dim_head
         self.to_q = nn.Linear(dim, inner)

@@ -29,6 +29,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from jam_flow.errors import InputError
+
 __all__ = ["RotaryEmbedding", "RopeAlignment", "aligned_positions", "apply_rope", "rotate_pairs"]
 
 RopeAlignment = Literal["length", "rate", "off"]
@@ -42,7 +44,7 @@ class RotaryEmbedding(nn.Module):
     def __init__(self, dim_head: int, base: int = 10000) -> None:
         super().__init__()
         if dim_head % 2:
-            raise ValueError(f"dim_head must be even for rotary embeddings, got {dim_head}")
+            raise InputError(f"dim_head must be even for rotary embeddings, got {dim_head}")
         self.register_buffer("inv_freq", 1.0 / (base ** (torch.arange(0, dim_head, 2).float() / dim_head)))
 
     def angles(self, positions: Tensor) -> Tensor:

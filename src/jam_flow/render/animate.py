@@ -180,6 +180,8 @@ class _Renderer:
         self.relative = relative
         self.stitching = stitching
         self.batch_size = batch_size
+        self.done = 0
+        self._last_log = time.perf_counter()
 
     def faces(
         self, src: dict[str, Tensor], start: int, stop: int, reference_exp: Tensor, rest_from_motion: bool
@@ -198,7 +200,12 @@ class _Renderer:
         x_d = transform_keypoints(per_frame("kp"), per_frame("R"), exp, per_frame("scale"), per_frame("t"))
         if self.stitching:
             x_d = self.models.stitch(src["x_s"], x_d)
-        return self.models.warp_decode(src["f_s"], src["x_s"], x_d, chunk_size=self.batch_size)
+        faces = self.models.warp_decode(src["f_s"], src["x_s"], x_d, chunk_size=self.batch_size)
+        self.done += b
+        if time.perf_counter() - self._last_log > 10.0:
+            log.info("rendered %d / %d frames", self.done, self.motion.shape[0])
+            self._last_log = time.perf_counter()
+        return faces
 
 
 def _to_numpy_faces(faces: Tensor) -> np.ndarray:
@@ -245,7 +252,7 @@ def render_talking_head(
         crop_scale, crop_vy: LivePortrait's crop parameters (square side = scale * face box, centre shift).
         box_smoothing: moving-average window (frames) over a video's face boxes.
         feather: width of the paste-back mask's soft edge, as a fraction of the crop.
-        half: run the networks under autocast (fp16 on CUDA, bf16 on CPU).
+        half: fp16 autocast of the networks on CUDA (LivePortraitModels ignores it on CPU, with a warning).
         crf: H.264 quality (lower = better, 18 is visually lossless).
         crop_size: the networks' input side (256 for the published weights; a multiple of 128).
         models: preloaded ``LivePortraitModels`` (e.g. reused across calls by ``jam-flow generate``).
@@ -311,7 +318,8 @@ def render_talking_head(
 
 
 def _video_boxes(detector: FaceDetector, frames: list[np.ndarray], where: str, window: int) -> list:
-    """Per-frame face boxes; frames without a detection borrow the nearest frame's box; then smoothed."""
+    """Per-frame face boxes; frames without a detection interpolate between their neighbours' boxes (nearest
+    beyond the first / last detection); then a moving average against jitter."""
     found: list = [None] * len(frames)
     for i, frame in enumerate(frames):
         if i > 0 and frame is frames[i - 1]:  # a repeated frame (fps resampling) has the same box
@@ -322,8 +330,10 @@ def _video_boxes(detector: FaceDetector, frames: list[np.ndarray], where: str, w
     have = [i for i, b in enumerate(found) if b is not None]
     if not have:
         raise InputError(f"no face found in {where} (in none of its {len(frames)} frames)")
-    filled = [found[min(have, key=lambda j: abs(j - i))] for i in range(len(frames))]
-    return smooth_boxes(filled, window)
+    known = np.asarray([found[i] for i in have], dtype=np.float64)
+    steps = np.arange(len(frames))
+    filled = np.stack([np.interp(steps, have, known[:, c]) for c in range(4)], axis=1)
+    return smooth_boxes([tuple(row) for row in filled], window)
 
 
 def _paste_mask(

@@ -81,7 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--box-smoothing", type=int, default=5, help="video: face-box moving-average window (frames)"
     )
     p.add_argument("--feather", type=float, default=0.12, help="paste-back mask soft edge / crop side (0.12)")
-    p.add_argument("--half", action="store_true", help="autocast the networks (fp16 on CUDA, bf16 on CPU)")
+    p.add_argument(
+        "--half", action="store_true", help="fp16 autocast of the networks on CUDA (no effect on CPU)"
+    )
     p.add_argument(
         "--crop-size",
         type=int,

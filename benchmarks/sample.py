@@ -1,0 +1,102 @@
+"""Benchmark sampling one clip with both streams (text + silence -> mel and lip motion), per attention backend.
+
+    python benchmarks/sample.py --device cuda --size paper --backend auto reference flex --json OUT
+    python benchmarks/sample.py --device cpu --size paper tiny --measure-nfe 2 --json OUT
+
+The joint ODE sampler (:func:`jam_flow.flow.sampler.sample`, Euler, sway sampling) integrates both streams of a
+20 s clip (n = 1875 mel frames, m = 500 motion frames) with classifier-free guidance batched (conditional and
+unconditional rows in one batch of 2), 32 NFE, as at inference (paper appendix A). Reported time is model time
+on the device (the vocoder and rendering are not included). CUDA runs bf16 autocast, the CPU fp32.
+
+On the CPU the paper-size model is slow: ``--measure-nfe K`` (CPU default: 1 for paper, 4 for tiny) integrates
+with K evaluations and the 32-NFE time is extrapolated linearly (``ms_32nfe = ms_measured * 32 / K``; every
+evaluation costs the same); the JSON says so (``extrapolated: true``). The paper-size CPU run is timed once
+without warm-up and its peak memory is not measured (it would cost another run of minutes). Dimension legend: b batch, n audio frames, m motion frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+import torch  # noqa: E402
+
+from jam_flow.flow.sampler import JointConditions, SamplerSettings, sample  # noqa: E402
+from jam_flow.models import JointDiT, paper_joint_config, tiny_joint_config  # noqa: E402
+
+CONFIGS = {"tiny": tiny_joint_config, "paper": paper_joint_config}
+
+
+def conditions(model: JointDiT, seconds: float, device: str) -> JointConditions:
+    n, m = int(seconds * 24000 / 256), int(seconds * 25)
+    vocab = model.init_args["audio"]["text_num_embeds"]
+    g = torch.Generator().manual_seed(0)
+    return JointConditions(
+        audio_cond=torch.zeros(1, n, model.init_args["audio"]["mel_dim"], device=device),
+        audio_known=torch.zeros(1, n, dtype=torch.bool, device=device),
+        text=torch.randint(0, vocab, (1, max(1, int(seconds * 12))), generator=g).to(device),
+        motion_cond=torch.zeros(1, m, 12, device=device),
+        motion_known=torch.zeros(1, m, dtype=torch.bool, device=device),
+        motion_rest=torch.zeros(1, m, 51, device=device),
+    )
+
+
+def measure(size: str, backend: str, args: argparse.Namespace) -> dict:
+    """One (model size, backend) measurement."""
+    dev = args.device
+    cpu_default = {"paper": 1, "tiny": 4}[size] if dev == "cpu" else args.nfe
+    measure_nfe = args.measure_nfe or cpu_default
+    reps = args.reps or (3 if dev == "cuda" else 1)
+    torch.manual_seed(0)
+    model = JointDiT(**CONFIGS[size](), attention_backend=backend).to(dev).eval()
+    cond = conditions(model, args.seconds, dev)
+    settings = SamplerSettings(nfe=measure_nfe, cfg=args.cfg)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev == "cuda")
+
+    def run():
+        with autocast:
+            return sample(model, cond, settings, seed=0)
+
+    ms, samples = common.time_ms(run, dev, reps=reps, warmup=0 if (dev == "cpu" and size == "paper") else 1)
+    return {
+        "size": size, "backend": backend, "device": dev, "seconds": args.seconds,
+        "dtype": "bf16-autocast" if dev == "cuda" else "float32", "nfe": args.nfe, "cfg": args.cfg,
+        "cfg_batched": args.cfg > 0, "measured_nfe": measure_nfe, "extrapolated": measure_nfe != args.nfe,
+        "ms_measured": ms, "ms_samples": samples, "ms": ms * args.nfe / measure_nfe,
+        "ms_per_nfe": ms / measure_nfe, "threads": torch.get_num_threads(),
+        "peak_mb": common.peak_mb(run, dev) if dev == "cuda" or size != "paper" else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--size", nargs="+", choices=sorted(CONFIGS), default=["paper"])
+    p.add_argument("--backend", nargs="+", default=["auto", "reference"])
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--nfe", type=int, default=32)
+    p.add_argument("--cfg", type=float, default=2.0)
+    p.add_argument("--measure-nfe", type=int, default=None,
+                   help="evaluate this many NFE and extrapolate to --nfe (default: all on CUDA; CPU: 1 paper, 4 tiny)")
+    p.add_argument("--reps", type=int, default=None, help="timed repetitions (default: 3 on CUDA, 1 on the CPU)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dev = args.device
+    records = [measure(size, backend, args) for size in args.size for backend in args.backend]
+    meta = common.machine(dev)
+    print(f"machine: {meta.get('gpu') or meta.get('cpu')} | torch {meta['torch']} | load {meta['loadavg_1_5_15']}")
+    print(common.table(records, ["size", "backend", "seconds", "nfe", "measured_nfe", "ms", "ms_per_nfe", "peak_mb"]))
+    if args.json:
+        common.write_json(args.json, {"machine": meta, "records": records})
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,78 @@
+"""The recipe's experiment configs parse through `jam-flow fit --print_config` and differ from the main config only in
+what their ablation names (issue 8)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from jam_flow.eval.recipe import CONFIG_DIR, VARIANTS
+from jam_flow.lightning.cli import fit_main
+
+EXPERIMENTS = sorted(CONFIG_DIR.glob("*.yaml"))
+
+
+def _print_config(path: Path, capsys) -> dict:
+    with pytest.raises(SystemExit) as exc:
+        fit_main(["--config", str(path), "--print_config"])
+    assert exc.value.code in (0, None)
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def _flatten(obj, prefix: str = "") -> dict:
+    if isinstance(obj, dict):
+        out = {}
+        for key, value in obj.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def test_every_variant_has_a_config_and_every_config_a_variant():
+    assert {v.config for v in VARIANTS} == set(EXPERIMENTS)
+
+
+# the exact differences each ablation may have from synth_main.yaml (after parsing)
+EXPECTED_DIFF = {
+    "main": {},
+    "joint_none": {"model.net.init_args.joint_layers": "none"},
+    "joint_full": {"model.net.init_args.joint_layers": "full"},
+    "masks_off": {"model.net.init_args.window": None},
+    "rope_off": {"model.net.init_args.rope_alignment": "off"},
+    "audio_frozen": {"model.freeze_audio_dit": True},
+}
+
+
+def test_configs_parse_and_ablate_one_thing(capsys):
+    main_cfg = _flatten(_print_config(CONFIG_DIR / "synth_main.yaml", capsys))
+    assert main_cfg["model.net.init_args.joint_layers"] == "half"
+    assert main_cfg["model.net.init_args.rope_alignment"] == "length"
+    assert main_cfg["model.net.init_args.window"] == 3
+    assert main_cfg["model.freeze_audio_dit"] is False
+    assert main_cfg["model.decay_steps"] == 0  # constant LR: main's step-N checkpoint is a shorter main run
+    assert main_cfg["trainer.max_time"]
+    for variant in VARIANTS:
+        if variant.name == "main":
+            continue
+        cfg = _flatten(_print_config(variant.config, capsys))
+        diff = {k: cfg.get(k) for k in set(cfg) | set(main_cfg) if cfg.get(k) != main_cfg.get(k)}
+        steps = diff.pop("trainer.max_steps")
+        assert diff.pop("trainer.max_time", None) is not None  # every run has a wall-clock cap
+        assert 0 < steps < main_cfg["trainer.max_steps"]
+        assert steps % main_cfg["checkpoint.every_n_train_steps"] == 0  # main has a checkpoint at that step
+        assert diff == EXPECTED_DIFF[variant.name], variant.name
+
+
+def test_ckpt_at_step_picks_newest_not_after(tmp_path):
+    from jam_flow.eval.recipe import _ckpt_at_step
+
+    ckpts = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    for n in (100, 200, 300):
+        (ckpts / f"step-{n}.ckpt").write_bytes(b"")
+    (ckpts / "last.ckpt").write_bytes(b"")
+    assert _ckpt_at_step(tmp_path, 250) == (ckpts / "step-200.ckpt", 200)
+    assert _ckpt_at_step(tmp_path, 300)[1] == 300
+    assert _ckpt_at_step(tmp_path, 50) is None
