@@ -55,7 +55,7 @@ bench: setup
 	$(BIN)/python benchmarks/render.py --device cpu --json benchmarks/results/render_cpu.json
 
 synth-recipe: setup
-	$(BIN)/python -m jam_flow.eval.recipe --out results/synth_recipe.json
+	$(BIN)/python -m jam_flow.eval.recipe
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache

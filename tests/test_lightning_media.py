@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
+from lightning_support import make_dataset
 
 from jam_flow.lightning.callbacks import ValidationMedia
 from jam_flow.lightning.datamodule import JAMFlowDataModule
 from jam_flow.lightning.module import JAMFlowModule
 from jam_flow.models import JointDiT
-from lightning_support import make_dataset
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread (and two threads collapse when the cores are shared)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 class Writer:
@@ -28,7 +38,6 @@ class Writer:
 
 
 def test_media_generation_and_logging(tmp_path):
-    torch.set_num_threads(1)
     root = make_dataset(tmp_path / "ds", n_train=2, n_val=2, min_s=0.5, max_s=0.7)
     dm = JAMFlowDataModule(str(root), frames_per_batch=400, max_samples=4, num_workers=0)
     dm.setup("fit")

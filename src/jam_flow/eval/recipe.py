@@ -97,12 +97,19 @@ def _jam_flow() -> list[str]:
 
 
 def _ensure_corpus(args: argparse.Namespace) -> dict[str, Any]:
+    from collections import Counter
+
+    from jam_flow.data.format import read_manifest
+
     data = Path(args.data_dir)
-    if (data / "manifest.jsonl").is_file() and (data / "stats.json").is_file():
-        log.info("corpus: reusing %s", data)
-        return {"dir": str(data), "built": False}
     cmd = [*_jam_flow(), "synth-corpus", "--out", str(data), "--n-clips", str(args.n_clips), "--seed",
            str(args.corpus_seed)]
+    if (data / "manifest.jsonl").is_file() and (data / "stats.json").is_file():
+        log.info("corpus: reusing %s", data)
+        records = read_manifest(data)
+        return {"dir": str(data), "built": False, "clips": dict(Counter(r.split for r in records)),
+                "hours": round(sum(r.duration for r in records) / 3600, 3),
+                "build_command": shlex.join(["jam-flow", *cmd[3:]])}
     log.info("corpus: %s", shlex.join(cmd))
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=_env(args.threads))
@@ -290,6 +297,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg", type=float, default=2.0, help="guidance scale for evaluation (paper: 2)")
     p.add_argument("--max-lag", type=int, default=10, help="A/V offset search range in motion frames")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (noise + shuffled pairs)")
+    p.add_argument("--curve-steps", type=int, nargs="*", default=[200, 400, 800, 1200, 2400],
+                   help="main-run checkpoints also evaluated on audio2motion (learning curve)")
     return p
 
 
@@ -333,7 +342,20 @@ def main(argv: list[str] | None = None) -> int:
     def tasks_of(name: str) -> tuple[str, ...]:
         return ("audio2motion", "motion2audio", "text2av") if name == "main" else ("audio2motion", "motion2audio")
 
-    evals = _evaluate_all([(ckpt, task) for name, _, ckpt, _ in jobs for task in tasks_of(name)], args)
+    curve: list[tuple[int, str]] = []  # the main run's audio2motion learning curve
+    if "main" in infos:
+        main_root = Path(infos["main"]["ckpt"]).parents[3]
+        for step in sorted(set(args.curve_steps)):
+            found = _ckpt_at_step(main_root, step)
+            if found is not None and found[1] == step and step < infos["main"]["steps_done"]:
+                curve.append((step, str(found[0])))
+    evals = _evaluate_all([(ckpt, task) for name, _, ckpt, _ in jobs for task in tasks_of(name)]
+                          + [(ckpt, "audio2motion") for _, ckpt in curve], args)
+    if curve:
+        result["audio2motion_curve"] = {
+            str(step): _pick(evals[(ckpt, "audio2motion")]["metrics"], KEY_A2M) for step, ckpt in curve
+        }
+        result["audio2motion_curve"][str(infos["main"]["steps_done"])] = "see audio2motion"
     for name, v, ckpt, extra in jobs:
         entry: dict[str, Any] = {"axis": v.axis, "joint_layers": v.joint_layers, "masks": v.masks, "rope": v.rope,
                                  "audio_dit": v.audio_dit, "config": str(v.config.relative_to(REPO_ROOT)),
@@ -364,7 +386,13 @@ def main(argv: list[str] | None = None) -> int:
             "|audio2motion.offset_frames| <= 1": bool(a2m["offset_frames"] is not None and abs(a2m["offset_frames"]) <= 1),
             "|shuffled.mouth_open_corr| < 0.1": bool(abs(result["shuffled"]["mouth_open_corr"] or 0.0) < 0.1),
         }
-    result["wall_time_s"] = round(time.perf_counter() - t0, 1)
+    result["wall_time_s"] = round(time.perf_counter() - t0, 1)  # this invocation (reused runs / evaluations are free)
+    if infos:
+        ends = [dt.datetime.fromisoformat(i["finished_utc"]) for i in infos.values()]
+        starts = [e - dt.timedelta(seconds=i["train_wall_s"]) for e, i in zip(ends, infos.values(), strict=True)]
+        result["training_phase_wall_s"] = round((max(ends) - min(starts)).total_seconds(), 1)
+    result["eval_wall_s_sum"] = round(sum(e[k] for e in result["ablations"].values() for k in e
+                                          if k.endswith("_eval_wall_s")), 1)  # evaluations ran 2-3 at once
     result["train_wall_time_s"] = round(sum(e["train_wall_s"] or 0.0 for e in result["ablations"].values()), 1)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
