@@ -37,14 +37,17 @@ HEADS, HEAD_DIM, WINDOW = 16, 64, 4
 def make_inputs(seconds: float, device: str, dtype: torch.dtype, grad: bool):
     n, m = int(seconds * 24000 / 256), int(seconds * 25)
     g = torch.Generator().manual_seed(0)
-    ins = [torch.randn(1, HEADS, L, HEAD_DIM, generator=g).to(device, dtype).requires_grad_(grad)
-           for L in (n, n, n, m, m, m)]
+    ins = [
+        torch.randn(1, HEADS, L, HEAD_DIM, generator=g).to(device, dtype).requires_grad_(grad)
+        for L in (n, n, n, m, m, m)
+    ]
     lens = (torch.tensor([n], device=device), torch.tensor([m], device=device))
     return ins, lens, n, m
 
 
 def runner(backend: str, ins, lens, bwd: bool):
     """A closure running one pass of ``backend`` (``floor``: unmasked SDPA over the audio tokens alone)."""
+
     def run() -> None:
         with torch.set_grad_enabled(bwd):
             if backend == "floor":
@@ -77,13 +80,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--seconds", type=float, nargs="+", default=[5.0, 20.0])
     p.add_argument("--backends", nargs="+", default=["floor", *BACKENDS])
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default=None,
-                   help="default: float32 on the CPU, bfloat16 on CUDA")
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default=None,
+        help="default: float32 on the CPU, bfloat16 on CUDA",
+    )
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", type=Path, default=None)
-    p.add_argument("--peak-of", nargs=3, metavar=("BACKEND", "SECONDS", "PASS"), default=None,
-                   help=argparse.SUPPRESS)  # internal: print one CPU peak measured in a fresh process
+    p.add_argument(
+        "--peak-of", nargs=3, metavar=("BACKEND", "SECONDS", "PASS"), default=None, help=argparse.SUPPRESS
+    )  # internal: print one CPU peak measured in a fresh process
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -110,22 +118,52 @@ def main(argv: list[str] | None = None) -> int:
                     samples[b].append(common.time_ms(fn, args.device, reps=1, warmup=0)[0])
             for b, fn in fns.items():
                 s = sorted(samples[b])
-                records.append({
-                    "backend": b, "device": args.device, "seconds": seconds, "pass": pass_name,
-                    "ms": s[len(s) // 2], "ms_min": s[0], "ms_samples": samples[b], "peak_mb": peak(b, seconds, pass_name, fn, args),
-                    "n_audio": n, "n_motion": m, "heads": HEADS, "head_dim": HEAD_DIM, "window": WINDOW,
-                    "batch": 1, "dtype": str(dtype).replace("torch.", ""),
-                })
+                records.append(
+                    {
+                        "backend": b,
+                        "device": args.device,
+                        "seconds": seconds,
+                        "pass": pass_name,
+                        "ms": s[len(s) // 2],
+                        "ms_min": s[0],
+                        "ms_samples": samples[b],
+                        "peak_mb": peak(b, seconds, pass_name, fn, args),
+                        "n_audio": n,
+                        "n_motion": m,
+                        "heads": HEADS,
+                        "head_dim": HEAD_DIM,
+                        "window": WINDOW,
+                        "batch": 1,
+                        "dtype": str(dtype).replace("torch.", ""),
+                    }
+                )
     for r in records:
-        same = {x["backend"]: x["ms"] for x in records if x["seconds"] == r["seconds"] and x["pass"] == r["pass"]}
+        same = {
+            x["backend"]: x["ms"] for x in records if x["seconds"] == r["seconds"] and x["pass"] == r["pass"]
+        }
         if "reference" in same:
             r["speedup_vs_reference"] = same["reference"] / r["ms"]
         if "floor" in same:
             r["ratio_vs_floor"] = r["ms"] / same["floor"]
     meta = common.machine(args.device)
-    print(f"machine: {meta.get('gpu') or meta.get('cpu')} | torch {meta['torch']} | load {meta['loadavg_1_5_15']}")
-    print(common.table(records, ["seconds", "pass", "backend", "ms", "ms_min", "peak_mb", "speedup_vs_reference",
-                                 "ratio_vs_floor"]))
+    print(
+        f"machine: {meta.get('gpu') or meta.get('cpu')} | torch {meta['torch']} | load {meta['loadavg_1_5_15']}"
+    )
+    print(
+        common.table(
+            records,
+            [
+                "seconds",
+                "pass",
+                "backend",
+                "ms",
+                "ms_min",
+                "peak_mb",
+                "speedup_vs_reference",
+                "ratio_vs_floor",
+            ],
+        )
+    )
     if args.json:
         for r in records:
             r["machine"] = meta

@@ -67,7 +67,9 @@ def machine(device: str) -> dict:
         try:
             info["driver"] = subprocess.run(
                 ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=10,
+                capture_output=True,
+                text=True,
+                timeout=10,
             ).stdout.strip()
         except (OSError, subprocess.TimeoutExpired):
             info["driver"] = None
@@ -147,6 +149,7 @@ def write_json(path: str | Path, payload: object) -> Path:
 
 def table(rows: list[dict], columns: list[str]) -> str:
     """A plain-text (Markdown) table of ``rows`` restricted to ``columns``."""
+
     def fmt(v: object) -> str:
         return f"{v:.3g}" if isinstance(v, float) else str(v)
 

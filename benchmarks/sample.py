@@ -62,11 +62,21 @@ def measure(size: str, backend: str, args: argparse.Namespace) -> dict:
 
     ms, samples = common.time_ms(run, dev, reps=reps, warmup=0 if (dev == "cpu" and size == "paper") else 1)
     return {
-        "size": size, "backend": backend, "device": dev, "seconds": args.seconds,
-        "dtype": "bf16-autocast" if dev == "cuda" else "float32", "nfe": args.nfe, "cfg": args.cfg,
-        "cfg_batched": args.cfg > 0, "measured_nfe": measure_nfe, "extrapolated": measure_nfe != args.nfe,
-        "ms_measured": ms, "ms_samples": samples, "ms": ms * args.nfe / measure_nfe,
-        "ms_per_nfe": ms / measure_nfe, "threads": torch.get_num_threads(),
+        "size": size,
+        "backend": backend,
+        "device": dev,
+        "seconds": args.seconds,
+        "dtype": "bf16-autocast" if dev == "cuda" else "float32",
+        "nfe": args.nfe,
+        "cfg": args.cfg,
+        "cfg_batched": args.cfg > 0,
+        "measured_nfe": measure_nfe,
+        "extrapolated": measure_nfe != args.nfe,
+        "ms_measured": ms,
+        "ms_samples": samples,
+        "ms": ms * args.nfe / measure_nfe,
+        "ms_per_nfe": ms / measure_nfe,
+        "threads": torch.get_num_threads(),
         "peak_mb": common.peak_mb(run, dev) if dev == "cuda" or size != "paper" else None,
     }
 
@@ -79,9 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--nfe", type=int, default=32)
     p.add_argument("--cfg", type=float, default=2.0)
-    p.add_argument("--measure-nfe", type=int, default=None,
-                   help="evaluate this many NFE and extrapolate to --nfe (default: all on CUDA; CPU: 1 paper, 4 tiny)")
-    p.add_argument("--reps", type=int, default=None, help="timed repetitions (default: 3 on CUDA, 1 on the CPU)")
+    p.add_argument(
+        "--measure-nfe",
+        type=int,
+        default=None,
+        help="evaluate this many NFE and extrapolate to --nfe (default: all on CUDA; CPU: 1 paper, 4 tiny)",
+    )
+    p.add_argument(
+        "--reps", type=int, default=None, help="timed repetitions (default: 3 on CUDA, 1 on the CPU)"
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -90,8 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     dev = args.device
     records = [measure(size, backend, args) for size in args.size for backend in args.backend]
     meta = common.machine(dev)
-    print(f"machine: {meta.get('gpu') or meta.get('cpu')} | torch {meta['torch']} | load {meta['loadavg_1_5_15']}")
-    print(common.table(records, ["size", "backend", "seconds", "nfe", "measured_nfe", "ms", "ms_per_nfe", "peak_mb"]))
+    print(
+        f"machine: {meta.get('gpu') or meta.get('cpu')} | torch {meta['torch']} | load {meta['loadavg_1_5_15']}"
+    )
+    print(
+        common.table(
+            records, ["size", "backend", "seconds", "nfe", "measured_nfe", "ms", "ms_per_nfe", "peak_mb"]
+        )
+    )
     if args.json:
         common.write_json(args.json, {"machine": meta, "records": records})
         print(f"wrote {args.json}")

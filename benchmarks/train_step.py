@@ -42,7 +42,9 @@ from jam_flow.nn.masks import joint_attention_masks, local_window_mask  # noqa: 
 CONFIGS = {"tiny": tiny_joint_config, "paper": paper_joint_config}
 
 
-def make_batch(model: JointDiT, b: int, seconds: float, device: str) -> tuple[FlowBatch, TrainingMasks, DropFlags]:
+def make_batch(
+    model: JointDiT, b: int, seconds: float, device: str
+) -> tuple[FlowBatch, TrainingMasks, DropFlags]:
     n, m = int(seconds * 24000 / 256), int(seconds * 25)
     vocab = model.init_args["audio"]["text_num_embeds"]
     g = torch.Generator().manual_seed(0)
@@ -56,7 +58,8 @@ def make_batch(model: JointDiT, b: int, seconds: float, device: str) -> tuple[Fl
         motion_mask=torch.ones(b, m, dtype=torch.bool, device=device),
     )
     masks = TrainingMasks(
-        audio_gen=torch.ones(b, n, dtype=torch.bool), motion_gen=torch.ones(b, m, dtype=torch.bool),
+        audio_gen=torch.ones(b, n, dtype=torch.bool),
+        motion_gen=torch.ones(b, m, dtype=torch.bool),
         scenario=torch.full((b,), BOTH, dtype=torch.long),
     )
     off = torch.zeros(b, dtype=torch.bool)
@@ -66,8 +69,16 @@ def make_batch(model: JointDiT, b: int, seconds: float, device: str) -> tuple[Fl
 def attention_pairs(model: JointDiT, b: int, n: int, m: int) -> tuple[int, int, int]:
     """Allowed (query, key) pairs of one joint, one audio-only and one motion-only attention call."""
     lens_a, lens_m = torch.full((b,), n), torch.full((b,), m)
-    mask_a, mask_m = joint_attention_masks(lens_a, lens_m, n, m, model.window, sample_rate=model.sample_rate,
-                                           hop_length=model.hop_length, fps=model.fps)
+    mask_a, mask_m = joint_attention_masks(
+        lens_a,
+        lens_m,
+        n,
+        m,
+        model.window,
+        sample_rate=model.sample_rate,
+        hop_length=model.hop_length,
+        fps=model.fps,
+    )
     joint = int(mask_a.sum()) + int(mask_m.sum())
     return joint, b * n * n, int(local_window_mask(lens_m, m, model.window).sum())
 
@@ -81,10 +92,15 @@ def forward_flops(model: JointDiT, run_forward, b: int, n: int, m: int) -> dict:
 
     def on_conv(mod: nn.Conv1d, inp, out) -> None:
         k = mod.kernel_size[0]
-        counts["conv"] += 2 * out.shape[0] * out.shape[-1] * mod.out_channels * (mod.in_channels // mod.groups) * k
+        counts["conv"] += (
+            2 * out.shape[0] * out.shape[-1] * mod.out_channels * (mod.in_channels // mod.groups) * k
+        )
 
-    hooks = [mod.register_forward_hook(on_linear if isinstance(mod, nn.Linear) else on_conv)
-             for mod in model.modules() if isinstance(mod, nn.Linear | nn.Conv1d)]
+    hooks = [
+        mod.register_forward_hook(on_linear if isinstance(mod, nn.Linear) else on_conv)
+        for mod in model.modules()
+        if isinstance(mod, nn.Linear | nn.Conv1d)
+    ]
     try:
         with torch.no_grad():
             run_forward()
@@ -95,8 +111,11 @@ def forward_flops(model: JointDiT, run_forward, b: int, n: int, m: int) -> dict:
     heads, dh = cfg["audio"]["heads"], cfg["audio"]["dim_head"]
     joint, audio_self, motion_self = attention_pairs(model, b, n, m)
     n_joint = len(model.joint_layers)
-    attn_pairs = (n_joint * joint + (cfg["audio"]["depth"] - n_joint) * audio_self
-                  + (cfg["motion"]["depth"] - n_joint) * motion_self)
+    attn_pairs = (
+        n_joint * joint
+        + (cfg["audio"]["depth"] - n_joint) * audio_self
+        + (cfg["motion"]["depth"] - n_joint) * motion_self
+    )
     counts["attention"] = 4 * heads * dh * attn_pairs
     counts["total"] = counts["linear"] + counts["conv"] + counts["attention"]
     return counts
@@ -105,7 +124,9 @@ def forward_flops(model: JointDiT, run_forward, b: int, n: int, m: int) -> dict:
 def measure(size: str, backend: str, args: argparse.Namespace) -> dict:
     """One (model size, backend) measurement."""
     dev = args.device
-    small_cpu = dev == "cpu" and size == "paper"  # Adam state of 670 M params does not fit a small CPU machine
+    small_cpu = (
+        dev == "cpu" and size == "paper"
+    )  # Adam state of 670 M params does not fit a small CPU machine
     seconds = args.cpu_paper_seconds if small_cpu else args.seconds
     torch.manual_seed(0)
     model = JointDiT(**CONFIGS[size](), attention_backend=backend).to(dev).train()
@@ -133,12 +154,22 @@ def measure(size: str, backend: str, args: argparse.Namespace) -> dict:
     train_flops = 3 * flops["total"]
     peak_flops = common.peak_flops(dev)
     record = {
-        "size": size, "backend": backend, "device": dev, "dtype": "bf16-mixed" if dev == "cuda" else "float32",
-        "batch": args.batch, "seconds": seconds, "n_audio": n, "n_motion": m,
+        "size": size,
+        "backend": backend,
+        "device": dev,
+        "dtype": "bf16-mixed" if dev == "cuda" else "float32",
+        "batch": args.batch,
+        "seconds": seconds,
+        "n_audio": n,
+        "n_motion": m,
         "params_m": sum(t.numel() for t in model.parameters()) / 1e6,
-        "optimizer": opt is not None, "ms": ms, "ms_samples": samples,
-        "tokens_per_s": args.batch * (n + m) / (ms / 1e3), "peak_mb": peak,
-        "model_flops_per_step": train_flops, "flops_breakdown_fwd": flops,
+        "optimizer": opt is not None,
+        "ms": ms,
+        "ms_samples": samples,
+        "tokens_per_s": args.batch * (n + m) / (ms / 1e3),
+        "peak_mb": peak,
+        "model_flops_per_step": train_flops,
+        "flops_breakdown_fwd": flops,
         "achieved_tflops": train_flops / (ms / 1e3) / 1e12,
         "peak_tflops": None if peak_flops is None else peak_flops / 1e12,
         "mfu": None if peak_flops is None else train_flops / (ms / 1e3) / peak_flops,
@@ -153,12 +184,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", nargs="+", choices=sorted(CONFIGS), default=["tiny", "paper"])
     p.add_argument("--backend", nargs="+", default=["auto"], help="attention backends to compare")
     p.add_argument("--seconds", type=float, default=20.0, help="clip length of every sample")
-    p.add_argument("--cpu-paper-seconds", type=float, default=2.0,
-                   help="clip length for the paper-size model on the CPU (20 s takes minutes per step there)")
+    p.add_argument(
+        "--cpu-paper-seconds",
+        type=float,
+        default=2.0,
+        help="clip length for the paper-size model on the CPU (20 s takes minutes per step there)",
+    )
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--reps", type=int, default=3)
-    p.add_argument("--no-optimizer", action="store_true",
-                   help="forward + backward only (no AdamW update; always so for the paper-size model on the CPU)")
+    p.add_argument(
+        "--no-optimizer",
+        action="store_true",
+        help="forward + backward only (no AdamW update; always so for the paper-size model on the CPU)",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
@@ -167,9 +205,14 @@ def main(argv: list[str] | None = None) -> int:
     dev = args.device
     records = [measure(size, backend, args) for size in args.size for backend in args.backend]
     meta = common.machine(dev)
-    print(f"machine: {meta.get('gpu') or meta.get('cpu')} | torch {meta['torch']} | load {meta['loadavg_1_5_15']}")
-    print(common.table(records, ["size", "backend", "seconds", "ms", "tokens_per_s", "peak_mb", "achieved_tflops",
-                                 "mfu"]))
+    print(
+        f"machine: {meta.get('gpu') or meta.get('cpu')} | torch {meta['torch']} | load {meta['loadavg_1_5_15']}"
+    )
+    print(
+        common.table(
+            records, ["size", "backend", "seconds", "ms", "tokens_per_s", "peak_mb", "achieved_tflops", "mfu"]
+        )
+    )
     if args.json:
         common.write_json(args.json, {"machine": meta, "records": records})
         print(f"wrote {args.json}")

@@ -57,8 +57,13 @@ def test_fused_and_flex_match_reference(shape, window):
     g = torch.Generator().manual_seed(1)
     grads = [torch.randn(2, 2, n, 8, generator=g), torch.randn(2, 2, m, 8, generator=g)]
     for a_sw, m_sw in SWITCHES:
-        kw = dict(audio_lens=torch.tensor(la), motion_lens=torch.tensor(lm), window=window,
-                  audio_sees_motion=a_sw, motion_sees_audio=m_sw)
+        kw = dict(
+            audio_lens=torch.tensor(la),
+            motion_lens=torch.tensor(lm),
+            window=window,
+            audio_sees_motion=a_sw,
+            motion_sees_audio=m_sw,
+        )
         want = _run("reference", ins, kw, grads)
         _close(_run("fused", ins, kw, grads), want, f"fused {shape} W={window} switches={a_sw},{m_sw}")
         with torch.no_grad():  # FlexAttention: forward only on the CPU
@@ -133,8 +138,14 @@ def test_frame_mapping_is_exact_integer(rates):
 def test_non_default_rates_match_reference():
     n, m = 40, 19
     ins = _inputs(n, m)
-    kw = dict(audio_lens=torch.tensor([40, 33]), motion_lens=torch.tensor([19, 15]), window=1,
-              sample_rate=16000, hop_length=160, fps=30)
+    kw = dict(
+        audio_lens=torch.tensor([40, 33]),
+        motion_lens=torch.tensor([19, 15]),
+        window=1,
+        sample_rate=16000,
+        hop_length=160,
+        fps=30,
+    )
     g = torch.Generator().manual_seed(5)
     grads = [torch.randn(2, 2, n, 8, generator=g), torch.randn(2, 2, m, 8, generator=g)]
     _close(_run("fused", ins, kw, grads), _run("reference", ins, kw, grads), "fused 16k/160/30fps")
@@ -148,8 +159,13 @@ def test_auto_resolution_and_validation():
         resolve_backend("dense", "cpu")
     ins = _inputs(12, 4)
     with pytest.raises(RuntimeError, match="no backward on the CPU"):
-        joint_attention(*[t.requires_grad_() for t in ins], torch.tensor([12, 12]), torch.tensor([4, 4]), 1,
-                        backend="flex")
+        joint_attention(
+            *[t.requires_grad_() for t in ins],
+            torch.tensor([12, 12]),
+            torch.tensor([4, 4]),
+            1,
+            backend="flex",
+        )
 
 
 def test_reference_masks_follow_the_rules():

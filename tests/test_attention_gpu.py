@@ -38,9 +38,17 @@ def test_gpu_backend_matches_reference_bf16(backend, window, shape):
     g = torch.Generator(device="cuda").manual_seed(n)
     b, h, d = 2, 4, 64
     ins = [torch.randn(b, h, L, d, device="cuda", generator=g).bfloat16().float() for L in (n, n, n, m, m, m)]
-    grads = [torch.randn(b, h, n, d, device="cuda", generator=g), torch.randn(b, h, m, d, device="cuda", generator=g)]
-    kw = dict(audio_lens=torch.tensor(la, device="cuda"), motion_lens=torch.tensor(lm, device="cuda"),
-              window=window, audio_sees_motion=torch.tensor([True, False], device="cuda"), motion_sees_audio=True)
+    grads = [
+        torch.randn(b, h, n, d, device="cuda", generator=g),
+        torch.randn(b, h, m, d, device="cuda", generator=g),
+    ]
+    kw = dict(
+        audio_lens=torch.tensor(la, device="cuda"),
+        motion_lens=torch.tensor(lm, device="cuda"),
+        window=window,
+        audio_sees_motion=torch.tensor([True, False], device="cuda"),
+        motion_sees_audio=True,
+    )
     want = _run("reference", ins, kw, grads, torch.float32)
     got = _run(backend, ins, kw, grads, torch.bfloat16)
     for i, (x, y) in enumerate(zip(got, want, strict=True)):
@@ -54,9 +62,15 @@ def test_gpu_fused_other_dtypes(dtype):
     n, m = 200, 54
     g = torch.Generator(device="cuda").manual_seed(1)
     ins = [torch.randn(2, 2, L, 64, device="cuda", generator=g).to(dtype).float() for L in (n, n, n, m, m, m)]
-    grads = [torch.randn(2, 2, n, 64, device="cuda", generator=g), torch.randn(2, 2, m, 64, device="cuda", generator=g)]
-    kw = dict(audio_lens=torch.tensor([200, 150], device="cuda"), motion_lens=torch.tensor([54, 41], device="cuda"),
-              window=4)
+    grads = [
+        torch.randn(2, 2, n, 64, device="cuda", generator=g),
+        torch.randn(2, 2, m, 64, device="cuda", generator=g),
+    ]
+    kw = dict(
+        audio_lens=torch.tensor([200, 150], device="cuda"),
+        motion_lens=torch.tensor([54, 41], device="cuda"),
+        window=4,
+    )
     want = _run("reference", ins, kw, grads, torch.float32)
     got = _run("fused", ins, kw, grads, dtype)
     tol = 1e-4 if dtype == torch.float32 else 5e-3

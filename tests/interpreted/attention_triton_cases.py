@@ -51,8 +51,13 @@ def test_triton_joint_matches_reference(case):
     def flag(x):
         return torch.tensor(x, device=DEVICE) if isinstance(x, list) else x
 
-    kw = dict(audio_lens=torch.tensor(la, device=DEVICE), motion_lens=torch.tensor(lm, device=DEVICE),
-              window=window, audio_sees_motion=flag(a_sw), motion_sees_audio=flag(m_sw))
+    kw = dict(
+        audio_lens=torch.tensor(la, device=DEVICE),
+        motion_lens=torch.tensor(lm, device=DEVICE),
+        window=window,
+        audio_sees_motion=flag(a_sw),
+        motion_sees_audio=flag(m_sw),
+    )
     want = _grad_run(lambda *a, **k: joint_attention(*a, **k, backend="reference"), ins, kw, grads)
     got = _grad_run(joint_attention_triton, ins, kw, grads)
     names = ["out_a", "out_m", "dq_a", "dk_a", "dv_a", "dq_m", "dk_m", "dv_m"]

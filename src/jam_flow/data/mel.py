@@ -19,7 +19,21 @@ from torch import Tensor, nn
 from jam_flow.errors import InputError
 from jam_flow.features import MelSettings
 
-__all__ = ["MelSpectrogram", "log_mel"]
+__all__ = ["MelSpectrogram", "log_mel", "mel_filterbank"]
+
+
+def mel_filterbank(settings: MelSettings = MelSettings()) -> Tensor:
+    """The HTK mel filterbank without area normalisation, ``[f, c]`` (``f = n_fft // 2 + 1``)."""
+    f_max = settings.f_max if settings.f_max is not None else settings.sample_rate / 2
+    return AF.melscale_fbanks(
+        n_freqs=settings.n_fft // 2 + 1,
+        f_min=settings.f_min,
+        f_max=f_max,
+        n_mels=settings.n_mels,
+        sample_rate=settings.sample_rate,
+        norm=None,
+        mel_scale="htk",
+    )
 
 
 class MelSpectrogram(nn.Module):
@@ -28,18 +42,7 @@ class MelSpectrogram(nn.Module):
     def __init__(self, settings: MelSettings = MelSettings()) -> None:
         super().__init__()
         self.settings = settings
-        n_freqs = settings.n_fft // 2 + 1
-        f_max = settings.f_max if settings.f_max is not None else settings.sample_rate / 2
-        fbank = AF.melscale_fbanks(
-            n_freqs=n_freqs,
-            f_min=settings.f_min,
-            f_max=f_max,
-            n_mels=settings.n_mels,
-            sample_rate=settings.sample_rate,
-            norm=None,
-            mel_scale="htk",
-        )  # [f, c]
-        self.register_buffer("fbank", fbank, persistent=False)
+        self.register_buffer("fbank", mel_filterbank(settings), persistent=False)  # [f, c]
         self.register_buffer(
             "window", torch.hann_window(settings.win_length, periodic=True), persistent=False
         )

@@ -23,6 +23,7 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor, nn
 
+from jam_flow.data.mel import mel_filterbank
 from jam_flow.errors import InputError
 from jam_flow.features import MelSettings
 
@@ -77,16 +78,7 @@ class GriffinLimVocoder(Vocoder):
         super().__init__()
         self.settings = settings
         self.sample_rate = settings.sample_rate
-        f_max = settings.f_max if settings.f_max is not None else settings.sample_rate / 2
-        fbank = AF.melscale_fbanks(
-            n_freqs=settings.n_fft // 2 + 1,
-            f_min=settings.f_min,
-            f_max=f_max,
-            n_mels=settings.n_mels,
-            sample_rate=settings.sample_rate,
-            norm=None,
-            mel_scale="htk",
-        )  # [f, c]
+        fbank = mel_filterbank(settings)  # [f, c]
         self.register_buffer("inverse", torch.linalg.pinv(fbank), persistent=False)  # [c, f]
         self.n_iter = n_iter
         self.register_buffer("window", torch.hann_window(settings.win_length, periodic=True), persistent=False)

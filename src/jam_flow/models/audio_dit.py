@@ -29,7 +29,7 @@ from jam_flow.models.validation import (
     constructor_args,
 )
 from jam_flow.nn.embeddings import InputEmbedding, TextEmbedding, TimestepEmbedding
-from jam_flow.nn.modules import AdaLayerNormFinal, DiTBlock
+from jam_flow.nn.modules import AdaLayerNormFinal, DiTBlock, zero_init_adaln
 from jam_flow.nn.rope import RotaryEmbedding
 
 __all__ = ["AudioDiT", "AudioState"]
@@ -133,12 +133,7 @@ class AudioDiT(nn.Module):
 
     def initialize_weights(self) -> None:
         """adaLN-Zero initialisation (as F5-TTS): block modulations and the output head start at zero."""
-        for block in self.transformer_blocks:
-            nn.init.zeros_(block.attn_norm.linear.weight)
-            nn.init.zeros_(block.attn_norm.linear.bias)
-        for layer in (self.norm_out.linear, self.proj_out):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        zero_init_adaln(self.transformer_blocks, self.norm_out, self.proj_out)
 
     # -- stages (shared with JointDiT) ------------------------------------------------------------------------------
     def embed(

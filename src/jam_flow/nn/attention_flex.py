@@ -111,7 +111,10 @@ def joint_block_mask(audio_lens, motion_lens, n, m, window, a_sees, m_sees, num,
     j = torch.arange(m, device=dev)
     rows_a = torch.arange(T, device=dev) < n
     rows_m = ~rows_a
-    zero_a, zero_m = torch.zeros(n, dtype=torch.long, device=dev), torch.zeros(m, dtype=torch.long, device=dev)
+    zero_a, zero_m = (
+        torch.zeros(n, dtype=torch.long, device=dev),
+        torch.zeros(m, dtype=torch.long, device=dev),
+    )
     a_ok = (i[None] < alen[:, None]).long()  # padded query rows see nothing
     m_ok = (j[None] < mlen[:, None]).long()
     # audio rows: audio keys [0, alen); motion keys (one aligned frame, or all)

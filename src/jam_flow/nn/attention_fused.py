@@ -85,7 +85,9 @@ def _rows(x: Tensor, idx: Tensor) -> Tensor:
 
 def _key_bias(valid: Tensor, dtype: torch.dtype) -> Tensor:
     """``[b, L]`` bool -> additive ``[b, 1, 1, L]`` bias (0 valid, -inf masked) for the CPU flash kernel."""
-    return torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill(~valid, _NEG_INF)[:, None, None]
+    return torch.zeros(valid.shape, dtype=dtype, device=valid.device).masked_fill(~valid, _NEG_INF)[
+        :, None, None
+    ]
 
 
 def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -209,16 +211,25 @@ def _motion_blocks(
     """
     b, h, m, d = q_m.shape
     plan = _motion_plan(
-        m, None if k_a is None else k_a.shape[2], window, num, den, tuple(motion_lens.tolist()),
+        m,
+        None if k_a is None else k_a.shape[2],
+        window,
+        num,
+        den,
+        tuple(motion_lens.tolist()),
         None if audio_lens is None else tuple(audio_lens.tolist()),
-        None if m_sees is None else tuple(m_sees.tolist()), q_m.dtype, q_m.device,
+        None if m_sees is None else tuple(m_sees.tolist()),
+        q_m.dtype,
+        q_m.device,
     )
     B, nb, key_idx, ok, q_valid, all_valid = plan
     K = ok.shape[3]
     k_src, v_src = ([k_m], [v_m]) if k_a is None else ([k_m, k_a], [v_m, v_a])
 
     def gather(src: list[Tensor]) -> Tensor:  # per block, the rows of each source: [b * h, nb, K, d]
-        parts = [_rows(x, i.reshape(-1)).view(b * h, nb, i.shape[1], d) for x, i in zip(src, key_idx, strict=True)]
+        parts = [
+            _rows(x, i.reshape(-1)).view(b * h, nb, i.shape[1], d) for x, i in zip(src, key_idx, strict=True)
+        ]
         return torch.cat(parts, 2) if len(parts) > 1 else parts[0]
 
     # (batch, head) pairs as the SDPA batch and the blocks as its "heads": every reshape below is a free view
@@ -236,7 +247,9 @@ def _padded_sdpa(q: Tensor, k: Tensor, v: Tensor, key_valid: Tensor, q_valid: Te
     """SDPA with a key-padding vector; samples without any valid key attend everywhere (rows zeroed after)."""
     key_valid = key_valid | ~key_valid.any(1, keepdim=True)
     all_valid = bool(key_valid.all())
-    out = F.scaled_dot_product_attention(q, k, v, attn_mask=None if all_valid else key_valid[:, None, None, :])
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=None if all_valid else key_valid[:, None, None, :]
+    )
     if bool(q_valid.all()):
         return out
     return out * q_valid[:, None, :, None].to(out.dtype)
@@ -270,8 +283,15 @@ def _audio_plan(
 def _audio_queries(q_a, k_a, v_a, k_m, v_m, audio_lens, motion_lens, a_sees, num, den) -> Tensor:
     n, m = q_a.shape[2], k_m.shape[2]
     bias, extra_bias, fidx, a_valid, all_valid = _audio_plan(
-        n, m, num, den, tuple(audio_lens.tolist()), tuple(motion_lens.tolist()), tuple(a_sees.tolist()),
-        q_a.dtype, q_a.device,
+        n,
+        m,
+        num,
+        den,
+        tuple(audio_lens.tolist()),
+        tuple(motion_lens.tolist()),
+        tuple(a_sees.tolist()),
+        q_a.dtype,
+        q_a.device,
     )
     if m == 0:
         k_e = torch.zeros_like(q_a)
@@ -307,8 +327,20 @@ def joint_attention_fused(
         from jam_flow.nn.attention_triton import joint_attention_triton
 
         return joint_attention_triton(
-            q_a, k_a, v_a, q_m, k_m, v_m, audio_lens, motion_lens, window,
-            audio_sees_motion, motion_sees_audio, sample_rate, hop_length, fps,
+            q_a,
+            k_a,
+            v_a,
+            q_m,
+            k_m,
+            v_m,
+            audio_lens,
+            motion_lens,
+            window,
+            audio_sees_motion,
+            motion_sees_audio,
+            sample_rate,
+            hop_length,
+            fps,
         )
     b, _, n, _ = q_a.shape
     m = q_m.shape[2]

@@ -106,8 +106,29 @@ def _query_range(KIND: tl.constexpr, k_lo, k_hi, qlen, W, NUM, DEN):
 
 
 @triton.jit
-def _fwd_pair(acc, m_i, l_i, q, offs_m, q_ok, K, V, kbase, klen, lo, hi, W, NUM, DEN, scale,
-              KIND: tl.constexpr, BN: tl.constexpr, D: tl.constexpr, D2: tl.constexpr, PREC: tl.constexpr):
+def _fwd_pair(
+    acc,
+    m_i,
+    l_i,
+    q,
+    offs_m,
+    q_ok,
+    K,
+    V,
+    kbase,
+    klen,
+    lo,
+    hi,
+    W,
+    NUM,
+    DEN,
+    scale,
+    KIND: tl.constexpr,
+    BN: tl.constexpr,
+    D: tl.constexpr,
+    D2: tl.constexpr,
+    PREC: tl.constexpr,
+):
     offs_d = tl.arange(0, D2)
     start = (lo // BN) * BN
     for s0 in range(start, hi, BN):
@@ -130,10 +151,35 @@ def _fwd_pair(acc, m_i, l_i, q, offs_m, q_ok, K, V, kbase, klen, lo, hi, W, NUM,
 
 
 @triton.jit
-def _fwd_kernel(Q, K1, V1, K2, V2, OUT, LSE, QLEN, K1LEN, K2LEN, SW,
-                H, Lq, Lk1, Lk2, W, NUM, DEN, scale,
-                KIND1: tl.constexpr, KIND2: tl.constexpr, HAS2: tl.constexpr,
-                BM: tl.constexpr, BN: tl.constexpr, D: tl.constexpr, D2: tl.constexpr, PREC: tl.constexpr):
+def _fwd_kernel(
+    Q,
+    K1,
+    V1,
+    K2,
+    V2,
+    OUT,
+    LSE,
+    QLEN,
+    K1LEN,
+    K2LEN,
+    SW,
+    H,
+    Lq,
+    Lk1,
+    Lk2,
+    W,
+    NUM,
+    DEN,
+    scale,
+    KIND1: tl.constexpr,
+    KIND2: tl.constexpr,
+    HAS2: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    D: tl.constexpr,
+    D2: tl.constexpr,
+    PREC: tl.constexpr,
+):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -142,8 +188,11 @@ def _fwd_kernel(Q, K1, V1, K2, V2, OUT, LSE, QLEN, K1LEN, K2LEN, SW,
     offs_d = tl.arange(0, D2)
     q_ok = offs_m < qlen
     qbase = bh.to(tl.int64) * Lq * D
-    q = tl.load(Q + qbase + offs_m[:, None] * D + offs_d[None, :],
-                mask=(offs_m[:, None] < Lq) & (offs_d[None, :] < D), other=0.0)
+    q = tl.load(
+        Q + qbase + offs_m[:, None] * D + offs_d[None, :],
+        mask=(offs_m[:, None] < Lq) & (offs_d[None, :] < D),
+        other=0.0,
+    )
     acc = tl.zeros([BM, D2], dtype=tl.float32)
     m_i = tl.full([BM], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BM], dtype=tl.float32)
@@ -151,13 +200,55 @@ def _fwd_kernel(Q, K1, V1, K2, V2, OUT, LSE, QLEN, K1LEN, K2LEN, SW,
     q_hi = tl.minimum(q_lo + BM, qlen)
     k1len = tl.load(K1LEN + b)
     lo, hi = _key_range(KIND1, q_lo, q_hi, k1len, W, NUM, DEN)
-    acc, m_i, l_i = _fwd_pair(acc, m_i, l_i, q, offs_m, q_ok, K1, V1, bh.to(tl.int64) * Lk1 * D, k1len, lo, hi,
-                              W, NUM, DEN, scale, KIND1, BN, D, D2, PREC)
+    acc, m_i, l_i = _fwd_pair(
+        acc,
+        m_i,
+        l_i,
+        q,
+        offs_m,
+        q_ok,
+        K1,
+        V1,
+        bh.to(tl.int64) * Lk1 * D,
+        k1len,
+        lo,
+        hi,
+        W,
+        NUM,
+        DEN,
+        scale,
+        KIND1,
+        BN,
+        D,
+        D2,
+        PREC,
+    )
     if HAS2:
         k2len = tl.load(K2LEN + b) * tl.load(SW + b)  # switch off: no key of the other stream
         lo, hi = _key_range(KIND2, q_lo, q_hi, k2len, W, NUM, DEN)
-        acc, m_i, l_i = _fwd_pair(acc, m_i, l_i, q, offs_m, q_ok, K2, V2, bh.to(tl.int64) * Lk2 * D, k2len,
-                                  lo, hi, W, NUM, DEN, scale, KIND2, BN, D, D2, PREC)
+        acc, m_i, l_i = _fwd_pair(
+            acc,
+            m_i,
+            l_i,
+            q,
+            offs_m,
+            q_ok,
+            K2,
+            V2,
+            bh.to(tl.int64) * Lk2 * D,
+            k2len,
+            lo,
+            hi,
+            W,
+            NUM,
+            DEN,
+            scale,
+            KIND2,
+            BN,
+            D,
+            D2,
+            PREC,
+        )
     live = q_ok & (l_i > 0)
     l_safe = tl.where(live, l_i, 1.0)
     out = tl.where(live[:, None], acc / l_safe[:, None], 0.0)
@@ -168,8 +259,30 @@ def _fwd_kernel(Q, K1, V1, K2, V2, OUT, LSE, QLEN, K1LEN, K2LEN, SW,
 
 
 @triton.jit
-def _dq_pair(dq, q, do, lse, delta, offs_m, q_ok, K, V, kbase, klen, lo, hi, W, NUM, DEN, scale,
-             KIND: tl.constexpr, BN: tl.constexpr, D: tl.constexpr, D2: tl.constexpr, PREC: tl.constexpr):
+def _dq_pair(
+    dq,
+    q,
+    do,
+    lse,
+    delta,
+    offs_m,
+    q_ok,
+    K,
+    V,
+    kbase,
+    klen,
+    lo,
+    hi,
+    W,
+    NUM,
+    DEN,
+    scale,
+    KIND: tl.constexpr,
+    BN: tl.constexpr,
+    D: tl.constexpr,
+    D2: tl.constexpr,
+    PREC: tl.constexpr,
+):
     offs_d = tl.arange(0, D2)
     start = (lo // BN) * BN
     for s0 in range(start, hi, BN):
@@ -188,10 +301,37 @@ def _dq_pair(dq, q, do, lse, delta, offs_m, q_ok, K, V, kbase, klen, lo, hi, W, 
 
 
 @triton.jit
-def _dq_kernel(Q, K1, V1, K2, V2, DO, LSE, DELTA, DQ, QLEN, K1LEN, K2LEN, SW,
-               H, Lq, Lk1, Lk2, W, NUM, DEN, scale,
-               KIND1: tl.constexpr, KIND2: tl.constexpr, HAS2: tl.constexpr,
-               BM: tl.constexpr, BN: tl.constexpr, D: tl.constexpr, D2: tl.constexpr, PREC: tl.constexpr):
+def _dq_kernel(
+    Q,
+    K1,
+    V1,
+    K2,
+    V2,
+    DO,
+    LSE,
+    DELTA,
+    DQ,
+    QLEN,
+    K1LEN,
+    K2LEN,
+    SW,
+    H,
+    Lq,
+    Lk1,
+    Lk2,
+    W,
+    NUM,
+    DEN,
+    scale,
+    KIND1: tl.constexpr,
+    KIND2: tl.constexpr,
+    HAS2: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    D: tl.constexpr,
+    D2: tl.constexpr,
+    PREC: tl.constexpr,
+):
     pid_m = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -210,19 +350,87 @@ def _dq_kernel(Q, K1, V1, K2, V2, DO, LSE, DELTA, DQ, QLEN, K1LEN, K2LEN, SW,
     q_hi = tl.minimum(q_lo + BM, qlen)
     k1len = tl.load(K1LEN + b)
     lo, hi = _key_range(KIND1, q_lo, q_hi, k1len, W, NUM, DEN)
-    dq = _dq_pair(dq, q, do, lse, delta, offs_m, q_ok, K1, V1, bh.to(tl.int64) * Lk1 * D, k1len, lo, hi,
-                  W, NUM, DEN, scale, KIND1, BN, D, D2, PREC)
+    dq = _dq_pair(
+        dq,
+        q,
+        do,
+        lse,
+        delta,
+        offs_m,
+        q_ok,
+        K1,
+        V1,
+        bh.to(tl.int64) * Lk1 * D,
+        k1len,
+        lo,
+        hi,
+        W,
+        NUM,
+        DEN,
+        scale,
+        KIND1,
+        BN,
+        D,
+        D2,
+        PREC,
+    )
     if HAS2:
         k2len = tl.load(K2LEN + b) * tl.load(SW + b)
         lo, hi = _key_range(KIND2, q_lo, q_hi, k2len, W, NUM, DEN)
-        dq = _dq_pair(dq, q, do, lse, delta, offs_m, q_ok, K2, V2, bh.to(tl.int64) * Lk2 * D, k2len, lo, hi,
-                      W, NUM, DEN, scale, KIND2, BN, D, D2, PREC)
+        dq = _dq_pair(
+            dq,
+            q,
+            do,
+            lse,
+            delta,
+            offs_m,
+            q_ok,
+            K2,
+            V2,
+            bh.to(tl.int64) * Lk2 * D,
+            k2len,
+            lo,
+            hi,
+            W,
+            NUM,
+            DEN,
+            scale,
+            KIND2,
+            BN,
+            D,
+            D2,
+            PREC,
+        )
     tl.store(DQ + qbase + offs_m[:, None] * D + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=qmask)
 
 
 @triton.jit
-def _dkdv_pair(dk, dv, k, v, offs_n, k_ok, Q, DO, LSE, DELTA, bh, Lq, qlen, lo, hi, W, NUM, DEN, scale,
-               KIND: tl.constexpr, BM: tl.constexpr, D: tl.constexpr, D2: tl.constexpr, PREC: tl.constexpr):
+def _dkdv_pair(
+    dk,
+    dv,
+    k,
+    v,
+    offs_n,
+    k_ok,
+    Q,
+    DO,
+    LSE,
+    DELTA,
+    bh,
+    Lq,
+    qlen,
+    lo,
+    hi,
+    W,
+    NUM,
+    DEN,
+    scale,
+    KIND: tl.constexpr,
+    BM: tl.constexpr,
+    D: tl.constexpr,
+    D2: tl.constexpr,
+    PREC: tl.constexpr,
+):
     offs_d = tl.arange(0, D2)
     qbase = bh.to(tl.int64) * Lq * D
     start = (lo // BM) * BM
@@ -245,10 +453,40 @@ def _dkdv_pair(dk, dv, k, v, offs_n, k_ok, Q, DO, LSE, DELTA, bh, Lq, qlen, lo, 
 
 
 @triton.jit
-def _dkdv_kernel(K, V, Q1, DO1, LSE1, DELTA1, Q2, DO2, LSE2, DELTA2, DK, DV, KLEN, Q1LEN, Q2LEN, SW,
-                 H, Lk, Lq1, Lq2, W, NUM, DEN, scale,
-                 KIND1: tl.constexpr, KIND2: tl.constexpr, HAS2: tl.constexpr,
-                 BM: tl.constexpr, BN: tl.constexpr, D: tl.constexpr, D2: tl.constexpr, PREC: tl.constexpr):
+def _dkdv_kernel(
+    K,
+    V,
+    Q1,
+    DO1,
+    LSE1,
+    DELTA1,
+    Q2,
+    DO2,
+    LSE2,
+    DELTA2,
+    DK,
+    DV,
+    KLEN,
+    Q1LEN,
+    Q2LEN,
+    SW,
+    H,
+    Lk,
+    Lq1,
+    Lq2,
+    W,
+    NUM,
+    DEN,
+    scale,
+    KIND1: tl.constexpr,
+    KIND2: tl.constexpr,
+    HAS2: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    D: tl.constexpr,
+    D2: tl.constexpr,
+    PREC: tl.constexpr,
+):
     pid_n = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -266,13 +504,61 @@ def _dkdv_kernel(K, V, Q1, DO1, LSE1, DELTA1, Q2, DO2, LSE2, DELTA2, DK, DV, KLE
     k_hi = tl.minimum(k_lo + BN, klen)
     q1len = tl.load(Q1LEN + b)
     lo, hi = _query_range(KIND1, k_lo, k_hi, q1len, W, NUM, DEN)
-    dk, dv = _dkdv_pair(dk, dv, k, v, offs_n, k_ok, Q1, DO1, LSE1, DELTA1, bh, Lq1, q1len, lo, hi,
-                        W, NUM, DEN, scale, KIND1, BM, D, D2, PREC)
+    dk, dv = _dkdv_pair(
+        dk,
+        dv,
+        k,
+        v,
+        offs_n,
+        k_ok,
+        Q1,
+        DO1,
+        LSE1,
+        DELTA1,
+        bh,
+        Lq1,
+        q1len,
+        lo,
+        hi,
+        W,
+        NUM,
+        DEN,
+        scale,
+        KIND1,
+        BM,
+        D,
+        D2,
+        PREC,
+    )
     if HAS2:
         q2len = tl.load(Q2LEN + b) * tl.load(SW + b)
         lo, hi = _query_range(KIND2, k_lo, k_hi, q2len, W, NUM, DEN)
-        dk, dv = _dkdv_pair(dk, dv, k, v, offs_n, k_ok, Q2, DO2, LSE2, DELTA2, bh, Lq2, q2len, lo, hi,
-                            W, NUM, DEN, scale, KIND2, BM, D, D2, PREC)
+        dk, dv = _dkdv_pair(
+            dk,
+            dv,
+            k,
+            v,
+            offs_n,
+            k_ok,
+            Q2,
+            DO2,
+            LSE2,
+            DELTA2,
+            bh,
+            Lq2,
+            q2len,
+            lo,
+            hi,
+            W,
+            NUM,
+            DEN,
+            scale,
+            KIND2,
+            BM,
+            D,
+            D2,
+            PREC,
+        )
     tl.store(DK + kbase + offs_n[:, None] * D + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=kmask)
     tl.store(DV + kbase + offs_n[:, None] * D + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=kmask)
 
@@ -294,8 +580,9 @@ class _JointAttention(torch.autograd.Function):
         for s, (q, k, v, qlen) in enumerate(streams):
             ok_, ov_, olen = streams[1 - s][1], streams[1 - s][2], streams[1 - s][3]
             sw = a_sw if s == 0 else m_sw
-            o, lse = _launch_fwd(q, k, v, ok_, ov_, qlen, qlen, olen, sw, kinds[2 * s], kinds[2 * s + 1], W,
-                                 num, den)
+            o, lse = _launch_fwd(
+                q, k, v, ok_, ov_, qlen, qlen, olen, sw, kinds[2 * s], kinds[2 * s + 1], W, num, den
+            )
             outs.append(o)
             lses.append(lse)
         ctx.save_for_backward(q_a, k_a, v_a, q_m, k_m, v_m, alen, mlen, a_sw, m_sw, *outs, *lses)
@@ -309,16 +596,72 @@ class _JointAttention(torch.autograd.Function):
         do_a, do_m = do_a.contiguous(), do_m.contiguous()
         delta_a = (do_a.float() * o_a.float()).sum(-1).contiguous()
         delta_m = (do_m.float() * o_m.float()).sum(-1).contiguous()
-        dq_a = _launch_dq(q_a, k_a, v_a, k_m, v_m, do_a, lse_a, delta_a, alen, alen, mlen, a_sw,
-                          kinds[0], kinds[1], W, num, den)
-        dq_m = _launch_dq(q_m, k_m, v_m, k_a, v_a, do_m, lse_m, delta_m, mlen, mlen, alen, m_sw,
-                          kinds[2], kinds[3], W, num, den)
+        dq_a = _launch_dq(
+            q_a,
+            k_a,
+            v_a,
+            k_m,
+            v_m,
+            do_a,
+            lse_a,
+            delta_a,
+            alen,
+            alen,
+            mlen,
+            a_sw,
+            kinds[0],
+            kinds[1],
+            W,
+            num,
+            den,
+        )
+        dq_m = _launch_dq(
+            q_m,
+            k_m,
+            v_m,
+            k_a,
+            v_a,
+            do_m,
+            lse_m,
+            delta_m,
+            mlen,
+            mlen,
+            alen,
+            m_sw,
+            kinds[2],
+            kinds[3],
+            W,
+            num,
+            den,
+        )
         # audio keys: seen by audio queries (aa) and, gated by motion_sees_audio, motion queries (ma)
-        dk_a, dv_a = _launch_dkdv(k_a, v_a, (q_a, do_a, lse_a, delta_a, alen), (q_m, do_m, lse_m, delta_m, mlen),
-                                  alen, m_sw, kinds[0], kinds[3], W, num, den)
+        dk_a, dv_a = _launch_dkdv(
+            k_a,
+            v_a,
+            (q_a, do_a, lse_a, delta_a, alen),
+            (q_m, do_m, lse_m, delta_m, mlen),
+            alen,
+            m_sw,
+            kinds[0],
+            kinds[3],
+            W,
+            num,
+            den,
+        )
         # motion keys: seen by motion queries (mm) and, gated by audio_sees_motion, audio queries (am)
-        dk_m, dv_m = _launch_dkdv(k_m, v_m, (q_m, do_m, lse_m, delta_m, mlen), (q_a, do_a, lse_a, delta_a, alen),
-                                  mlen, a_sw, kinds[2], kinds[1], W, num, den)
+        dk_m, dv_m = _launch_dkdv(
+            k_m,
+            v_m,
+            (q_m, do_m, lse_m, delta_m, mlen),
+            (q_a, do_a, lse_a, delta_a, alen),
+            mlen,
+            a_sw,
+            kinds[2],
+            kinds[1],
+            W,
+            num,
+            den,
+        )
         return dq_a, dk_a, dv_a, dq_m, dk_m, dv_m, None, None, None, None, None, None, None, None
 
 
@@ -357,10 +700,34 @@ def _launch_fwd(q, k, v, k2, v2, qlen, klen, k2len, sw, kind1, kind2, W, num, de
     lse = torch.empty(b, h, L, dtype=torch.float32, device=q.device)
     grid = (triton.cdiv(max(L, 1), BM), b * h)
     _fwd_kernel[grid](
-        q, k, v, k2 if has2 else k, v2 if has2 else v, o, lse, qlen, klen, k2len if has2 else klen,
-        sw if has2 else klen, h, L, k.shape[2], k2.shape[2] if has2 else 0, W, num, den, d ** -0.5,
-        KIND1=kind1, KIND2=kind2 if has2 else 0, HAS2=has2, BM=BM, BN=BN, D=d,
-        D2=max(16, triton.next_power_of_2(d)), PREC=prec, num_warps=warps,
+        q,
+        k,
+        v,
+        k2 if has2 else k,
+        v2 if has2 else v,
+        o,
+        lse,
+        qlen,
+        klen,
+        k2len if has2 else klen,
+        sw if has2 else klen,
+        h,
+        L,
+        k.shape[2],
+        k2.shape[2] if has2 else 0,
+        W,
+        num,
+        den,
+        d**-0.5,
+        KIND1=kind1,
+        KIND2=kind2 if has2 else 0,
+        HAS2=has2,
+        BM=BM,
+        BN=BN,
+        D=d,
+        D2=max(16, triton.next_power_of_2(d)),
+        PREC=prec,
+        num_warps=warps,
     )
     return o, lse
 
@@ -371,10 +738,36 @@ def _launch_dq(q, k, v, k2, v2, do, lse, delta, qlen, klen, k2len, sw, kind1, ki
     dq = torch.empty_like(q)
     grid = (triton.cdiv(max(L, 1), BM), b * h)
     _dq_kernel[grid](
-        q, k, v, k2 if has2 else k, v2 if has2 else v, do, lse, delta, dq, qlen, klen,
-        k2len if has2 else klen, sw if has2 else klen, h, L, k.shape[2], k2.shape[2] if has2 else 0,
-        W, num, den, d ** -0.5, KIND1=kind1, KIND2=kind2 if has2 else 0, HAS2=has2, BM=BM, BN=BN, D=d,
-        D2=max(16, triton.next_power_of_2(d)), PREC=prec, num_warps=warps,
+        q,
+        k,
+        v,
+        k2 if has2 else k,
+        v2 if has2 else v,
+        do,
+        lse,
+        delta,
+        dq,
+        qlen,
+        klen,
+        k2len if has2 else klen,
+        sw if has2 else klen,
+        h,
+        L,
+        k.shape[2],
+        k2.shape[2] if has2 else 0,
+        W,
+        num,
+        den,
+        d**-0.5,
+        KIND1=kind1,
+        KIND2=kind2 if has2 else 0,
+        HAS2=has2,
+        BM=BM,
+        BN=BN,
+        D=d,
+        D2=max(16, triton.next_power_of_2(d)),
+        PREC=prec,
+        num_warps=warps,
     )
     return dq
 
@@ -387,10 +780,39 @@ def _launch_dkdv(k, v, first, second, klen, sw, kind1, kind2, W, num, den):
     dk, dv = torch.empty_like(k), torch.empty_like(v)
     grid = (triton.cdiv(max(Lk, 1), BN), b * h)
     _dkdv_kernel[grid](
-        k, v, q1, do1, lse1, delta1, q2, do2, lse2, delta2, dk, dv, klen, q1len, q2len,
-        sw if has2 else klen, h, Lk, q1.shape[2], q2.shape[2], W, num, den, d ** -0.5,
-        KIND1=kind1, KIND2=kind2 if has2 else 0, HAS2=has2, BM=BM, BN=BN, D=d,
-        D2=max(16, triton.next_power_of_2(d)), PREC=prec, num_warps=warps,
+        k,
+        v,
+        q1,
+        do1,
+        lse1,
+        delta1,
+        q2,
+        do2,
+        lse2,
+        delta2,
+        dk,
+        dv,
+        klen,
+        q1len,
+        q2len,
+        sw if has2 else klen,
+        h,
+        Lk,
+        q1.shape[2],
+        q2.shape[2],
+        W,
+        num,
+        den,
+        d**-0.5,
+        KIND1=kind1,
+        KIND2=kind2 if has2 else 0,
+        HAS2=has2,
+        BM=BM,
+        BN=BN,
+        D=d,
+        D2=max(16, triton.next_power_of_2(d)),
+        PREC=prec,
+        num_warps=warps,
     )
     return dk, dv
 

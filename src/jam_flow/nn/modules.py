@@ -34,6 +34,7 @@ __all__ = [
     "Attention",
     "Modulation",
     "DiTBlock",
+    "zero_init_adaln",
 ]
 
 _LN_EPS = 1e-6
@@ -270,3 +271,14 @@ class DiTBlock(nn.Module):
         h, mod = self.modulate(x, t)
         q, k, v = self.attn.qkv(h, rope)
         return self.finish(x, self_attention(q, k, v, key_lens, window, backend), mod, mask)
+
+
+def zero_init_adaln(blocks: nn.ModuleList, norm_out: AdaLayerNormFinal, proj_out: nn.Linear) -> None:
+    """adaLN-Zero initialisation (F5-TTS ``initialize_weights``): every block's modulation and the output head
+    start at zero, so a fresh DiT outputs zeros and each block starts as the identity."""
+    for block in blocks:
+        nn.init.zeros_(block.attn_norm.linear.weight)
+        nn.init.zeros_(block.attn_norm.linear.bias)
+    for layer in (norm_out.linear, proj_out):
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
