@@ -45,13 +45,24 @@ from jam_flow.inference.vocoder import load_vocos
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank. "
 VOCOS_PUBLISHED = {
-    "feature_extractor": {"class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
-                          "init_args": {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256, "n_mels": 100,
-                                        "padding": "center"}},
-    "backbone": {"class_path": "vocos.models.VocosBackbone",
-                 "init_args": {"input_channels": 100, "dim": 512, "intermediate_dim": 1536, "num_layers": 8}},
-    "head": {"class_path": "vocos.heads.ISTFTHead",
-             "init_args": {"dim": 512, "n_fft": 1024, "hop_length": 256, "padding": "center"}},
+    "feature_extractor": {
+        "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
+        "init_args": {
+            "sample_rate": 24000,
+            "n_fft": 1024,
+            "hop_length": 256,
+            "n_mels": 100,
+            "padding": "center",
+        },
+    },
+    "backbone": {
+        "class_path": "vocos.models.VocosBackbone",
+        "init_args": {"input_channels": 100, "dim": 512, "intermediate_dim": 1536, "num_layers": 8},
+    },
+    "head": {
+        "class_path": "vocos.heads.ISTFTHead",
+        "init_args": {"dim": 512, "n_fft": 1024, "hop_length": 256, "padding": "center"},
+    },
 }
 
 
@@ -80,9 +91,14 @@ def sync(net: torch.nn.Module) -> None:
 
 
 def machine() -> dict:
-    info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu": platform.processor() or platform.machine(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads()}
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+    }
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
@@ -107,9 +123,15 @@ def build_export(name: str, root: Path) -> Path:
     cfg = model_config(name)
     torch.manual_seed(0)
     net = JointDiT(**cfg)
-    meta = {"format_version": FORMAT_VERSION, "model": {"class_path": "jam_flow.models.JointDiT", "init_args": cfg},
-            "mel": MelSettings().to_dict(), "motion": MotionSettings().to_dict(), "stats": None,
-            "vocab": Vocab.default().to_list(), "normalize_mel": False}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "model": {"class_path": "jam_flow.models.JointDiT", "init_args": cfg},
+        "mel": MelSettings().to_dict(),
+        "motion": MotionSettings().to_dict(),
+        "stats": None,
+        "vocab": Vocab.default().to_list(),
+        "normalize_mel": False,
+    }
     out = root / f"export_{name}"
     save_export(out, net, meta)
     del net
@@ -129,15 +151,27 @@ def make_inputs(root: Path, seconds: float) -> dict:
     np.save(root / "motion.npy", (0.02 * rng.standard_normal((m, 21, 3))).astype(np.float32))
     chars = int(seconds * tasks.CHARS_PER_SECOND)
     text = (SENTENCE * (chars // len(SENTENCE) + 1))[:chars].strip()
-    return {"speech": root / "speech.wav", "ref": root / "ref.wav", "motion": root / "motion.npy", "text": text,
-            "ref_text": SENTENCE[:40].strip()}
+    return {
+        "speech": root / "speech.wav",
+        "ref": root / "ref.wav",
+        "motion": root / "motion.npy",
+        "text": text,
+        "ref_text": SENTENCE[:40].strip(),
+    }
 
 
 def run_task(task: str, bundle, inputs: dict, seconds: float, settings: SamplerSettings, vocoder):
     common = {"settings": settings, "seed": 0}
     if task == "tts":
-        return tasks.tts(bundle, inputs["text"], inputs["ref"], inputs["ref_text"], duration=seconds, vocoder=vocoder,
-                         **common)
+        return tasks.tts(
+            bundle,
+            inputs["text"],
+            inputs["ref"],
+            inputs["ref_text"],
+            duration=seconds,
+            vocoder=vocoder,
+            **common,
+        )
     if task == "text2av":
         return tasks.text2av(bundle, inputs["text"], duration=seconds, vocoder=vocoder, **common)
     if task == "audio2motion":
@@ -147,8 +181,16 @@ def run_task(task: str, bundle, inputs: dict, seconds: float, settings: SamplerS
     if task == "motion2audio":
         return tasks.motion2audio(bundle, inputs["motion"], vocoder=vocoder, **common)
     if task == "edit":
-        return tasks.edit(bundle, inputs["speech"], seconds / 3, 2 * seconds / 3, motion=inputs["motion"],
-                          streams="both", vocoder=vocoder, **common)
+        return tasks.edit(
+            bundle,
+            inputs["speech"],
+            seconds / 3,
+            2 * seconds / 3,
+            motion=inputs["motion"],
+            streams="both",
+            vocoder=vocoder,
+            **common,
+        )
     raise ValueError(task)
 
 
@@ -156,7 +198,11 @@ def write_results(out: Path, args: argparse.Namespace, rows: list[dict]) -> None
     """Write the JSON (called after every row, so an interrupted run keeps what it measured)."""
     kept: list[dict] = []
     if args.merge and out.is_file():
-        kept = [r for r in json.loads(out.read_text(encoding="utf-8"))["results"] if r["config"] not in args.configs]
+        kept = [
+            r
+            for r in json.loads(out.read_text(encoding="utf-8"))["results"]
+            if r["config"] not in args.configs
+        ]
     result = {
         "benchmark": "jam-flow inference",
         "machine": machine(),
@@ -164,9 +210,11 @@ def write_results(out: Path, args: argparse.Namespace, rows: list[dict]) -> None
         "method": "euler",
         "cfg": 2.0,
         "vocoder": "random Vocos, charactr/vocos-mel-24khz size",
-        "notes": ("model_s = time in network forward calls (CFG batched); end_to_end_s = whole task call without "
-                  "writing files. Rows with extrapolated=true ran measured_nfe evaluations and were scaled "
-                  "linearly to nfe. Timings on a shared machine are noisy."),
+        "notes": (
+            "model_s = time in network forward calls (CFG batched); end_to_end_s = whole task call without "
+            "writing files. Rows with extrapolated=true ran measured_nfe evaluations and were scaled "
+            "linearly to nfe. Timings on a shared machine are noisy."
+        ),
         "results": kept + rows,
     }
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -180,15 +228,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--nfe", type=int, default=32)
     p.add_argument("--tasks", nargs="+", default=list(tasks.TASKS), choices=list(tasks.TASKS))
     p.add_argument("--device", default="cpu")
-    p.add_argument("--measure-nfe", type=int, default=None,
-                   help="evaluations actually run for the paper size (default: 2 on CPU, all on GPU)")
+    p.add_argument(
+        "--measure-nfe",
+        type=int,
+        default=None,
+        help="evaluations actually run for the paper size (default: 2 on CPU, all on GPU)",
+    )
     p.add_argument("--out", type=Path, default=None)
-    p.add_argument("--merge", action="store_true",
-                   help="keep the rows of other configs already in --out (run tiny and paper separately)")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of other configs already in --out (run tiny and paper separately)",
+    )
     args = p.parse_args(argv)
     device = torch.device(args.device)
     out = args.out or Path(__file__).parent / "results" / f"inference_{device.type}.json"
-    measure_paper = args.measure_nfe if args.measure_nfe is not None else (2 if device.type == "cpu" else args.nfe)
+    measure_paper = (
+        args.measure_nfe if args.measure_nfe is not None else (2 if device.type == "cpu" else args.nfe)
+    )
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -197,7 +254,9 @@ def main(argv: list[str] | None = None) -> int:
         (vocos_dir / "config.yaml").write_text(yaml.safe_dump(VOCOS_PUBLISHED))
         from vocos import Vocos
 
-        torch.save(Vocos.from_hparams(str(vocos_dir / "config.yaml")).state_dict(), vocos_dir / "pytorch_model.bin")
+        torch.save(
+            Vocos.from_hparams(str(vocos_dir / "config.yaml")).state_dict(), vocos_dir / "pytorch_model.bin"
+        )
         vocoder = load_vocos(vocos_dir, device)
         for name in args.configs:
             export = build_export(name, root)
@@ -210,7 +269,9 @@ def main(argv: list[str] | None = None) -> int:
             measured = args.nfe if name == "tiny" else min(args.nfe, measure_paper)
             with torch.no_grad():  # one untimed warm-up (allocator, kernels, lazy imports)
                 first = min(args.seconds)
-                run_task(args.tasks[0], bundle, make_inputs(root, first), first, SamplerSettings(nfe=1), vocoder)
+                run_task(
+                    args.tasks[0], bundle, make_inputs(root, first), first, SamplerSettings(nfe=1), vocoder
+                )
             for seconds in args.seconds:
                 inputs = make_inputs(root, seconds)
                 for task in args.tasks:
@@ -221,19 +282,31 @@ def main(argv: list[str] | None = None) -> int:
                         sync(timer.net)
                         e2e = time.perf_counter() - t0
                     model_s = timer.seconds
-                    row = {"config": name, "params": params, "task": task, "seconds": seconds, "nfe": args.nfe,
-                           "device": str(device), "model_s": model_s, "end_to_end_s": e2e,
-                           "extrapolated": measured != args.nfe, "measured_nfe": measured,
-                           "forward_calls": timer.calls}
+                    row = {
+                        "config": name,
+                        "params": params,
+                        "task": task,
+                        "seconds": seconds,
+                        "nfe": args.nfe,
+                        "device": str(device),
+                        "model_s": model_s,
+                        "end_to_end_s": e2e,
+                        "extrapolated": measured != args.nfe,
+                        "measured_nfe": measured,
+                        "forward_calls": timer.calls,
+                    }
                     if measured != args.nfe:
                         row["model_s"] = model_s / measured * args.nfe
                         row["end_to_end_s"] = e2e - model_s + row["model_s"]
                     row["realtime_factor"] = row["end_to_end_s"] / seconds
                     rows.append(row)
                     write_results(out, args, rows)
-                    print(f"{name:>5} {task:>12} {seconds:5.1f}s  model {row['model_s']:8.2f}s  "
-                          f"e2e {row['end_to_end_s']:8.2f}s" + ("  (extrapolated)" if row["extrapolated"] else ""),
-                          flush=True)
+                    print(
+                        f"{name:>5} {task:>12} {seconds:5.1f}s  model {row['model_s']:8.2f}s  "
+                        f"e2e {row['end_to_end_s']:8.2f}s"
+                        + ("  (extrapolated)" if row["extrapolated"] else ""),
+                        flush=True,
+                    )
             rows.append({"config": name, "params": params, "load_s": load_s})
             write_results(out, args, rows)
             del bundle, timer

@@ -9,7 +9,6 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-
 # Tiny models on 2 cores: one intra-op thread avoids oversubscription (measured 3-30x faster per op under load).
 torch.set_num_threads(1)
 

@@ -20,8 +20,17 @@ from jam_flow.features import MelSettings, MotionSettings, audio_to_motion_frame
 SENTENCES = ["hello there", "a tiny clip", "lips move", "jam flow", "speech and motion", "one two three"]
 
 
-def make_dataset(root: str | Path, n_train: int = 6, n_val: int = 2, n_test: int = 0, seed: int = 0,
-                 min_s: float = 0.5, max_s: float = 1.2, corrupt: int = 0, missing: int = 0) -> Path:
+def make_dataset(
+    root: str | Path,
+    n_train: int = 6,
+    n_val: int = 2,
+    n_test: int = 0,
+    seed: int = 0,
+    min_s: float = 0.5,
+    max_s: float = 1.2,
+    corrupt: int = 0,
+    missing: int = 0,
+) -> Path:
     """Write a valid dataset of random-but-structured clips; ``corrupt`` train clips get a truncated npz and
     ``missing`` train clips lose their npz after the stats are computed (planted bad clips)."""
     root = Path(root)
@@ -36,15 +45,31 @@ def make_dataset(root: str | Path, n_train: int = 6, n_val: int = 2, n_test: int
         m = num_motion_frames(dur, mot_s.fps)
         t = np.arange(n)[:, None]
         freq = rng.uniform(0.05, 0.2)
-        mel = (np.sin(freq * t + np.linspace(0, 3, 100)[None]) * 2 - 5 + 0.1 * rng.standard_normal((n, 100)))
+        mel = np.sin(freq * t + np.linspace(0, 3, 100)[None]) * 2 - 5 + 0.1 * rng.standard_normal((n, 100))
         phase = np.sin(freq * 3.75 * np.arange(m))
         exp = 0.01 * rng.standard_normal((m, 21, 3))
         exp[:, list(mot_s.mouth_indices), 1] += 0.05 * phase[:, None]
-        arrays = {"mel": mel, "exp": exp, "pitch": np.zeros(m), "yaw": np.zeros(m), "roll": np.zeros(m),
-                  "scale": np.ones((m, 1)), "t": np.zeros((m, 3)), "kp": np.zeros((m, 21, 3))}
+        arrays = {
+            "mel": mel,
+            "exp": exp,
+            "pitch": np.zeros(m),
+            "yaw": np.zeros(m),
+            "roll": np.zeros(m),
+            "scale": np.ones((m, 1)),
+            "t": np.zeros((m, 3)),
+            "kp": np.zeros((m, 21, 3)),
+        }
         assert abs(audio_to_motion_frame(n - 1) + 1 - m) <= 1
-        rec = ClipRecord(id=f"clip{i:03d}", split=split, speaker=f"spk{i % 2}", duration=dur, n_mel=n, n_motion=m,
-                         text=SENTENCES[i % len(SENTENCES)], features="")
+        rec = ClipRecord(
+            id=f"clip{i:03d}",
+            split=split,
+            speaker=f"spk{i % 2}",
+            duration=dur,
+            n_mel=n,
+            n_motion=m,
+            text=SENTENCES[i % len(SENTENCES)],
+            features="",
+        )
         records.append(write_clip(root, rec, arrays))
     write_manifest(root, records)
     write_dataset_json(root, DatasetInfo(mel=mel_s, motion=mot_s, num_clips=len(records), source="test"))
@@ -53,7 +78,7 @@ def make_dataset(root: str | Path, n_train: int = 6, n_val: int = 2, n_test: int
     for rec in train[:corrupt]:
         path = root / rec.features
         path.write_bytes(path.read_bytes()[:200])
-    for rec in train[corrupt:corrupt + missing]:
+    for rec in train[corrupt : corrupt + missing]:
         (root / rec.features).unlink()
     return root
 

@@ -46,14 +46,23 @@ def test_stage2_is_the_paper_setup():
     cfg = _print_config(ROOT / "stage2.yaml")
     args = cfg["model"]["net"]["init_args"]
     for branch in ("audio", "motion"):
-        assert (args[branch]["dim"], args[branch]["depth"], args[branch]["heads"], args[branch]["dim_head"]) == (
-            1024, 22, 16, 64)
+        assert (
+            args[branch]["dim"],
+            args[branch]["depth"],
+            args[branch]["heads"],
+            args[branch]["dim_head"],
+        ) == (1024, 22, 16, 64)
         assert args[branch]["dropout"] == 0.1
     assert args["joint_layers"] == "half"
     trainer = cfg["trainer"]
     assert (trainer["devices"], trainer["strategy"], trainer["precision"]) == (4, "ddp", "bf16-mixed")
     assert cfg["media"]["nfe"] == 32 and cfg["media"]["cfg"] == 2.0
     drop = cfg["model"]["dropout"]
-    assert (drop["cond_audio"], drop["cond_motion"], drop["text"], drop["rest_motion"], drop["joint_attention"]) == (
-        0.1, 0.1, 0.2, 0.8, 0.1)
+    assert (
+        drop["cond_audio"],
+        drop["cond_motion"],
+        drop["text"],
+        drop["rest_motion"],
+        drop["joint_attention"],
+    ) == (0.1, 0.1, 0.2, 0.8, 0.1)
     assert cfg["model"]["init_audio_from"]  # the F5-TTS path placeholder is there to be overridden

@@ -46,12 +46,25 @@ def _write_dataset(root, source: str = "synth") -> None:
         n = 60 + 7 * i
         duration = (n - 1) * mel_s.hop_length / mel_s.sample_rate
         m = num_motion_frames(duration)
-        rec = ClipRecord(id=f"clip{i}", split="test" if i else "train", speaker=f"spk{i % 2}", duration=duration,
-                         n_mel=n, n_motion=m, text=text, features="")
+        rec = ClipRecord(
+            id=f"clip{i}",
+            split="test" if i else "train",
+            speaker=f"spk{i % 2}",
+            duration=duration,
+            n_mel=n,
+            n_motion=m,
+            text=text,
+            features="",
+        )
         arrays = {
-            "mel": rng.normal(-4, 2, (n, 100)), "exp": rng.normal(0, 0.02, (m, 21, 3)),
-            "pitch": np.zeros(m), "yaw": np.zeros(m), "roll": np.zeros(m), "scale": np.ones((m, 1)),
-            "t": np.zeros((m, 3)), "kp": rng.normal(0, 0.1, (m, 21, 3)),
+            "mel": rng.normal(-4, 2, (n, 100)),
+            "exp": rng.normal(0, 0.02, (m, 21, 3)),
+            "pitch": np.zeros(m),
+            "yaw": np.zeros(m),
+            "roll": np.zeros(m),
+            "scale": np.ones((m, 1)),
+            "t": np.zeros((m, 3)),
+            "kp": rng.normal(0, 0.1, (m, 21, 3)),
         }
         records.append(write_clip(root, rec, arrays))
     write_manifest(root, records)
@@ -68,15 +81,28 @@ def tiny_setup(tmp_path_factory):
     torch.manual_seed(0)
     model = JointDiT(**tiny_joint_config(len(vocab))).eval()
     stats = json.loads((data / "stats.json").read_text())
-    meta = {"format_version": 1, "model": {"class_path": "jam_flow.models.JointDiT", "init_args": model.init_args},
-            "mel": MelSettings().to_dict(), "motion": MotionSettings().to_dict(), "stats": stats,
-            "vocab": vocab.to_list(), "normalize_mel": False}
+    meta = {
+        "format_version": 1,
+        "model": {"class_path": "jam_flow.models.JointDiT", "init_args": model.init_args},
+        "mel": MelSettings().to_dict(),
+        "motion": MotionSettings().to_dict(),
+        "stats": stats,
+        "vocab": vocab.to_list(),
+        "normalize_mel": False,
+    }
     export = save_export(root / "export", model, meta)
     return data, export, root
 
 
-MOTION_KEYS = {"mouth_kp_l2", "mouth_open_corr", "offset_frames", "offset_mean_abs", "offset_within_one",
-               "av_peak_corr", "av_corr_at_zero"}
+MOTION_KEYS = {
+    "mouth_kp_l2",
+    "mouth_open_corr",
+    "offset_frames",
+    "offset_mean_abs",
+    "offset_within_one",
+    "av_peak_corr",
+    "av_corr_at_zero",
+}
 AUDIO_KEYS = {"envelope_corr", "mel_l1", "lsd_db", "duration_abs_s", "duration_rel", "duration_signed_s"}
 
 
@@ -92,9 +118,33 @@ def test_evaluate_writes_metrics_json(tiny_setup, task, metric_keys, shuffled_ke
     data, export, root = tiny_setup
     out = root / f"{task}.json"
     tb = root / f"tb_{task}"
-    code = cli_main(["evaluate", "--ckpt", str(export), "--data.data_dir", str(data), "--task", task,
-                     "--out", str(out), "--nfe", "2", "--cfg", "1.5", "--seed", "3", "--max-clips", "3",
-                     "--batch-size", "2", "--max-lag", "3", "--tb-dir", str(tb)])
+    code = cli_main(
+        [
+            "evaluate",
+            "--ckpt",
+            str(export),
+            "--data.data_dir",
+            str(data),
+            "--task",
+            task,
+            "--out",
+            str(out),
+            "--nfe",
+            "2",
+            "--cfg",
+            "1.5",
+            "--seed",
+            "3",
+            "--max-clips",
+            "3",
+            "--batch-size",
+            "2",
+            "--max-lag",
+            "3",
+            "--tb-dir",
+            str(tb),
+        ]
+    )
     assert code == 0
     result = json.loads(out.read_text())
     assert result["task"] == task and result["clips"] == 3 and result["mouth_opening"] == "synth"
@@ -111,8 +161,22 @@ def test_evaluate_writes_metrics_json(tiny_setup, task, metric_keys, shuffled_ke
 
 def test_evaluate_is_reproducible_and_pca_mode(tiny_setup):
     data, export, root = tiny_setup
-    args = ["--ckpt", str(export), "--data.data_dir", str(data), "--task", "audio2motion", "--nfe", "2",
-            "--max-clips", "3", "--seed", "5", "--mouth-opening", "pca"]
+    args = [
+        "--ckpt",
+        str(export),
+        "--data.data_dir",
+        str(data),
+        "--task",
+        "audio2motion",
+        "--nfe",
+        "2",
+        "--max-clips",
+        "3",
+        "--seed",
+        "5",
+        "--mouth-opening",
+        "pca",
+    ]
     evaluate_main([*args, "--out", str(root / "a.json")])
     evaluate_main([*args, "--out", str(root / "b.json")])
     a, b = json.loads((root / "a.json").read_text()), json.loads((root / "b.json").read_text())

@@ -97,7 +97,9 @@ def test_lagged_pearson_sign_convention():
     y = _smooth_noise(1, 80, 5)
     x = torch.zeros_like(y)
     x[:, 3:] = y[:, :-3]  # x[j + 3] = y[j]
-    corr, ok = lagged_pearson(x, y, torch.ones_like(x, dtype=torch.bool), torch.ones_like(y, dtype=torch.bool), 5)
+    corr, ok = lagged_pearson(
+        x, y, torch.ones_like(x, dtype=torch.bool), torch.ones_like(y, dtype=torch.bool), 5
+    )
     assert ok.all() and int(corr[0].argmax()) - 5 == 3
 
 
@@ -122,16 +124,29 @@ def test_ddp_style_merge_equals_single_pass():
     x, y = _smooth_noise(6, 90, 6), _smooth_noise(6, 90, 7)
     mask = torch.ones(6, 90, dtype=torch.bool)
     mask[:, 70:] = False
-    _merge_equals_single_pass(ClipCorrelation, lambda m: m.update(x[:3], y[:3] + x[:3]), lambda m: m.update(x[3:], y[3:]))
-    _merge_equals_single_pass(lambda: AVOffset(max_lag=6), lambda m: m.update(x[:2], y[:2]),
-                              lambda m: m.update(x[2:], x[2:].roll(2, 1), mask[2:], mask[2:]))
+    _merge_equals_single_pass(
+        ClipCorrelation, lambda m: m.update(x[:3], y[:3] + x[:3]), lambda m: m.update(x[3:], y[3:])
+    )
+    _merge_equals_single_pass(
+        lambda: AVOffset(max_lag=6),
+        lambda m: m.update(x[:2], y[:2]),
+        lambda m: m.update(x[2:], x[2:].roll(2, 1), mask[2:], mask[2:]),
+    )
     pred, ref = torch.randn(6, 90, 4, 3), torch.randn(6, 90, 4, 3)
-    _merge_equals_single_pass(MouthKeypointL2, lambda m: m.update(pred[:4], ref[:4], mask[:4]),
-                              lambda m: m.update(pred[4:], ref[4:]))
+    _merge_equals_single_pass(
+        MouthKeypointL2,
+        lambda m: m.update(pred[:4], ref[:4], mask[:4]),
+        lambda m: m.update(pred[4:], ref[4:]),
+    )
     mel_a, mel_b = torch.randn(6, 40, 100), torch.randn(6, 44, 100)
-    _merge_equals_single_pass(MelDistance, lambda m: m.update(mel_a[:1], mel_b[:1]), lambda m: m.update(mel_a[1:], mel_b[1:]))
-    _merge_equals_single_pass(DurationError, lambda m: m.update(torch.tensor([90, 100]), torch.tensor([100, 100])),
-                              lambda m: m.update(torch.tensor([120]), torch.tensor([100])))
+    _merge_equals_single_pass(
+        MelDistance, lambda m: m.update(mel_a[:1], mel_b[:1]), lambda m: m.update(mel_a[1:], mel_b[1:])
+    )
+    _merge_equals_single_pass(
+        DurationError,
+        lambda m: m.update(torch.tensor([90, 100]), torch.tensor([100, 100])),
+        lambda m: m.update(torch.tensor([120]), torch.tensor([100])),
+    )
 
 
 def test_mouth_keypoint_l2_known_value_and_mask():
@@ -162,7 +177,11 @@ def test_duration_error():
     metric = DurationError(frame_rate=100.0)
     metric.update(torch.tensor([110, 90]), torch.tensor([100, 100]))
     out = metric.compute()
-    assert out["abs_s"] == pytest.approx(0.1) and out["rel"] == pytest.approx(0.1) and out["signed_s"] == pytest.approx(0.0)
+    assert (
+        out["abs_s"] == pytest.approx(0.1)
+        and out["rel"] == pytest.approx(0.1)
+        and out["signed_s"] == pytest.approx(0.0)
+    )
 
 
 def test_speaker_similarity_and_lse_average():

@@ -13,10 +13,22 @@ from jam_flow.errors import InputError
 from jam_flow.eval.syncnet import load_syncnet, lse_from_files, mfcc, sync_scores
 
 # The public syncnet_v2.model layout, written out independently of our module: (key prefix, kind, shape args).
-_CONV_AUD = [(0, 1, 64, (3, 3)), (4, 64, 192, (3, 3)), (8, 192, 384, (3, 3)), (11, 384, 256, (3, 3)),
-             (14, 256, 256, (3, 3)), (18, 256, 512, (5, 4))]
-_CONV_LIP = [(0, 3, 96, (5, 7, 7)), (4, 96, 256, (1, 5, 5)), (8, 256, 256, (1, 3, 3)), (11, 256, 256, (1, 3, 3)),
-             (14, 256, 256, (1, 3, 3)), (18, 256, 512, (1, 6, 6))]
+_CONV_AUD = [
+    (0, 1, 64, (3, 3)),
+    (4, 64, 192, (3, 3)),
+    (8, 192, 384, (3, 3)),
+    (11, 384, 256, (3, 3)),
+    (14, 256, 256, (3, 3)),
+    (18, 256, 512, (5, 4)),
+]
+_CONV_LIP = [
+    (0, 3, 96, (5, 7, 7)),
+    (4, 96, 256, (1, 5, 5)),
+    (8, 256, 256, (1, 3, 3)),
+    (11, 256, 256, (1, 3, 3)),
+    (14, 256, 256, (1, 3, 3)),
+    (18, 256, 512, (1, 6, 6)),
+]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -83,8 +95,11 @@ def test_load_strict_public_layout_and_forward_shapes(syncnet_ckpt):
 
 
 def test_load_accepts_counters_and_rejects_wrong_layout(tmp_path, small_state):
-    counters = {k.replace(".running_mean", ".num_batches_tracked"): torch.tensor(3)
-                for k in small_state if k.endswith(".running_mean")}
+    counters = {
+        k.replace(".running_mean", ".num_batches_tracked"): torch.tensor(3)
+        for k in small_state
+        if k.endswith(".running_mean")
+    }
     torch.save({**small_state, **counters}, tmp_path / "with_counters.model")
     assert load_syncnet(tmp_path / "with_counters.model").netfclip[3].out_features == _SMALL
 
@@ -158,7 +173,11 @@ def test_lse_from_mp4_and_wav(tmp_path, small_state):
                 out.mux(packet)
         for packet in stream.encode():
             out.mux(packet)
-    sf.write(audio, np.random.default_rng(3).standard_normal(int(24000 * frames / 25)).astype(np.float32) * 0.1, 24000)
+    sf.write(
+        audio,
+        np.random.default_rng(3).standard_normal(int(24000 * frames / 25)).astype(np.float32) * 0.1,
+        24000,
+    )
     torch.save(small_state, tmp_path / "syncnet.model")
     net = load_syncnet(tmp_path / "syncnet.model")
     scores = lse_from_files(net, video, audio, vshift=2)

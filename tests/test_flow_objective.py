@@ -88,13 +88,17 @@ def test_loss_only_over_generated_and_valid_frames():
     t = torch.rand(b, generator=g2)
     torch.rand(b, generator=g2)  # the motion time draw (shared time: unused)
     x0 = torch.randn(fb.audio.shape, generator=g2)
-    assert torch.allclose(net.seen["audio_x"], (1 - t)[:, None, None] * x0 + t[:, None, None] * fb.audio, atol=1e-6)
+    assert torch.allclose(
+        net.seen["audio_x"], (1 - t)[:, None, None] * x0 + t[:, None, None] * fb.audio, atol=1e-6
+    )
     want = ((net.pa.detach() - (fb.audio - x0)) ** 2).sum(-1)[region_a].sum() / (region_a.sum() * 100)
     assert out.audio.item() == pytest.approx(want.item(), rel=1e-5)
     assert torch.equal(out.time_audio, out.time_motion)  # shared t by default
     # conditioning: data outside the span, zeros inside
     cond = net.seen["audio_cond"]
-    assert torch.all(cond[masks.audio_gen] == 0) and torch.equal(cond[~masks.audio_gen], fb.audio[~masks.audio_gen])
+    assert torch.all(cond[masks.audio_gen] == 0) and torch.equal(
+        cond[~masks.audio_gen], fb.audio[~masks.audio_gen]
+    )
     assert out.total.item() == pytest.approx(out.audio.item() + out.motion.item(), rel=1e-6)
 
 
@@ -103,7 +107,9 @@ def test_not_hidden_stream_is_clean_data_at_time_one_without_loss():
     b, n, m = 3, fb.audio.shape[1], fb.motion.shape[1]
     net = Recorder(b, n, m)
     g = torch.Generator().manual_seed(1)
-    masks = sample_masks(fb.audio_mask.sum(1), n, fb.motion_mask.sum(1), m, MaskConfig(), g, scenario=MOTION_ONLY)
+    masks = sample_masks(
+        fb.audio_mask.sum(1), n, fb.motion_mask.sum(1), m, MaskConfig(), g, scenario=MOTION_ONLY
+    )
     out = FlowObjective(shared_time=False)(net, fb, masks, sample_dropout(b, DropoutConfig(), g), g)
     assert torch.all(out.time_audio == 1.0) and torch.allclose(net.seen["audio_x"], fb.audio)
     assert out.audio_frames == 0 and out.audio.item() == 0.0 and out.motion_frames > 0
@@ -153,7 +159,8 @@ def test_scenario_masks(alignment):
         assert aligned if alignment == "aligned" else True
     if alignment == "independent":
         mismatched = sum(
-            int(masks.motion_gen[i].nonzero()[0]) != int(audio_to_motion_frame(masks.audio_gen[i].nonzero()[0]))
+            int(masks.motion_gen[i].nonzero()[0])
+            != int(audio_to_motion_frame(masks.audio_gen[i].nonzero()[0]))
             for i in both[:40].tolist()
         )
         assert mismatched > 10
@@ -168,10 +175,16 @@ def test_forced_scenario_and_audio_only_batches():
     assert not masks.audio_gen.any() and masks.motion_gen.any()
 
 
-@pytest.mark.parametrize("switch,flag", [
-    ("cond_audio", "drop_audio_cond"), ("cond_motion", "drop_motion_cond"), ("text", "drop_text"),
-    ("rest_motion", "drop_rest"), ("joint_attention", "drop_joint"),
-])
+@pytest.mark.parametrize(
+    "switch,flag",
+    [
+        ("cond_audio", "drop_audio_cond"),
+        ("cond_motion", "drop_motion_cond"),
+        ("text", "drop_text"),
+        ("rest_motion", "drop_rest"),
+        ("joint_attention", "drop_joint"),
+    ],
+)
 def test_each_dropout_switch_sets_only_its_flag(switch, flag):
     probs = dict(cond_audio=0.0, cond_motion=0.0, text=0.0, rest_motion=0.0, joint_attention=0.0)
     probs[switch] = 1.0
@@ -180,14 +193,20 @@ def test_each_dropout_switch_sets_only_its_flag(switch, flag):
         assert bool(getattr(flags, name).all()) == (name == flag)
         assert bool(getattr(flags, name).any()) == (name == flag)
     kw = flags.network_kwargs()
-    assert torch.equal(kw["audio_sees_motion"], ~flags.drop_joint) and torch.equal(kw["motion_sees_audio"],
-                                                                                   ~flags.drop_joint)
+    assert torch.equal(kw["audio_sees_motion"], ~flags.drop_joint) and torch.equal(
+        kw["motion_sees_audio"], ~flags.drop_joint
+    )
 
 
 def test_dropout_rates_match_appendix_a():
     flags = sample_dropout(20000, DropoutConfig(), torch.Generator().manual_seed(0))
-    for name, p in (("drop_audio_cond", 0.1), ("drop_motion_cond", 0.1), ("drop_text", 0.2), ("drop_rest", 0.8),
-                    ("drop_joint", 0.1)):
+    for name, p in (
+        ("drop_audio_cond", 0.1),
+        ("drop_motion_cond", 0.1),
+        ("drop_text", 0.2),
+        ("drop_rest", 0.8),
+        ("drop_joint", 0.1),
+    ):
         assert abs(getattr(flags, name).float().mean().item() - p) < 0.015
 
 
@@ -206,9 +225,22 @@ def test_each_dropout_switch_turns_off_exactly_its_own_input(switch):
     from jam_flow.models import JointDiT
 
     torch.manual_seed(0)
-    cfg = dict(audio=dict(dim=32, depth=2, heads=2, dim_head=16, ff_mult=2, text_dim=16, conv_layers=1,
-                          text_num_embeds=20, attn_mask_enabled=True),
-               motion=dict(dim=32, depth=2, heads=2, dim_head=16, ff_mult=2), joint_layers="half", window=4)
+    cfg = dict(
+        audio=dict(
+            dim=32,
+            depth=2,
+            heads=2,
+            dim_head=16,
+            ff_mult=2,
+            text_dim=16,
+            conv_layers=1,
+            text_num_embeds=20,
+            attn_mask_enabled=True,
+        ),
+        motion=dict(dim=32, depth=2, heads=2, dim_head=16, ff_mult=2),
+        joint_layers="half",
+        window=4,
+    )
     net = JointDiT(**cfg).eval()
     with torch.no_grad():
         for p in net.parameters():  # F5-style zero init would hide every dependency
@@ -218,19 +250,30 @@ def test_each_dropout_switch_turns_off_exactly_its_own_input(switch):
     probs[switch] = 1.0
     flags = sample_dropout(b, DropoutConfig(**probs), torch.Generator()).network_kwargs()
     g = torch.Generator().manual_seed(1)
-    kw = dict(audio_x=torch.randn(b, n, 100, generator=g), audio_cond=torch.randn(b, n, 100, generator=g),
-              text=torch.randint(0, 20, (b, 9), generator=g), time=torch.full((b,), 0.5),
-              motion_x=torch.randn(b, m, 12, generator=g), motion_cond=torch.randn(b, m, 12, generator=g),
-              motion_rest=torch.randn(b, m, 51, generator=g), audio_mask=torch.ones(b, n, dtype=torch.bool),
-              motion_mask=torch.ones(b, m, dtype=torch.bool), **flags)
+    kw = dict(
+        audio_x=torch.randn(b, n, 100, generator=g),
+        audio_cond=torch.randn(b, n, 100, generator=g),
+        text=torch.randint(0, 20, (b, 9), generator=g),
+        time=torch.full((b,), 0.5),
+        motion_x=torch.randn(b, m, 12, generator=g),
+        motion_cond=torch.randn(b, m, 12, generator=g),
+        motion_rest=torch.randn(b, m, 51, generator=g),
+        audio_mask=torch.ones(b, n, dtype=torch.bool),
+        motion_mask=torch.ones(b, m, dtype=torch.bool),
+        **flags,
+    )
 
     def same(x, y):
         return torch.allclose(x, y, atol=1e-5)
 
     with torch.no_grad():
         base_a, base_m = net(**kw)
-        for name, key in (("cond_audio", "audio_cond"), ("cond_motion", "motion_cond"), ("text", "text"),
-                          ("rest_motion", "motion_rest")):
+        for name, key in (
+            ("cond_audio", "audio_cond"),
+            ("cond_motion", "motion_cond"),
+            ("text", "text"),
+            ("rest_motion", "motion_rest"),
+        ):
             other = (kw[key] + 1) % 20 if key == "text" else kw[key] + torch.randn_like(kw[key])
             a, mo = net(**{**kw, key: other})
             assert (same(a, base_a) and same(mo, base_m)) == (name == switch), f"{key} with {switch} dropped"

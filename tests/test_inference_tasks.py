@@ -44,8 +44,22 @@ def vocoder(env):
 
 
 def _generate(env, out, *args) -> int:
-    return main(["generate", "--ckpt", str(env["export"]), "--out", str(out), "--nfe", "2", "--seed", "3",
-                 "--vocoder", str(env["vocos"]), *map(str, args)])
+    return main(
+        [
+            "generate",
+            "--ckpt",
+            str(env["export"]),
+            "--out",
+            str(out),
+            "--nfe",
+            "2",
+            "--seed",
+            "3",
+            "--vocoder",
+            str(env["vocos"]),
+            *map(str, args),
+        ]
+    )
 
 
 def _frames(wave_path) -> int:
@@ -58,7 +72,16 @@ CLI_CASES = {
     "audio2motion": lambda e: ["--audio", e["speech"]],
     "dub": lambda e: ["--motion", e["clip"], "--text", "New words"],
     "motion2audio": lambda e: ["--motion", e["motion"]],
-    "edit": lambda e: ["--audio", e["speech"], "--motion", e["motion"], "--edit-start", "0.2", "--edit-end", "0.6"],
+    "edit": lambda e: [
+        "--audio",
+        e["speech"],
+        "--motion",
+        e["motion"],
+        "--edit-start",
+        "0.2",
+        "--edit-end",
+        "0.6",
+    ],
 }
 
 
@@ -86,14 +109,18 @@ def test_cli_task_writes_its_files(env, task, tmp_path, capsys):
 
 
 def test_tts_duration_rule_and_loudness(bundle, env, vocoder):
-    r = tasks.tts(bundle, "Hello there, friend.", env["ref"], "A voice.", settings=FAST, seed=0, vocoder=vocoder)
+    r = tasks.tts(
+        bundle, "Hello there, friend.", env["ref"], "A voice.", settings=FAST, seed=0, vocoder=vocoder
+    )
     ref = tasks.load_reference(env["ref"], bundle)
     ref_len = ref.mel.shape[0]  # F5: nw // hop
     expected = int(ref_len / len(b"A voice.") * len(b"Hello there, friend."))
     assert r.mel.shape == (expected, 100)
     assert r.wave.shape == (256 * (expected - 1),)
     assert ref.rms < tasks.TARGET_RMS  # the quiet reference was scaled to 0.1 RMS ...
-    assert math.isclose(float(np.sqrt(np.mean(ref.wave.astype(np.float64) ** 2))), tasks.TARGET_RMS, rel_tol=1e-3)
+    assert math.isclose(
+        float(np.sqrt(np.mean(ref.wave.astype(np.float64) ** 2))), tasks.TARGET_RMS, rel_tol=1e-3
+    )
     # ... and the stereo 44.1 kHz file was downmixed + resampled rather than rejected
     assert ref.wave.ndim == 1
     # with no reference text: the chars-per-second rule
@@ -111,7 +138,9 @@ def test_text2av_with_reference_aligns_streams(bundle, env, vocoder):
     # no e_rest given -> the non-mouth keypoints are the neutral expression (training mean)
     rest = list(bundle.motion.rest_indices)
     assert np.allclose(r.motion[:, rest], bundle.neutral_exp()[rest][None], atol=1e-6)
-    again = tasks.text2av(bundle, "Hello there.", env["ref"], "A voice.", settings=FAST, seed=1, vocoder=vocoder)
+    again = tasks.text2av(
+        bundle, "Hello there.", env["ref"], "A voice.", settings=FAST, seed=1, vocoder=vocoder
+    )
     assert torch.equal(r.mel, again.mel) and np.array_equal(r.motion, again.motion)
 
 
@@ -123,7 +152,9 @@ def test_dub_keeps_motion_and_times_speech_to_it(bundle, env, vocoder):
     assert r.mel.shape == (n, 100) and audio_to_motion_frame(n - 1) + 1 == m
     assert np.array_equal(r.motion, exp)
     # with a reference voice the motion is still returned unchanged and the speech covers it exactly
-    r2 = tasks.dub(bundle, env["motion"], "New words", env["ref"], "A voice.", settings=FAST, seed=2, vocoder=vocoder)
+    r2 = tasks.dub(
+        bundle, env["motion"], "New words", env["ref"], "A voice.", settings=FAST, seed=2, vocoder=vocoder
+    )
     assert r2.mel.shape == (n, 100) and np.array_equal(r2.motion, exp)
     m2a = tasks.motion2audio(bundle, env["clip"], settings=FAST, seed=2, vocoder=vocoder)
     assert m2a.mel.shape == (n, 100) and m2a.kp is not None and m2a.meta["task"] == "motion2audio"
@@ -143,15 +174,26 @@ def test_audio2motion_rest_track_comes_back_exactly(bundle, env):
 
     np.save(env["root"] / "short.npy", exp[:15])
     with pytest.raises(InputError, match="--motion: 15 motion frames, but the audio needs 21"):
-        tasks.audio2motion(bundle, env["speech"], rest_motion=env["root"] / "short.npy", settings=FAST, seed=0)
+        tasks.audio2motion(
+            bundle, env["speech"], rest_motion=env["root"] / "short.npy", settings=FAST, seed=0
+        )
 
 
 def test_edit_keeps_everything_outside_the_span(bundle, env, vocoder):
     wave = sf.read(str(env["speech"]), dtype="float32")[0]
     full = np.load(env["motion"])
     full = np.concatenate([full, full[-1:]])  # 21 frames for 0.8 s
-    r = tasks.edit(bundle, env["speech"], 0.4, 0.6, motion=env["motion"], streams="both", settings=FAST,
-                   seed=0, vocoder=vocoder)
+    r = tasks.edit(
+        bundle,
+        env["speech"],
+        0.4,
+        0.6,
+        motion=env["motion"],
+        streams="both",
+        settings=FAST,
+        seed=0,
+        vocoder=vocoder,
+    )
     s0, s1 = math.floor(0.4 * 93.75) * 256, math.ceil(0.6 * 93.75) * 256
     assert r.wave.shape == wave.shape
     assert np.array_equal(r.wave[:s0], wave[:s0]) and np.array_equal(r.wave[s1:], wave[s1:])
@@ -163,7 +205,9 @@ def test_edit_keeps_everything_outside_the_span(bundle, env, vocoder):
     assert not np.allclose(r.motion[10:15][:, mouth], full[10:15][:, mouth])
     assert np.array_equal(r.motion[:, rest], full[:, rest])
     # motion-only edit: the audio is the input, untouched
-    r2 = tasks.edit(bundle, env["speech"], 0.4, 0.6, motion=env["motion"], streams="motion", settings=FAST, seed=0)
+    r2 = tasks.edit(
+        bundle, env["speech"], 0.4, 0.6, motion=env["motion"], streams="motion", settings=FAST, seed=0
+    )
     assert np.array_equal(r2.wave, wave)
 
 
@@ -174,11 +218,15 @@ def test_lightning_checkpoint_loads_like_the_export(bundle, env, tmp_path):
     torch.save({"state_dict": {}, "jam_flow": {**meta, "ema_state_dict": net.state_dict()}}, ckpt)
     from_ckpt = load_bundle(ckpt)
     assert not from_ckpt.model.training
-    for (k, a), (k2, b) in zip(from_ckpt.model.state_dict().items(), bundle.model.state_dict().items(), strict=True):
+    for (k, a), (k2, b) in zip(
+        from_ckpt.model.state_dict().items(), bundle.model.state_dict().items(), strict=True
+    ):
         assert k == k2 and torch.equal(a, b)
     mouth, rest = from_ckpt.normalise_motion(np.load(env["motion"]))
     assert mouth.shape == (20, 12) and rest.shape == (20, 51)
-    assert torch.allclose(from_ckpt.denormalise_motion(mouth, rest), torch.from_numpy(np.load(env["motion"])), atol=1e-6)
+    assert torch.allclose(
+        from_ckpt.denormalise_motion(mouth, rest), torch.from_numpy(np.load(env["motion"])), atol=1e-6
+    )
 
 
 def test_stage1_audio_checkpoint_runs_tts_only(env, vocoder, tmp_path):
@@ -199,7 +247,10 @@ def test_stage1_audio_checkpoint_runs_tts_only(env, vocoder, tmp_path):
     with pytest.raises(InputError, match="audio-only"):
         tasks.text2av(audio_bundle, "Hi there.", settings=FAST, seed=0, vocoder=vocoder)
     # a stage-1 Motion-DiT cannot generate anything here
-    meta["model"] = {"class_path": "jam_flow.models.MotionDiT", "init_args": {"dim": 32, "depth": 1, "heads": 2}}
+    meta["model"] = {
+        "class_path": "jam_flow.models.MotionDiT",
+        "init_args": {"dim": 32, "depth": 1, "heads": 2},
+    }
     torch.save({"jam_flow": {**meta, "ema_state_dict": {}}}, tmp_path / "motion.ckpt")
     with pytest.raises(InputError, match="MotionDiT"):
         load_bundle(tmp_path / "motion.ckpt")

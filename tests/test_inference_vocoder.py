@@ -18,13 +18,24 @@ _single_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
 
 def _vocos_config(dim: int = 16) -> dict:
     return {
-        "feature_extractor": {"class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
-                              "init_args": {"sample_rate": 24000, "n_fft": 1024, "hop_length": 256, "n_mels": 100,
-                                            "padding": "center"}},
-        "backbone": {"class_path": "vocos.models.VocosBackbone",
-                     "init_args": {"input_channels": 100, "dim": dim, "intermediate_dim": 2 * dim, "num_layers": 1}},
-        "head": {"class_path": "vocos.heads.ISTFTHead",
-                 "init_args": {"dim": dim, "n_fft": 1024, "hop_length": 256, "padding": "center"}},
+        "feature_extractor": {
+            "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
+            "init_args": {
+                "sample_rate": 24000,
+                "n_fft": 1024,
+                "hop_length": 256,
+                "n_mels": 100,
+                "padding": "center",
+            },
+        },
+        "backbone": {
+            "class_path": "vocos.models.VocosBackbone",
+            "init_args": {"input_channels": 100, "dim": dim, "intermediate_dim": 2 * dim, "num_layers": 1},
+        },
+        "head": {
+            "class_path": "vocos.heads.ISTFTHead",
+            "init_args": {"dim": dim, "n_fft": 1024, "hop_length": 256, "padding": "center"},
+        },
     }
 
 

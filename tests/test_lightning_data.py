@@ -27,11 +27,16 @@ def test_build_batches_respects_budget_and_cap():
 
 @pytest.mark.parametrize("world,pad", [(2, True), (3, True), (3, False)])
 def test_ddp_ranks_get_disjoint_batches_and_the_same_step_count(world, pad):
-    samplers = [DynamicBatchSampler(LENGTHS, 800, 5, seed=7, num_replicas=world, rank=r, pad=pad) for r in range(world)]
+    samplers = [
+        DynamicBatchSampler(LENGTHS, 800, 5, seed=7, num_replicas=world, rank=r, pad=pad)
+        for r in range(world)
+    ]
     for s in samplers:
         s.set_epoch(3)
     per_rank = [list(s) for s in samplers]
-    assert len({len(p) for p in per_rank}) == 1 and all(len(p) == len(s) for p, s in zip(per_rank, samplers, strict=True))
+    assert len({len(p) for p in per_rank}) == 1 and all(
+        len(p) == len(s) for p, s in zip(per_rank, samplers, strict=True)
+    )
     n_real = len(samplers[0].batches)
     seen = [tuple(b) for p in per_rank for b in p]
     if pad:

@@ -22,8 +22,13 @@ def _perturb(net: nn.Module, step: int) -> None:
         net.scale.mul_(1.01)
 
 
-@pytest.mark.parametrize("kwargs", [dict(beta=0.9, update_after_step=3, update_every=2),
-                                    dict(beta=0.9999, update_after_step=100, update_every=10)])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        dict(beta=0.9, update_after_step=3, update_every=2),
+        dict(beta=0.9999, update_after_step=100, update_every=10),
+    ],
+)
 def test_matches_ema_pytorch(kwargs):
     ema_pytorch = pytest.importorskip("ema_pytorch")
     torch.manual_seed(0)
@@ -35,7 +40,9 @@ def test_matches_ema_pytorch(kwargs):
         ours.update(net)
         ref.update()
         assert ours.current_decay() == pytest.approx(ref.get_current_decay())
-    for (name, a), (_, b) in zip(ours.model.state_dict().items(), ref.ema_model.state_dict().items(), strict=True):
+    for (name, a), (_, b) in zip(
+        ours.model.state_dict().items(), ref.ema_model.state_dict().items(), strict=True
+    ):
         assert torch.allclose(a, b, atol=1e-6), name
     assert int(ours.step) == int(ref.step)
 

@@ -41,9 +41,21 @@ def test_media_generation_and_logging(tmp_path):
     root = make_dataset(tmp_path / "ds", n_train=2, n_val=2, min_s=0.5, max_s=0.7)
     dm = JAMFlowDataModule(str(root), frames_per_batch=400, max_samples=4, num_workers=0)
     dm.setup("fit")
-    cfg = dict(audio=dict(dim=32, depth=2, heads=2, dim_head=16, ff_mult=2, text_dim=16, conv_layers=1,
-                          text_num_embeds=dm.vocab_size),
-               motion=dict(dim=32, depth=2, heads=2, dim_head=16, ff_mult=2), joint_layers="half", window=4)
+    cfg = dict(
+        audio=dict(
+            dim=32,
+            depth=2,
+            heads=2,
+            dim_head=16,
+            ff_mult=2,
+            text_dim=16,
+            conv_layers=1,
+            text_num_embeds=dm.vocab_size,
+        ),
+        motion=dict(dim=32, depth=2, heads=2, dim_head=16, ff_mult=2),
+        joint_layers="half",
+        window=4,
+    )
     module = JAMFlowModule(JointDiT(**cfg), stage="stage2")
     module.set_data_meta(dm.meta())
     batch = next(iter(dm.val_dataloader()))

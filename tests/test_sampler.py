@@ -24,7 +24,9 @@ class TargetField(nn.Module):
         super().__init__()
         self.tc, self.tu, self.mc, self.mu = target_c, target_u, motion_c, motion_u
 
-    def forward(self, audio_x, audio_cond, text, time, motion_x=None, drop_audio_cond=False, motion_time=None, **kw):
+    def forward(
+        self, audio_x, audio_cond, text, time, motion_x=None, drop_audio_cond=False, motion_time=None, **kw
+    ):
         b = audio_x.shape[0]
         unc = _flag(drop_audio_cond, b).bool()[:, None, None]
         t = time[:, None, None]
@@ -61,24 +63,57 @@ class ToyJoint(nn.Module):
         self.cross_m = nn.Parameter(torch.randn(c, dm, generator=g) * 0.3)
         self.calls: list[dict] = []
 
-    def forward(self, audio_x, audio_cond, text, time, motion_x=None, motion_cond=None, motion_rest=None,
-                audio_mask=None, motion_mask=None, motion_time=None, drop_audio_cond=False, drop_text=False,
-                drop_motion_cond=False, drop_rest=False, audio_sees_motion=True, motion_sees_audio=True):
+    def forward(
+        self,
+        audio_x,
+        audio_cond,
+        text,
+        time,
+        motion_x=None,
+        motion_cond=None,
+        motion_rest=None,
+        audio_mask=None,
+        motion_mask=None,
+        motion_time=None,
+        drop_audio_cond=False,
+        drop_text=False,
+        drop_motion_cond=False,
+        drop_rest=False,
+        audio_sees_motion=True,
+        motion_sees_audio=True,
+    ):
         b = audio_x.shape[0]
-        self.calls.append(dict(audio_x=audio_x.clone(), motion_x=None if motion_x is None else motion_x.clone(),
-                               time=time.clone(), motion_time=None if motion_time is None else motion_time.clone(),
-                               drop_audio_cond=_flag(drop_audio_cond, b), drop_text=_flag(drop_text, b),
-                               drop_motion_cond=_flag(drop_motion_cond, b), drop_rest=_flag(drop_rest, b),
-                               sees_m=_flag(audio_sees_motion, b), sees_a=_flag(motion_sees_audio, b)))
+        self.calls.append(
+            dict(
+                audio_x=audio_x.clone(),
+                motion_x=None if motion_x is None else motion_x.clone(),
+                time=time.clone(),
+                motion_time=None if motion_time is None else motion_time.clone(),
+                drop_audio_cond=_flag(drop_audio_cond, b),
+                drop_text=_flag(drop_text, b),
+                drop_motion_cond=_flag(drop_motion_cond, b),
+                drop_rest=_flag(drop_rest, b),
+                sees_m=_flag(audio_sees_motion, b),
+                sees_a=_flag(motion_sees_audio, b),
+            )
+        )
         keep = lambda flag: (1 - _flag(flag, b))[:, None, None]  # noqa: E731
         txt = (text.clamp_min(0).float().mean(1, keepdim=True) * 0.1)[:, :, None]
-        h_a = torch.tanh(audio_x @ self.wa + keep(drop_audio_cond) * (audio_cond @ self.wc)
-                         + keep(drop_text) * txt + time[:, None, None])
+        h_a = torch.tanh(
+            audio_x @ self.wa
+            + keep(drop_audio_cond) * (audio_cond @ self.wc)
+            + keep(drop_text) * txt
+            + time[:, None, None]
+        )
         if motion_x is None:
             return h_a, None
         tm = motion_time[:, None, None]
-        h_m = torch.tanh(motion_x @ self.wm + keep(drop_motion_cond) * (motion_cond @ self.wmc)
-                         + keep(drop_rest) * (motion_rest @ self.wr) + tm)
+        h_m = torch.tanh(
+            motion_x @ self.wm
+            + keep(drop_motion_cond) * (motion_cond @ self.wmc)
+            + keep(drop_rest) * (motion_rest @ self.wr)
+            + tm
+        )
         a_pool = audio_x.mean(1, keepdim=True) @ self.cross_m
         m_pool = motion_x.mean(1, keepdim=True) @ self.cross_a
         h_a = h_a + _flag(audio_sees_motion, b)[:, None, None] * m_pool
@@ -90,9 +125,14 @@ def _joint_cond(b=2, n=9, m=3, c=6, dm=4, dr=5, seed=1, known_a=None, known_m=No
     g = torch.Generator().manual_seed(seed)
     known_a = torch.zeros(b, n, dtype=torch.bool) if known_a is None else known_a
     known_m = torch.zeros(b, m, dtype=torch.bool) if known_m is None else known_m
-    return JointConditions(audio_cond=torch.randn(b, n, c, generator=g), audio_known=known_a,
-                           text=torch.randint(0, 5, (b, 4), generator=g), motion_cond=torch.randn(b, m, dm, generator=g),
-                           motion_known=known_m, motion_rest=torch.randn(b, m, dr, generator=g))
+    return JointConditions(
+        audio_cond=torch.randn(b, n, c, generator=g),
+        audio_known=known_a,
+        text=torch.randint(0, 5, (b, 4), generator=g),
+        motion_cond=torch.randn(b, m, dm, generator=g),
+        motion_known=known_m,
+        motion_rest=torch.randn(b, m, dr, generator=g),
+    )
 
 
 def test_sway_grid_formula_and_endpoints():
@@ -111,8 +151,11 @@ def test_euler_exact_on_straight_field_with_cfg(sway):
     b, n, c = 2, 5, 6
     tc, tu = torch.randn(1, n, c), torch.randn(1, n, c)
     model = TargetField(tc, tu)
-    cond = JointConditions(audio_cond=torch.zeros(b, n, c), audio_known=torch.zeros(b, n, dtype=torch.bool),
-                           text=torch.zeros(b, 3, dtype=torch.long))
+    cond = JointConditions(
+        audio_cond=torch.zeros(b, n, c),
+        audio_known=torch.zeros(b, n, dtype=torch.bool),
+        text=torch.zeros(b, 3, dtype=torch.long),
+    )
     for gamma in (0.0, 2.0):
         out = sample(model, cond, SamplerSettings(nfe=7, sway_coef=sway, cfg=gamma), seed=0)
         expected = (1 + gamma) * tc - gamma * tu
@@ -120,12 +163,19 @@ def test_euler_exact_on_straight_field_with_cfg(sway):
 
 
 def test_midpoint_is_second_order_euler_first_order():
-    cond = JointConditions(audio_cond=torch.zeros(1, 3, 6), audio_known=torch.zeros(1, 3, dtype=torch.bool),
-                           text=torch.zeros(1, 2, dtype=torch.long))
-    x0 = torch.randn(1, 3, 6, generator=torch.Generator().manual_seed(5))  # the sampler's first draw for seed 5
+    cond = JointConditions(
+        audio_cond=torch.zeros(1, 3, 6),
+        audio_known=torch.zeros(1, 3, dtype=torch.bool),
+        text=torch.zeros(1, 2, dtype=torch.long),
+    )
+    x0 = torch.randn(
+        1, 3, 6, generator=torch.Generator().manual_seed(5)
+    )  # the sampler's first draw for seed 5
 
     def err(method: str, nfe: int) -> float:
-        out = sample(ExpField(), cond, SamplerSettings(nfe=nfe, method=method, sway_coef=None, cfg=0.0), seed=5)
+        out = sample(
+            ExpField(), cond, SamplerSettings(nfe=nfe, method=method, sway_coef=None, cfg=0.0), seed=5
+        )
         return float((out.audio - x0 * math.e).abs().max())
 
     e1, e2 = err("euler", 8), err("euler", 16)
@@ -152,11 +202,26 @@ def test_batched_cfg_equals_two_separate_passes():
     def v(xa_, xm_, t):
         tt = torch.full((b,), t)
         # nothing is known, so the cond inputs carry zeros
-        kw = dict(audio_cond=torch.zeros_like(xa), text=cond.text, time=tt, motion_cond=torch.zeros_like(xm),
-                  motion_rest=cond.motion_rest, motion_time=tt)
+        kw = dict(
+            audio_cond=torch.zeros_like(xa),
+            text=cond.text,
+            time=tt,
+            motion_cond=torch.zeros_like(xm),
+            motion_rest=cond.motion_rest,
+            motion_time=tt,
+        )
         ca, cm = ref(audio_x=xa_, motion_x=xm_, **kw)
-        ua, um = ref(audio_x=xa_, motion_x=xm_, drop_audio_cond=True, drop_text=True, drop_motion_cond=True,
-                     drop_rest=True, audio_sees_motion=False, motion_sees_audio=False, **kw)
+        ua, um = ref(
+            audio_x=xa_,
+            motion_x=xm_,
+            drop_audio_cond=True,
+            drop_text=True,
+            drop_motion_cond=True,
+            drop_rest=True,
+            audio_sees_motion=False,
+            motion_sees_audio=False,
+            **kw,
+        )
         return ca + 1.5 * (ca - ua), cm + 3.0 * (cm - um)
 
     grid = sway_time_grid(2, -1.0, dtype=torch.float64).tolist()
@@ -224,7 +289,9 @@ def test_fully_given_stream_is_not_integrated():
 
     # everything given: nothing to do, no network call
     model = ToyJoint()
-    cond = _joint_cond(b=b, known_a=torch.ones(b, n, dtype=torch.bool), known_m=torch.ones(b, m, dtype=torch.bool))
+    cond = _joint_cond(
+        b=b, known_a=torch.ones(b, n, dtype=torch.bool), known_m=torch.ones(b, m, dtype=torch.bool)
+    )
     out = sample(model, cond, SamplerSettings(nfe=2), seed=0)
     assert out.nfe == 0 and not model.calls
 

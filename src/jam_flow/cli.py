@@ -16,10 +16,22 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("jam_flow.lightning.export", "main", "write EMA weights as safetensors + config.yaml"),
     "synth-corpus": ("jam_flow.data.synth", "main", "build the offline synthetic speech + lip-motion corpus"),
     "data": ("jam_flow.data.validate", "main", "dataset tools: `jam-flow data validate DIR`"),
-    "preprocess": ("jam_flow.data.preprocess", "main", "turn CelebV-Dub / HDTF / a folder of videos into a dataset"),
-    "generate": ("jam_flow.inference.cli", "main", "tts | text2av | audio2motion | dub | motion2audio | edit"),
+    "preprocess": (
+        "jam_flow.data.preprocess",
+        "main",
+        "turn CelebV-Dub / HDTF / a folder of videos into a dataset",
+    ),
+    "generate": (
+        "jam_flow.inference.cli",
+        "main",
+        "tts | text2av | audio2motion | dub | motion2audio | edit",
+    ),
     "evaluate": ("jam_flow.eval.cli", "main", "generate on a held-out split and report sync metrics"),
-    "render": ("jam_flow.render.cli", "main", "render a talking head with LivePortrait from generated motion"),
+    "render": (
+        "jam_flow.render.cli",
+        "main",
+        "render a talking head with LivePortrait from generated motion",
+    ),
 }
 
 

@@ -145,14 +145,18 @@ def _load_items(settings: EvalSettings, bundle: ModelBundle) -> tuple[list[dict[
     data_dir = Path(settings.data_dir)
     info = read_dataset_json(data_dir)
     if info.mel != bundle.mel or info.motion != bundle.motion:
-        raise InputError(f"--data.data_dir: {data_dir} uses mel {info.mel} / motion {info.motion}, but the model was "
-                         f"trained with mel {bundle.mel} / motion {bundle.motion}")
+        raise InputError(
+            f"--data.data_dir: {data_dir} uses mel {info.mel} / motion {info.motion}, but the model was "
+            f"trained with mel {bundle.mel} / motion {bundle.motion}"
+        )
     records = read_manifest(data_dir, split=settings.split)
     if not records:
         raise InputError(f"--split: {data_dir} has no clips in split {settings.split!r}")
     if settings.max_clips is not None:
         if settings.max_clips < 2:
-            raise InputError(f"--max-clips: expected at least 2 clips (for the shuffled baseline), got {settings.max_clips}")
+            raise InputError(
+                f"--max-clips: expected at least 2 clips (for the shuffled baseline), got {settings.max_clips}"
+            )
         records = records[: settings.max_clips]
     dataset = ClipDataset(data_dir, records, bundle.vocab, bundle.mel, bundle.motion)
     items, skipped = [], []
@@ -160,7 +164,9 @@ def _load_items(settings: EvalSettings, bundle: ModelBundle) -> tuple[list[dict[
         item = dataset[i]
         if item is None or "error" in item:
             skipped.append(records[i].id)
-            log.warning("evaluate: skipping clip %s (%s)", records[i].id, (item or {}).get("error", "unreadable"))
+            log.warning(
+                "evaluate: skipping clip %s (%s)", records[i].id, (item or {}).get("error", "unreadable")
+            )
             continue
         items.append(item)
     return items, skipped, info.source
@@ -182,7 +188,9 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
     bundle = load_bundle(settings.ckpt, settings.device)
     items, skipped, source = _load_items(settings, bundle)
     if len(items) < 2:
-        raise InputError(f"--data.data_dir: only {len(items)} readable clip(s) in split {settings.split!r}; need >= 2")
+        raise InputError(
+            f"--data.data_dir: only {len(items)} readable clip(s) in split {settings.split!r}; need >= 2"
+        )
     kind = settings.mouth_opening
     if kind == "auto":
         kind = "synth" if source == "synth" else "pca"
@@ -194,10 +202,17 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
     per_clip: list[dict[str, Any]] = [{} for _ in items]
     nfe_used = 0
     for start in range(0, len(order), settings.batch_size):
-        chunk = order[start: start + settings.batch_size]
+        chunk = order[start : start + settings.batch_size]
         batch = collate_clips([items[i] for i in chunk])
-        gen = generate_batch(bundle, batch, settings.task, sampler, generator, use_rest=settings.use_rest,
-                             duration=settings.text2av_duration)
+        gen = generate_batch(
+            bundle,
+            batch,
+            settings.task,
+            sampler,
+            generator,
+            use_rest=settings.use_rest,
+            duration=settings.text2av_duration,
+        )
         nfe_used = max(nfe_used, gen.nfe)
         ref_env, ref_env_mask = speech_envelope(batch["mel"], batch["audio_mask"], bundle.mel, bundle.motion)
         gen_env, gen_env_mask = speech_envelope(gen.mel, gen.audio_mask, bundle.mel, bundle.motion)
@@ -205,9 +220,12 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
             m_ref, m_gen = int(batch["motion_mask"][j].sum()), int(gen.motion_mask[j].sum())
             n_ref, n_gen = int(batch["audio_mask"][j].sum()), int(gen.audio_mask[j].sum())
             per_clip[i] = {
-                "ref_exp": batch["exp"][j, :m_ref], "gen_exp": gen.exp[j, :m_gen],
-                "ref_mel": batch["mel"][j, :n_ref], "gen_mel": gen.mel[j, :n_gen],
-                "ref_env": ref_env[j, : int(ref_env_mask[j].sum())], "gen_env": gen_env[j, : int(gen_env_mask[j].sum())],
+                "ref_exp": batch["exp"][j, :m_ref],
+                "gen_exp": gen.exp[j, :m_gen],
+                "ref_mel": batch["mel"][j, :n_ref],
+                "gen_mel": gen.mel[j, :n_gen],
+                "ref_env": ref_env[j, : int(ref_env_mask[j].sum())],
+                "gen_env": gen_env[j, : int(gen_env_mask[j].sum())],
             }
         log.info("evaluate: %d / %d clips", min(start + settings.batch_size, len(order)), len(order))
     opening.fit([c["ref_exp"] for c in per_clip], [c["ref_env"] for c in per_clip])
@@ -222,6 +240,7 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
     lag = settings.max_lag
     metrics: dict[str, float] = {}
     shuffled: dict[str, float] = {}
+
     def corr(a: str, b: str, perm_a: list[int] | None = None) -> float:
         metric = ClipCorrelation()
         (x, mx), (y, my) = padded(a, perm_a), padded(b)
@@ -289,8 +308,9 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def _external_metrics(settings: EvalSettings, bundle: ModelBundle, items: list[dict[str, Any]],
-                      per_clip: list[dict[str, Any]]) -> dict[str, float]:
+def _external_metrics(
+    settings: EvalSettings, bundle: ModelBundle, items: list[dict[str, Any]], per_clip: list[dict[str, Any]]
+) -> dict[str, float]:
     """WER, speaker similarity and LSE when their models are given (generated speech is vocoded for WER / SIM)."""
     out: dict[str, float] = {}
     speech_task = settings.task in ("motion2audio", "text2av")
@@ -311,14 +331,18 @@ def _external_metrics(settings: EvalSettings, bundle: ModelBundle, items: list[d
                 reference = normalise_text(bundle.vocab.decode(item["text"].tolist()))
                 wer.update([normalise_text(asr.transcribe(gen_wave, sr))], [reference])
             if spk is not None:
-                ref_wave = vocoder.decode(c["ref_mel"]).numpy()  # same vocoder on both sides: a fair comparison
+                ref_wave = vocoder.decode(
+                    c["ref_mel"]
+                ).numpy()  # same vocoder on both sides: a fair comparison
                 sim.update(spk.embed(gen_wave, sr)[None], spk.embed(ref_wave, sr)[None])
         if asr is not None:
             out["wer"] = float(wer.compute())
         if spk is not None:
             out["speaker_sim"] = float(sim.compute())
     elif settings.asr or settings.speaker_model:
-        raise InputError(f"--asr/--speaker-model: task {settings.task} generates no speech (use motion2audio or text2av)")
+        raise InputError(
+            f"--asr/--speaker-model: task {settings.task} generates no speech (use motion2audio or text2av)"
+        )
     if settings.syncnet is not None:
         out.update(_lse(settings, items))
     return out

@@ -53,16 +53,19 @@ def _transformers(flag: str):
     try:
         import transformers
     except ImportError as err:
-        raise InputError(f"{flag}: needs the `transformers` package (pip install transformers), which is not "
-                         f"installed") from err
+        raise InputError(
+            f"{flag}: needs the `transformers` package (pip install transformers), which is not installed"
+        ) from err
     return transformers
 
 
 def _model_dir(path: str | Path, flag: str) -> Path:
     path = Path(path)
     if not path.is_dir() or not (path / "config.json").is_file():
-        raise InputError(f"{flag}: {path} is not a local transformers model directory (expected config.json, weights "
-                         f"and processor files written by save_pretrained)")
+        raise InputError(
+            f"{flag}: {path} is not a local transformers model directory (expected config.json, weights "
+            f"and processor files written by save_pretrained)"
+        )
     return path
 
 
@@ -106,7 +109,11 @@ class SpeakerEmbedder:
             tf = _transformers("--speaker-model")
             path = _model_dir(path, "--speaker-model")
             self.extractor = tf.AutoFeatureExtractor.from_pretrained(str(path), local_files_only=True)
-            self.model = tf.AutoModelForAudioXVector.from_pretrained(str(path), local_files_only=True).to(device).eval()
+            self.model = (
+                tf.AutoModelForAudioXVector.from_pretrained(str(path), local_files_only=True)
+                .to(device)
+                .eval()
+            )
             self.sample_rate = int(self.extractor.sampling_rate)
         elif path.is_file():
             try:
@@ -115,26 +122,36 @@ class SpeakerEmbedder:
                 else:  # TorchScript (torch.jit.save)
                     self.model = torch.jit.load(str(path), map_location=device).eval()
             except Exception as err:  # noqa: BLE001 - any load failure means a wrong file
-                raise InputError(f"--speaker-model: {path} is neither a torch.export (.pt2) program nor a TorchScript "
-                                 f"module ({err})") from err
+                raise InputError(
+                    f"--speaker-model: {path} is neither a torch.export (.pt2) program nor a TorchScript "
+                    f"module ({err})"
+                ) from err
             self.sample_rate = int(sample_rate)
         else:
-            raise InputError(f"--speaker-model: {path} does not exist (expected a TorchScript file or a transformers "
-                             f"x-vector directory)")
+            raise InputError(
+                f"--speaker-model: {path} does not exist (expected a TorchScript file or a transformers "
+                f"x-vector directory)"
+            )
 
     @torch.no_grad()
     def embed(self, wave: np.ndarray, sample_rate: int) -> Tensor:
         x = _resample(wave, sample_rate, self.sample_rate)
         if self.hf:
-            inputs = self.extractor(x.numpy(), sampling_rate=self.sample_rate, return_tensors="pt").to(self.device)
+            inputs = self.extractor(x.numpy(), sampling_rate=self.sample_rate, return_tensors="pt").to(
+                self.device
+            )
             emb = self.model(**inputs).embeddings
         else:
             emb = self.model(x[None].to(self.device))
         if not isinstance(emb, Tensor) or emb.dim() != 2 or emb.shape[0] != 1:
-            raise InputError(f"--speaker-model: expected embeddings [1, d] for one waveform, got "
-                             f"{getattr(emb, 'shape', type(emb).__name__)}")
+            raise InputError(
+                f"--speaker-model: expected embeddings [1, d] for one waveform, got "
+                f"{getattr(emb, 'shape', type(emb).__name__)}"
+            )
         return emb[0].float().cpu()
 
 
-def load_speaker_model(path: str | Path | None, sample_rate: int = 16000, device: str = "cpu") -> SpeakerEmbedder | None:
+def load_speaker_model(
+    path: str | Path | None, sample_rate: int = 16000, device: str = "cpu"
+) -> SpeakerEmbedder | None:
     return None if path is None else SpeakerEmbedder(path, sample_rate, device)

@@ -124,8 +124,10 @@ def generate_batch(
         if duration == "reference":
             n_len = a_mask.sum(1)
         elif duration == "text":
-            n_bytes = torch.tensor([len(bundle.vocab.decode(row[row >= 0].tolist()).encode("utf-8"))
-                                    for row in text.cpu()], device=dev)
+            n_bytes = torch.tensor(
+                [len(bundle.vocab.decode(row[row >= 0].tolist()).encode("utf-8")) for row in text.cpu()],
+                device=dev,
+            )
             n_len = torch.round(n_bytes / CHARS_PER_SECOND * bundle.mel.frame_rate).long().clamp_min(1)
         else:
             raise InputError(f"--text2av-duration: expected 'reference' or 'text', got {duration!r}")
@@ -140,12 +142,20 @@ def generate_batch(
         rest, drop_text, drop_rest = torch.zeros(b, m, bundle.motion.rest_dim, device=dev), False, True
 
     cond = JointConditions(
-        audio_cond=audio_cond, audio_known=audio_known, text=text, audio_mask=audio_mask,
-        motion_cond=motion_cond, motion_known=motion_known, motion_rest=rest, motion_mask=motion_mask,
-        drop_text=drop_text, drop_rest=drop_rest,
+        audio_cond=audio_cond,
+        audio_known=audio_known,
+        text=text,
+        audio_mask=audio_mask,
+        motion_cond=motion_cond,
+        motion_known=motion_known,
+        motion_rest=rest,
+        motion_mask=motion_mask,
+        drop_text=drop_text,
+        drop_rest=drop_rest,
     )
     out = sample(bundle.model, cond, settings, generator=generator)
     mel = bundle.mel_from_model(out.audio).float() * audio_mask[..., None]
     exp = bundle.denormalise_motion(out.motion, rest if not drop_rest else None)
-    return Generated(mel=mel.cpu(), audio_mask=audio_mask.cpu(), exp=exp.cpu(), motion_mask=motion_mask.cpu(),
-                     nfe=out.nfe)
+    return Generated(
+        mel=mel.cpu(), audio_mask=audio_mask.cpu(), exp=exp.cpu(), motion_mask=motion_mask.cpu(), nfe=out.nfe
+    )

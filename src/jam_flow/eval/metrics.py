@@ -71,14 +71,18 @@ class MouthKeypointL2(_SumMetric):
 
     def update(self, pred: Tensor, target: Tensor, mask: Tensor | None = None) -> None:
         if pred.shape != target.shape:
-            raise InputError(f"mouth keypoints: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ")
+            raise InputError(
+                f"mouth keypoints: pred {tuple(pred.shape)} and target {tuple(target.shape)} differ"
+            )
         if pred.dim() == 3:
             if pred.shape[-1] % 3:
                 raise InputError(f"mouth keypoints: last dim must be a multiple of 3, got {pred.shape[-1]}")
             pred = pred.reshape(*pred.shape[:2], -1, 3)
             target = target.reshape(*target.shape[:2], -1, 3)
         if pred.dim() != 4 or pred.shape[-1] != 3:
-            raise InputError(f"mouth keypoints: expected [b, m, km, 3] or [b, m, km*3], got {tuple(pred.shape)}")
+            raise InputError(
+                f"mouth keypoints: expected [b, m, km, 3] or [b, m, km*3], got {tuple(pred.shape)}"
+            )
         mask = _full_mask(pred, mask)
         per_frame = torch.linalg.vector_norm(pred.double() - target.double(), dim=-1).mean(-1)  # [b, m]
         self.err_sum += (per_frame * mask).sum()
@@ -103,7 +107,9 @@ class ClipCorrelation(_SumMetric):
         self.min_frames = min_frames
         self._add_sums("corr_sum", "clips", "skipped")
 
-    def update(self, x: Tensor, y: Tensor, mask_x: Tensor | None = None, mask_y: Tensor | None = None) -> None:
+    def update(
+        self, x: Tensor, y: Tensor, mask_x: Tensor | None = None, mask_y: Tensor | None = None
+    ) -> None:
         x, y, mask = crop_pair(x, y, _full_mask(x, mask_x), _full_mask(y, mask_y))
         corr, defined = masked_pearson(x, y, mask, min_frames=self.min_frames)
         self.corr_sum += corr[defined].double().sum()
@@ -134,15 +140,25 @@ class AVOffset(Metric):
             raise InputError(f"max_lag: expected a non-negative number of motion frames, got {max_lag}")
         self.max_lag = max_lag
         self.min_frames = min_frames
-        self.add_state("curve_sum", default=torch.zeros(2 * max_lag + 1, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("curve_count", default=torch.zeros(2 * max_lag + 1, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state(
+            "curve_sum", default=torch.zeros(2 * max_lag + 1, dtype=torch.float64), dist_reduce_fx="sum"
+        )
+        self.add_state(
+            "curve_count", default=torch.zeros(2 * max_lag + 1, dtype=torch.float64), dist_reduce_fx="sum"
+        )
         for name in ("clips", "offset_sum", "abs_offset_sum", "within_one", "peak_sum", "zero_sum"):
             self.add_state(name, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(
-        self, mouth_open: Tensor, envelope: Tensor, mask_open: Tensor | None = None, mask_env: Tensor | None = None
+        self,
+        mouth_open: Tensor,
+        envelope: Tensor,
+        mask_open: Tensor | None = None,
+        mask_env: Tensor | None = None,
     ) -> None:
-        x, y, mask = crop_pair(mouth_open, envelope, _full_mask(mouth_open, mask_open), _full_mask(envelope, mask_env))
+        x, y, mask = crop_pair(
+            mouth_open, envelope, _full_mask(mouth_open, mask_open), _full_mask(envelope, mask_env)
+        )
         corr, defined = lagged_pearson(x, y, mask, mask, self.max_lag, min_frames=self.min_frames)  # [b, l]
         clip_ok = defined[:, self.max_lag]  # clips usable at lag 0
         if not bool(clip_ok.any()):
@@ -162,8 +178,15 @@ class AVOffset(Metric):
         clips = float(self.clips)
         if clips == 0:
             nan = float("nan")
-            return {"offset_frames": nan, "mean_offset": nan, "mean_abs_offset": nan, "within_one_frame": nan,
-                    "peak_corr": nan, "corr_at_zero": nan, "clips": 0.0}
+            return {
+                "offset_frames": nan,
+                "mean_offset": nan,
+                "mean_abs_offset": nan,
+                "within_one_frame": nan,
+                "peak_corr": nan,
+                "corr_at_zero": nan,
+                "clips": 0.0,
+            }
         curve = self.curve_sum / self.curve_count.clamp_min(1)
         offset = int(best_lag(curve[None], (self.curve_count > 0)[None], self.max_lag)[0])
         return {
@@ -201,8 +224,10 @@ class MelDistance(_SumMetric):
         self, pred: Tensor, target: Tensor, mask_pred: Tensor | None = None, mask_target: Tensor | None = None
     ) -> None:
         if pred.dim() != 3 or target.dim() != 3 or pred.shape[-1] != target.shape[-1]:
-            raise InputError(f"mel: expected [b, n, c] pairs with equal c, got {tuple(pred.shape)} and "
-                             f"{tuple(target.shape)}")
+            raise InputError(
+                f"mel: expected [b, n, c] pairs with equal c, got {tuple(pred.shape)} and "
+                f"{tuple(target.shape)}"
+            )
         mp, mt = _full_mask(pred, mask_pred), _full_mask(target, mask_target)
         n = min(pred.shape[1], target.shape[1])
         diff = pred[:, :n].double() - target[:, :n].double()  # [b, n, c]
@@ -272,8 +297,10 @@ class SpeakerSimilarity(_SumMetric):
 
     def update(self, emb_pred: Tensor, emb_ref: Tensor) -> None:
         if emb_pred.shape != emb_ref.shape or emb_pred.dim() != 2:
-            raise InputError(f"speaker embeddings: expected two [b, d] tensors of equal shape, got "
-                             f"{tuple(emb_pred.shape)} and {tuple(emb_ref.shape)}")
+            raise InputError(
+                f"speaker embeddings: expected two [b, d] tensors of equal shape, got "
+                f"{tuple(emb_pred.shape)} and {tuple(emb_ref.shape)}"
+            )
         sim = torch.nn.functional.cosine_similarity(emb_pred.double(), emb_ref.double(), dim=-1)
         self.sim_sum += sim.sum()
         self.clips += sim.numel()

@@ -68,7 +68,14 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("joint_full", "joint blocks", "full", "on", "length", "trained"),
     Variant("joint_none", "joint blocks", "none", "on", "length", "trained"),
 )
-KEY_A2M = ("mouth_open_corr", "offset_frames", "offset_mean_abs", "offset_within_one", "av_peak_corr", "mouth_kp_l2")
+KEY_A2M = (
+    "mouth_open_corr",
+    "offset_frames",
+    "offset_mean_abs",
+    "offset_within_one",
+    "av_peak_corr",
+    "mouth_kp_l2",
+)
 KEY_M2A = ("envelope_corr", "offset_frames", "av_peak_corr", "mel_l1", "lsd_db")
 
 
@@ -87,9 +94,15 @@ def _machine(threads: int) -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"host_cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads_per_run": threads,
-            "platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "load_avg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
+    return {
+        "host_cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads_per_run": threads,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "load_avg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+    }
 
 
 def _jam_flow() -> list[str]:
@@ -102,19 +115,35 @@ def _ensure_corpus(args: argparse.Namespace) -> dict[str, Any]:
     from jam_flow.data.format import read_manifest
 
     data = Path(args.data_dir)
-    cmd = [*_jam_flow(), "synth-corpus", "--out", str(data), "--n-clips", str(args.n_clips), "--seed",
-           str(args.corpus_seed)]
+    cmd = [
+        *_jam_flow(),
+        "synth-corpus",
+        "--out",
+        str(data),
+        "--n-clips",
+        str(args.n_clips),
+        "--seed",
+        str(args.corpus_seed),
+    ]
     if (data / "manifest.jsonl").is_file() and (data / "stats.json").is_file():
         log.info("corpus: reusing %s", data)
         records = read_manifest(data)
-        return {"dir": str(data), "built": False, "clips": dict(Counter(r.split for r in records)),
-                "hours": round(sum(r.duration for r in records) / 3600, 3),
-                "build_command": shlex.join(["jam-flow", *cmd[3:]])}
+        return {
+            "dir": str(data),
+            "built": False,
+            "clips": dict(Counter(r.split for r in records)),
+            "hours": round(sum(r.duration for r in records) / 3600, 3),
+            "build_command": shlex.join(["jam-flow", *cmd[3:]]),
+        }
     log.info("corpus: %s", shlex.join(cmd))
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=_env(args.threads))
-    return {"dir": str(data), "built": True, "build_s": round(time.perf_counter() - start, 1),
-            "command": shlex.join(cmd)}
+    return {
+        "dir": str(data),
+        "built": True,
+        "build_s": round(time.perf_counter() - start, 1),
+        "command": shlex.join(cmd),
+    }
 
 
 def _env(threads: int) -> dict[str, str]:
@@ -124,13 +153,25 @@ def _env(threads: int) -> dict[str, str]:
 
 
 def _last_ckpt(root: Path) -> Path | None:
-    found = sorted(root.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    found = sorted(
+        root.glob("lightning_logs/version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime
+    )
     return found[-1] if found else None
 
 
 def _train_command(variant: Variant, args: argparse.Namespace, root: Path) -> list[str]:
-    return [*_jam_flow(), "fit", "--config", str(variant.config.relative_to(REPO_ROOT)), "--data.data_dir",
-            str(args.data_dir), "--trainer.default_root_dir", str(root), "--progress_bar.refresh_rate", "0"]
+    return [
+        *_jam_flow(),
+        "fit",
+        "--config",
+        str(variant.config.relative_to(REPO_ROOT)),
+        "--data.data_dir",
+        str(args.data_dir),
+        "--trainer.default_root_dir",
+        str(root),
+        "--progress_bar.refresh_rate",
+        "0",
+    ]
 
 
 def _train_all(variants: list[Variant], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
@@ -162,8 +203,14 @@ def _train_all(variants: list[Variant], args: argparse.Namespace) -> dict[str, d
             log.info("train %s: %s", v.name, shlex.join(cmd))
             logf = open(root / "train.log", "w", encoding="utf-8")  # noqa: SIM115 - closed when the run ends
             # its own session: on a shared machine with autogroup scheduling each run gets a session's CPU share
-            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=_env(args.threads), stdout=logf, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                cwd=REPO_ROOT,
+                env=_env(args.threads),
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             running.append((v, proc, time.perf_counter(), root, logf))
         time.sleep(2.0)
         for item in list(running):
@@ -174,14 +221,24 @@ def _train_all(variants: list[Variant], args: argparse.Namespace) -> dict[str, d
             logf.close()
             wall = round(time.perf_counter() - start, 1)
             if proc.returncode != 0:
-                raise RuntimeError(f"training {v.name} failed (exit {proc.returncode}); see {root / 'train.log'}")
+                raise RuntimeError(
+                    f"training {v.name} failed (exit {proc.returncode}); see {root / 'train.log'}"
+                )
             ckpt = _last_ckpt(root)
             if ckpt is None:
                 raise RuntimeError(f"training {v.name} wrote no last.ckpt under {root}")
-            info = {"status": "done", "config": str(v.config.relative_to(REPO_ROOT)), "config_sha": _sha(v.config),
-                    "command": shlex.join(_train_command(v, args, root)), "train_wall_s": wall, "ckpt": str(ckpt),
-                    "steps_done": _global_step(ckpt), "max_steps": _max_steps(v.config),
-                    "threads": args.threads, "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+            info = {
+                "status": "done",
+                "config": str(v.config.relative_to(REPO_ROOT)),
+                "config_sha": _sha(v.config),
+                "command": shlex.join(_train_command(v, args, root)),
+                "train_wall_s": wall,
+                "ckpt": str(ckpt),
+                "steps_done": _global_step(ckpt),
+                "max_steps": _max_steps(v.config),
+                "threads": args.threads,
+                "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            }
             (root / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
             log.info("train %s: done in %.0f s", v.name, wall)
             infos[v.name] = info
@@ -214,10 +271,32 @@ def _max_steps(config: Path) -> int:
 
 
 def _eval_command(ckpt: str, task: str, out: Path, args: argparse.Namespace) -> list[str]:
-    return [*_jam_flow(), "evaluate", "--ckpt", ckpt, "--data.data_dir", str(args.data_dir), "--task", task,
-            "--split", "test", "--max-clips", str(args.eval_clips), "--nfe", str(args.nfe), "--cfg", str(args.cfg),
-            "--seed", str(args.seed), "--batch-size", str(args.eval_batch), "--max-lag", str(args.max_lag),
-            "--out", str(out)]
+    return [
+        *_jam_flow(),
+        "evaluate",
+        "--ckpt",
+        ckpt,
+        "--data.data_dir",
+        str(args.data_dir),
+        "--task",
+        task,
+        "--split",
+        "test",
+        "--max-clips",
+        str(args.eval_clips),
+        "--nfe",
+        str(args.nfe),
+        "--cfg",
+        str(args.cfg),
+        "--seed",
+        str(args.seed),
+        "--batch-size",
+        str(args.eval_batch),
+        "--max-lag",
+        str(args.max_lag),
+        "--out",
+        str(out),
+    ]
 
 
 def _eval_cache(ckpt: str, task: str, args: argparse.Namespace) -> Path:
@@ -229,7 +308,9 @@ def _eval_cache(ckpt: str, task: str, args: argparse.Namespace) -> Path:
     return Path(ckpt).parent / f"eval_{Path(ckpt).stem}_{task}_{key}.json"
 
 
-def _evaluate_all(jobs: list[tuple[str, str]], args: argparse.Namespace) -> dict[tuple[str, str], dict[str, Any]]:
+def _evaluate_all(
+    jobs: list[tuple[str, str]], args: argparse.Namespace
+) -> dict[tuple[str, str], dict[str, Any]]:
     """Run ``jam-flow evaluate`` for every (checkpoint, task), ``args.parallel`` at once (own sessions, like the
     training runs); cached results are reused."""
     todo = [(ckpt, task) for ckpt, task in jobs if not _eval_cache(ckpt, task, args).is_file()]
@@ -241,8 +322,14 @@ def _evaluate_all(jobs: list[tuple[str, str]], args: argparse.Namespace) -> dict
             cmd = _eval_command(ckpt, task, out, args)
             log.info("evaluate: %s", shlex.join(cmd))
             logf = open(out.with_suffix(".log"), "w", encoding="utf-8")  # noqa: SIM115 - closed when it ends
-            proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=_env(args.threads), stdout=logf, stderr=subprocess.STDOUT,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                cmd,
+                cwd=REPO_ROOT,
+                env=_env(args.threads),
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             running.append((ckpt, task, proc, logf))
         time.sleep(1.0)
         for item in list(running):
@@ -252,8 +339,10 @@ def _evaluate_all(jobs: list[tuple[str, str]], args: argparse.Namespace) -> dict
             running.remove(item)
             logf.close()
             if proc.returncode != 0:
-                raise RuntimeError(f"evaluation of {ckpt} ({task}) failed (exit {proc.returncode}); see "
-                                   f"{_eval_cache(ckpt, task, args).with_suffix('.log')}")
+                raise RuntimeError(
+                    f"evaluation of {ckpt} ({task}) failed (exit {proc.returncode}); see "
+                    f"{_eval_cache(ckpt, task, args).with_suffix('.log')}"
+                )
     return {(ckpt, task): json.loads(_eval_cache(ckpt, task, args).read_text()) for ckpt, task in jobs}
 
 
@@ -262,8 +351,10 @@ def _pick(metrics: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
 
 
 def _table(result: dict[str, Any]) -> str:
-    head = ("| variant | joint blocks | masks | RoPE | Audio-DiT | steps | train s | a2m mouth corr | a2m offset "
-            "| a2m within ±1 | m2a envelope corr |")
+    head = (
+        "| variant | joint blocks | masks | RoPE | Audio-DiT | steps | train s | a2m mouth corr | a2m offset "
+        "| a2m within ±1 | m2a envelope corr |"
+    )
     lines = [head, "|" + "---|" * 11]
     for name, e in result["ablations"].items():
         a2m, m2a = e.get("audio2motion", {}), e.get("motion2audio", {})
@@ -271,9 +362,11 @@ def _table(result: dict[str, Any]) -> str:
         def f(x: Any) -> str:
             return "n/a" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
 
-        lines.append(f"| {name} | {e['joint_layers']} | {e['masks']} | {e['rope']} | {e['audio_dit']} | {e['steps']} "
-                     f"| {f(e.get('train_wall_s'))} | {f(a2m.get('mouth_open_corr'))} | {f(a2m.get('offset_frames'))} "
-                     f"| {f(a2m.get('offset_within_one'))} | {f(m2a.get('envelope_corr'))} |")
+        lines.append(
+            f"| {name} | {e['joint_layers']} | {e['masks']} | {e['rope']} | {e['audio_dit']} | {e['steps']} "
+            f"| {f(e.get('train_wall_s'))} | {f(a2m.get('mouth_open_corr'))} | {f(a2m.get('offset_frames'))} "
+            f"| {f(a2m.get('offset_within_one'))} | {f(m2a.get('envelope_corr'))} |"
+        )
     return "\n".join(lines)
 
 
@@ -284,21 +377,36 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--corpus-seed", type=int, default=0, help="synth-corpus --seed (default 0)")
     p.add_argument("--runs-dir", default="runs/synth_recipe", help="training runs (one folder per variant)")
     p.add_argument("--out", default="results/synth_recipe.json", help="result JSON")
-    p.add_argument("--only", nargs="+", choices=[v.name for v in VARIANTS], default=None,
-                   help="train / evaluate only these variants (default: all)")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=[v.name for v in VARIANTS],
+        default=None,
+        help="train / evaluate only these variants (default: all)",
+    )
     p.add_argument("--retrain", action="store_true", help="train again even when a finished run exists")
-    p.add_argument("--no-train", action="store_true",
-                   help="start no training: evaluate the variants whose runs have finished and assemble the result")
+    p.add_argument(
+        "--no-train",
+        action="store_true",
+        help="start no training: evaluate the variants whose runs have finished and assemble the result",
+    )
     p.add_argument("--parallel", type=int, default=3, help="training runs at once (default 3)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1: best on a busy CPU)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads per run (default 1: best on a busy CPU)"
+    )
     p.add_argument("--eval-clips", type=int, default=40, help="held-out clips evaluated (default 40)")
     p.add_argument("--eval-batch", type=int, default=8, help="clips generated together (default 8)")
     p.add_argument("--nfe", type=int, default=12, help="sampler NFE for evaluation (default 12)")
     p.add_argument("--cfg", type=float, default=2.0, help="guidance scale for evaluation (paper: 2)")
     p.add_argument("--max-lag", type=int, default=10, help="A/V offset search range in motion frames")
     p.add_argument("--seed", type=int, default=0, help="evaluation seed (noise + shuffled pairs)")
-    p.add_argument("--curve-steps", type=int, nargs="*", default=[200, 400, 800, 1200, 2400],
-                   help="main-run checkpoints also evaluated on audio2motion (learning curve)")
+    p.add_argument(
+        "--curve-steps",
+        type=int,
+        nargs="*",
+        default=[200, 400, 800, 1200, 2400],
+        help="main-run checkpoints also evaluated on audio2motion (learning curve)",
+    )
     return p
 
 
@@ -323,24 +431,43 @@ def main(argv: list[str] | None = None) -> int:
         "machine": _machine(args.threads),
         "started_utc": started.isoformat(timespec="seconds"),
         "corpus": corpus,
-        "eval": {"split": "test", "max_clips": args.eval_clips, "nfe": args.nfe, "cfg": args.cfg,
-                 "max_lag": args.max_lag, "seed": args.seed},
+        "eval": {
+            "split": "test",
+            "max_clips": args.eval_clips,
+            "nfe": args.nfe,
+            "cfg": args.cfg,
+            "max_lag": args.max_lag,
+            "seed": args.seed,
+        },
         "ablations": {},
     }
     variants = [v for v in variants if v.name in infos]
     jobs: list[tuple[str, Variant, str, dict[str, Any]]] = []
     for v in variants:
         info = infos[v.name]
-        jobs.append((v.name, v, info["ckpt"], {"steps": info["steps_done"], "train_wall_s": info["train_wall_s"]}))
+        jobs.append(
+            (v.name, v, info["ckpt"], {"steps": info["steps_done"], "train_wall_s": info["train_wall_s"]})
+        )
     if "main" in infos:  # the main run at each ablation's step count: the same-budget reference for the table
         main_root = Path(infos["main"]["ckpt"]).parents[3]
         for step in sorted({infos[v.name]["steps_done"] for v in variants if v.name != "main"}):
             found = _ckpt_at_step(main_root, step)
             if found is not None and found[1] < infos["main"]["steps_done"]:
-                jobs.append((f"main@{found[1]}", VARIANTS[0], str(found[0]),
-                             {"steps": found[1], "train_wall_s": None, "note": "checkpoint of the main run"}))
+                jobs.append(
+                    (
+                        f"main@{found[1]}",
+                        VARIANTS[0],
+                        str(found[0]),
+                        {"steps": found[1], "train_wall_s": None, "note": "checkpoint of the main run"},
+                    )
+                )
+
     def tasks_of(name: str) -> tuple[str, ...]:
-        return ("audio2motion", "motion2audio", "text2av") if name == "main" else ("audio2motion", "motion2audio")
+        return (
+            ("audio2motion", "motion2audio", "text2av")
+            if name == "main"
+            else ("audio2motion", "motion2audio")
+        )
 
     curve: list[tuple[int, str]] = []  # the main run's audio2motion learning curve
     if "main" in infos:
@@ -349,17 +476,28 @@ def main(argv: list[str] | None = None) -> int:
             found = _ckpt_at_step(main_root, step)
             if found is not None and found[1] == step and step < infos["main"]["steps_done"]:
                 curve.append((step, str(found[0])))
-    evals = _evaluate_all([(ckpt, task) for name, _, ckpt, _ in jobs for task in tasks_of(name)]
-                          + [(ckpt, "audio2motion") for _, ckpt in curve], args)
+    evals = _evaluate_all(
+        [(ckpt, task) for name, _, ckpt, _ in jobs for task in tasks_of(name)]
+        + [(ckpt, "audio2motion") for _, ckpt in curve],
+        args,
+    )
     if curve:
         result["audio2motion_curve"] = {
             str(step): _pick(evals[(ckpt, "audio2motion")]["metrics"], KEY_A2M) for step, ckpt in curve
         }
         result["audio2motion_curve"][str(infos["main"]["steps_done"])] = "see audio2motion"
     for name, v, ckpt, extra in jobs:
-        entry: dict[str, Any] = {"axis": v.axis, "joint_layers": v.joint_layers, "masks": v.masks, "rope": v.rope,
-                                 "audio_dit": v.audio_dit, "config": str(v.config.relative_to(REPO_ROOT)),
-                                 "max_steps": _max_steps(v.config), "ckpt": ckpt, **extra}
+        entry: dict[str, Any] = {
+            "axis": v.axis,
+            "joint_layers": v.joint_layers,
+            "masks": v.masks,
+            "rope": v.rope,
+            "audio_dit": v.audio_dit,
+            "config": str(v.config.relative_to(REPO_ROOT)),
+            "max_steps": _max_steps(v.config),
+            "ckpt": ckpt,
+            **extra,
+        }
         if name in infos:
             entry["train_command"] = infos[name]["command"]
         for task in tasks_of(name):
@@ -372,8 +510,13 @@ def main(argv: list[str] | None = None) -> int:
                 result[task] = res["metrics"]
                 result.setdefault("shuffled", {})
                 if task == "audio2motion":
-                    result["shuffled"].update({k: res["shuffled"][k] for k in ("mouth_open_corr", "offset_frames",
-                                                                             "av_peak_corr") if k in res["shuffled"]})
+                    result["shuffled"].update(
+                        {
+                            k: res["shuffled"][k]
+                            for k in ("mouth_open_corr", "offset_frames", "av_peak_corr")
+                            if k in res["shuffled"]
+                        }
+                    )
                     result["ground_truth"] = res["ground_truth"]
                 elif task == "motion2audio":
                     result["shuffled"]["envelope_corr"] = res["shuffled"].get("envelope_corr")
@@ -382,18 +525,29 @@ def main(argv: list[str] | None = None) -> int:
     if "main" in result["ablations"]:
         a2m = result["audio2motion"]
         result["targets"] = {
-            "audio2motion.mouth_open_corr >= 0.8": bool(a2m["mouth_open_corr"] is not None and a2m["mouth_open_corr"] >= 0.8),
-            "|audio2motion.offset_frames| <= 1": bool(a2m["offset_frames"] is not None and abs(a2m["offset_frames"]) <= 1),
+            "audio2motion.mouth_open_corr >= 0.8": bool(
+                a2m["mouth_open_corr"] is not None and a2m["mouth_open_corr"] >= 0.8
+            ),
+            "|audio2motion.offset_frames| <= 1": bool(
+                a2m["offset_frames"] is not None and abs(a2m["offset_frames"]) <= 1
+            ),
             "|shuffled.mouth_open_corr| < 0.1": bool(abs(result["shuffled"]["mouth_open_corr"] or 0.0) < 0.1),
         }
-    result["wall_time_s"] = round(time.perf_counter() - t0, 1)  # this invocation (reused runs / evaluations are free)
+    result["wall_time_s"] = round(
+        time.perf_counter() - t0, 1
+    )  # this invocation (reused runs / evaluations are free)
     if infos:
         ends = [dt.datetime.fromisoformat(i["finished_utc"]) for i in infos.values()]
-        starts = [e - dt.timedelta(seconds=i["train_wall_s"]) for e, i in zip(ends, infos.values(), strict=True)]
+        starts = [
+            e - dt.timedelta(seconds=i["train_wall_s"]) for e, i in zip(ends, infos.values(), strict=True)
+        ]
         result["training_phase_wall_s"] = round((max(ends) - min(starts)).total_seconds(), 1)
-    result["eval_wall_s_sum"] = round(sum(e[k] for e in result["ablations"].values() for k in e
-                                          if k.endswith("_eval_wall_s")), 1)  # evaluations ran 2-3 at once
-    result["train_wall_time_s"] = round(sum(e["train_wall_s"] or 0.0 for e in result["ablations"].values()), 1)
+    result["eval_wall_s_sum"] = round(
+        sum(e[k] for e in result["ablations"].values() for k in e if k.endswith("_eval_wall_s")), 1
+    )  # evaluations ran 2-3 at once
+    result["train_wall_time_s"] = round(
+        sum(e["train_wall_s"] or 0.0 for e in result["ablations"].values()), 1
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")

@@ -76,7 +76,9 @@ def crop_pair(x: Tensor, y: Tensor, x_mask: Tensor, y_mask: Tensor) -> tuple[Ten
     return x[:, :t], y[:, :t], x_mask[:, :t] & y_mask[:, :t]
 
 
-def masked_pearson(x: Tensor, y: Tensor, mask: Tensor | None = None, min_frames: int = 2) -> tuple[Tensor, Tensor]:
+def masked_pearson(
+    x: Tensor, y: Tensor, mask: Tensor | None = None, min_frames: int = 2
+) -> tuple[Tensor, Tensor]:
     """Per-row Pearson correlation of ``x [b, t]`` and ``y [b, t]`` over the valid frames.
 
     Returns ``(corr [b], defined [b] bool)``. A row with fewer than ``min_frames`` valid frames is undefined
@@ -84,8 +86,10 @@ def masked_pearson(x: Tensor, y: Tensor, mask: Tensor | None = None, min_frames:
     that never moves the mouth has no correlation with speech.
     """
     if x.shape != y.shape or x.dim() != 2:
-        raise InputError(f"pearson: expected two [batch, frames] signals of equal shape, got {tuple(x.shape)} "
-                         f"and {tuple(y.shape)}")
+        raise InputError(
+            f"pearson: expected two [batch, frames] signals of equal shape, got {tuple(x.shape)} "
+            f"and {tuple(y.shape)}"
+        )
     if mask is None:
         mask = torch.ones_like(x, dtype=torch.bool)
     x, y, w = x.double(), y.double(), mask.double()
@@ -120,8 +124,8 @@ def lagged_pearson(
     pad = max_lag
     xp = torch.nn.functional.pad(x, (pad, pad))
     mp = torch.nn.functional.pad(mask_x, (pad, pad), value=False)
-    shifted_x = torch.stack([xp[:, pad + lag: pad + lag + t] for lag in range(-max_lag, max_lag + 1)], 1)
-    shifted_m = torch.stack([mp[:, pad + lag: pad + lag + t] for lag in range(-max_lag, max_lag + 1)], 1)
+    shifted_x = torch.stack([xp[:, pad + lag : pad + lag + t] for lag in range(-max_lag, max_lag + 1)], 1)
+    shifted_m = torch.stack([mp[:, pad + lag : pad + lag + t] for lag in range(-max_lag, max_lag + 1)], 1)
     nl = 2 * max_lag + 1
     yy = y.unsqueeze(1).expand(b, nl, t)
     mm = shifted_m & mask_y.unsqueeze(1)
@@ -135,5 +139,7 @@ def best_lag(corr: Tensor, defined: Tensor, max_lag: int) -> Tensor:
     """Lag (``[b]`` int64) of the highest defined correlation per row; ties go to the smallest ``|lag|``."""
     lags = torch.arange(-max_lag, max_lag + 1, device=corr.device)
     # a tiny penalty on |lag| breaks exact ties toward 0 without moving real maxima
-    score = torch.where(defined, corr.double() - 1e-9 * lags.abs().double(), torch.full_like(corr, -3.0).double())
+    score = torch.where(
+        defined, corr.double() - 1e-9 * lags.abs().double(), torch.full_like(corr, -3.0).double()
+    )
     return lags[score.argmax(dim=1)]

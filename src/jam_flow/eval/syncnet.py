@@ -35,20 +35,35 @@ from torch import Tensor, nn
 
 from jam_flow.errors import InputError
 
-__all__ = ["SyncNet", "SyncScores", "load_syncnet", "mfcc", "read_video", "read_audio_16k", "sync_scores",
-           "lse_from_files", "main"]
+__all__ = [
+    "SyncNet",
+    "SyncScores",
+    "load_syncnet",
+    "mfcc",
+    "read_video",
+    "read_audio_16k",
+    "sync_scores",
+    "lse_from_files",
+    "main",
+]
 
 SYNCNET_FPS = 25
 SYNCNET_SR = 16000
 CROP_SIZE = 224
 
 
-def _conv_stack(layers: list[tuple], conv: type[nn.Module], norm: type[nn.Module], pool: type[nn.Module]) -> nn.Sequential:
+def _conv_stack(
+    layers: list[tuple], conv: type[nn.Module], norm: type[nn.Module], pool: type[nn.Module]
+) -> nn.Sequential:
     """Build ``conv, bn, relu[, pool]`` groups from ``(c_in, c_out, kernel, stride, padding, pool_spec)``; the
     child indices this produces are the syncnet_v2 key layout."""
     mods: list[nn.Module] = []
     for c_in, c_out, kernel, stride, padding, pool_spec in layers:
-        mods += [conv(c_in, c_out, kernel_size=kernel, stride=stride, padding=padding), norm(c_out), nn.ReLU()]
+        mods += [
+            conv(c_in, c_out, kernel_size=kernel, stride=stride, padding=padding),
+            norm(c_out),
+            nn.ReLU(),
+        ]
         if pool_spec is not None:
             p_kernel, p_stride, p_pad = pool_spec
             mods.append(pool(kernel_size=p_kernel, stride=p_stride, padding=p_pad))
@@ -75,7 +90,9 @@ class SyncNet(nn.Module):
                 (256, 256, (3, 3), (1, 1), (1, 1), ((3, 3), (2, 2), 0)),
                 (256, 512, (5, 4), (1, 1), (0, 0), None),
             ],
-            nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d,
+            nn.Conv2d,
+            nn.BatchNorm2d,
+            nn.MaxPool2d,
         )
         self.netfcaud = _head(512, embed_dim)
         self.netcnnlip = _conv_stack(
@@ -87,20 +104,26 @@ class SyncNet(nn.Module):
                 (256, 256, (1, 3, 3), (1, 1, 1), (0, 1, 1), ((1, 3, 3), (1, 2, 2), 0)),
                 (256, 512, (1, 6, 6), (1, 1, 1), 0, None),
             ],
-            nn.Conv3d, nn.BatchNorm3d, nn.MaxPool3d,
+            nn.Conv3d,
+            nn.BatchNorm3d,
+            nn.MaxPool3d,
         )
         self.netfclip = _head(512, embed_dim)
 
     def forward_audio(self, mfcc_windows: Tensor) -> Tensor:
         """``[b, 1, 13, 20]`` -> ``[b, e]``."""
         if mfcc_windows.dim() != 4 or tuple(mfcc_windows.shape[1:]) != (1, 13, 20):
-            raise InputError(f"SyncNet audio: expected [b, 1, 13, 20] MFCC windows, got {tuple(mfcc_windows.shape)}")
+            raise InputError(
+                f"SyncNet audio: expected [b, 1, 13, 20] MFCC windows, got {tuple(mfcc_windows.shape)}"
+            )
         return self.netfcaud(self.netcnnaud(mfcc_windows).flatten(1))
 
     def forward_lip(self, frames: Tensor) -> Tensor:
         """``[b, 3, 5, 224, 224]`` -> ``[b, e]``."""
         if frames.dim() != 5 or tuple(frames.shape[1:]) != (3, 5, CROP_SIZE, CROP_SIZE):
-            raise InputError(f"SyncNet lips: expected [b, 3, 5, 224, 224] frame windows, got {tuple(frames.shape)}")
+            raise InputError(
+                f"SyncNet lips: expected [b, 3, 5, 224, 224] frame windows, got {tuple(frames.shape)}"
+            )
         return self.netfclip(self.netcnnlip(frames).flatten(1))
 
     def forward(self, mfcc_windows: Tensor, frames: Tensor) -> tuple[Tensor, Tensor]:
@@ -111,7 +134,9 @@ def load_syncnet(path: str | Path, device: str | torch.device = "cpu") -> SyncNe
     """Load a ``syncnet_v2.model`` state dict strictly (see module docstring) and return the net in eval mode."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"--syncnet: checkpoint {path} does not exist (expected the public syncnet_v2.model)")
+        raise InputError(
+            f"--syncnet: checkpoint {path} does not exist (expected the public syncnet_v2.model)"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
@@ -132,7 +157,11 @@ def load_syncnet(path: str | Path, device: str | torch.device = "cpu") -> SyncNe
             f"--syncnet: {path} does not match the syncnet_v2 layout; missing {missing[:8]}"
             f"{' ...' if len(missing) > 8 else ''}, unexpected {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}"
         )
-    bad = [f"{k}: {tuple(v.shape)} != {tuple(expected[k].shape)}" for k, v in state.items() if v.shape != expected[k].shape]
+    bad = [
+        f"{k}: {tuple(v.shape)} != {tuple(expected[k].shape)}"
+        for k, v in state.items()
+        if v.shape != expected[k].shape
+    ]
     if bad:
         raise InputError(f"--syncnet: {path} has tensors of the wrong shape: {bad[:6]}")
     full = dict(expected)
@@ -236,18 +265,23 @@ def read_video(path: str | Path, crop: tuple[int, int, int, int] | None = None) 
             stream = container.streams.video[0]
             rate = stream.average_rate
             if rate is not None and abs(float(rate) - SYNCNET_FPS) > 0.01:
-                raise InputError(f"video: {path} runs at {float(rate):.3f} fps; SyncNet expects {SYNCNET_FPS} fps")
+                raise InputError(
+                    f"video: {path} runs at {float(rate):.3f} fps; SyncNet expects {SYNCNET_FPS} fps"
+                )
             for frame in container.decode(stream):
                 img = torch.from_numpy(frame.to_ndarray(format="bgr24"))  # [h, w, 3]
                 if crop is not None:
                     x0, y0, x1, y1 = crop
                     if not (0 <= x0 < x1 <= img.shape[1] and 0 <= y0 < y1 <= img.shape[0]):
-                        raise InputError(f"--lse-crop: box {crop} lies outside the {img.shape[1]}x{img.shape[0]} "
-                                         f"frames of {path}")
+                        raise InputError(
+                            f"--lse-crop: box {crop} lies outside the {img.shape[1]}x{img.shape[0]} "
+                            f"frames of {path}"
+                        )
                     img = img[y0:y1, x0:x1]
                 img = img.permute(2, 0, 1)[None].float()
-                img = F.interpolate(img, size=(CROP_SIZE, CROP_SIZE), mode="bilinear", align_corners=False,
-                                    antialias=True)
+                img = F.interpolate(
+                    img, size=(CROP_SIZE, CROP_SIZE), mode="bilinear", align_corners=False, antialias=True
+                )
                 frames.append(img[0].clamp(0, 255))
     except av.error.FFmpegError as err:
         raise InputError(f"video: cannot decode {path}: {err}") from err
@@ -270,8 +304,14 @@ class SyncScores:
 
 
 @torch.no_grad()
-def sync_scores(net: SyncNet, frames: Tensor, mfcc_feats: np.ndarray | Tensor, vshift: int = 15,
-                batch_size: int = 20, audio_samples: int | None = None) -> SyncScores:
+def sync_scores(
+    net: SyncNet,
+    frames: Tensor,
+    mfcc_feats: np.ndarray | Tensor,
+    vshift: int = 15,
+    batch_size: int = 20,
+    audio_samples: int | None = None,
+) -> SyncScores:
     """Score one video: ``frames [t, 3, 224, 224]`` (BGR 0..255) against ``mfcc_feats [q, 13]``.
 
     The number of scored frames is ``min(t, audio_samples // 640) - 5`` as in the public evaluation (640 samples
@@ -280,7 +320,9 @@ def sync_scores(net: SyncNet, frames: Tensor, mfcc_feats: np.ndarray | Tensor, v
     feats = torch.as_tensor(np.asarray(mfcc_feats), dtype=torch.float32)
     if feats.dim() != 2 or feats.shape[1] != 13:
         raise InputError(f"SyncNet: expected MFCCs [frames, 13], got {tuple(feats.shape)}")
-    audio_frames = audio_samples // (SYNCNET_SR // SYNCNET_FPS) if audio_samples is not None else feats.shape[0] // 4
+    audio_frames = (
+        audio_samples // (SYNCNET_SR // SYNCNET_FPS) if audio_samples is not None else feats.shape[0] // 4
+    )
     length = min(frames.shape[0], audio_frames)
     last = min(length - 5, (feats.shape[0] - 20) // 4 + 1)  # every window needs 20 MFCC frames
     if last < 1:
@@ -290,15 +332,20 @@ def sync_scores(net: SyncNet, frames: Tensor, mfcc_feats: np.ndarray | Tensor, v
     lip_emb, aud_emb = [], []
     for start in range(0, last, batch_size):
         ks = range(start, min(last, start + batch_size))
-        lips = torch.stack([frames[k: k + 5].permute(1, 0, 2, 3) for k in ks]).to(device)  # [b, 3, 5, 224, 224]
-        auds = torch.cat([cc[..., 4 * k: 4 * k + 20] for k in ks]).to(device)  # [b, 1, 13, 20]
+        lips = torch.stack([frames[k : k + 5].permute(1, 0, 2, 3) for k in ks]).to(
+            device
+        )  # [b, 3, 5, 224, 224]
+        auds = torch.cat([cc[..., 4 * k : 4 * k + 20] for k in ks]).to(device)  # [b, 1, 13, 20]
         lip_emb.append(net.forward_lip(lips).cpu())
         aud_emb.append(net.forward_audio(auds).cpu())
     lip, aud = torch.cat(lip_emb), torch.cat(aud_emb)  # [w, e]
     aud_pad = F.pad(aud, (0, 0, vshift, vshift))
     span = 2 * vshift + 1
     dists = torch.stack(
-        [F.pairwise_distance(lip[i: i + 1].expand(span, -1), aud_pad[i: i + span]) for i in range(lip.shape[0])]
+        [
+            F.pairwise_distance(lip[i : i + 1].expand(span, -1), aud_pad[i : i + span])
+            for i in range(lip.shape[0])
+        ]
     )  # [w, v]
     mean_dist = dists.mean(0)
     min_val, min_idx = mean_dist.min(0)
@@ -310,8 +357,13 @@ def sync_scores(net: SyncNet, frames: Tensor, mfcc_feats: np.ndarray | Tensor, v
     )
 
 
-def lse_from_files(net: SyncNet, video: str | Path, audio: str | Path,
-                   crop: tuple[int, int, int, int] | None = None, vshift: int = 15) -> SyncScores:
+def lse_from_files(
+    net: SyncNet,
+    video: str | Path,
+    audio: str | Path,
+    crop: tuple[int, int, int, int] | None = None,
+    vshift: int = 15,
+) -> SyncScores:
     """LSE of an mp4 (25 fps, face crop or with ``crop``) paired with a wav (any rate; resampled to 16 kHz)."""
     wave = read_audio_16k(audio)
     return sync_scores(net, read_video(video, crop), mfcc(wave), vshift=vshift, audio_samples=wave.size)
@@ -331,11 +383,15 @@ def parse_crop(text: str | None) -> tuple[int, int, int, int] | None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m jam_flow.eval.syncnet --syncnet syncnet_v2.model --video a.mp4 --audio a.wav``"""
-    parser = argparse.ArgumentParser(prog="python -m jam_flow.eval.syncnet", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m jam_flow.eval.syncnet", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--syncnet", required=True, help="path to syncnet_v2.model")
     parser.add_argument("--video", required=True, help="25 fps mp4 of a face crop")
     parser.add_argument("--audio", required=True, help="wav/flac paired with the video")
-    parser.add_argument("--lse-crop", default=None, help="face box x0,y0,x1,y1 in pixels (default: whole frame)")
+    parser.add_argument(
+        "--lse-crop", default=None, help="face box x0,y0,x1,y1 in pixels (default: whole frame)"
+    )
     parser.add_argument("--vshift", type=int, default=15, help="offsets searched: [-vshift, vshift] frames")
     args = parser.parse_args(argv)
     net = load_syncnet(args.syncnet)

@@ -83,12 +83,16 @@ class MaskConfig:
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.frac_min <= self.frac_max <= 1.0:
-            raise ValueError(f"masking: need 0 <= frac_min <= frac_max <= 1, got {self.frac_min}, {self.frac_max}")
+            raise ValueError(
+                f"masking: need 0 <= frac_min <= frac_max <= 1, got {self.frac_min}, {self.frac_max}"
+            )
         probs = (self.p_both, self.p_motion_only, self.p_audio_only)
         if min(probs) < 0 or sum(probs) <= 0:
             raise ValueError(f"masking: scenario probabilities must be >= 0 with a positive sum, got {probs}")
         if self.span_alignment not in ("aligned", "independent"):
-            raise ValueError(f"masking.span_alignment: expected 'aligned' or 'independent', got {self.span_alignment!r}")
+            raise ValueError(
+                f"masking.span_alignment: expected 'aligned' or 'independent', got {self.span_alignment!r}"
+            )
 
 
 @dataclass
@@ -155,8 +159,12 @@ class DropFlags:
         }
 
     def to(self, device: torch.device | str) -> DropFlags:
-        return DropFlags(*(getattr(self, f).to(device) for f in
-                           ("drop_audio_cond", "drop_motion_cond", "drop_text", "drop_rest", "drop_joint")))
+        return DropFlags(
+            *(
+                getattr(self, f).to(device)
+                for f in ("drop_audio_cond", "drop_motion_cond", "drop_text", "drop_rest", "drop_joint")
+            )
+        )
 
 
 def lengths_to_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
@@ -183,8 +191,12 @@ def _span_to_mask(start: Tensor, end: Tensor, max_len: int) -> Tensor:
 
 
 def aligned_motion_span(
-    audio_start: Tensor, audio_end: Tensor, motion_lengths: Tensor, sample_rate: int = 24000,
-    hop_length: int = 256, fps: int = 25,
+    audio_start: Tensor,
+    audio_end: Tensor,
+    motion_lengths: Tensor,
+    sample_rate: int = 24000,
+    hop_length: int = 256,
+    fps: int = 25,
 ) -> tuple[Tensor, Tensor]:
     """Motion frames covering audio frames ``[start, end)``: ``[a2m(start), a2m(end - 1) + 1)``, clipped to the
     valid motion length; an empty audio span gives an empty motion span."""
@@ -244,7 +256,9 @@ def sample_masks(
         motion_lengths = motion_lengths.cpu().long()
         i_start, i_end = random_span(motion_lengths, m, cfg.frac_min, cfg.frac_max, generator)
         if cfg.span_alignment == "aligned":
-            al_start, al_end = aligned_motion_span(a_start, a_end, motion_lengths, sample_rate, hop_length, fps)
+            al_start, al_end = aligned_motion_span(
+                a_start, a_end, motion_lengths, sample_rate, hop_length, fps
+            )
             both = scen == BOTH
             i_start = torch.where(both, al_start, i_start)
             i_end = torch.where(both, al_end, i_end)

@@ -33,7 +33,15 @@ from torch import Tensor
 
 from jam_flow.flow.masking import DropFlags, TrainingMasks
 
-__all__ = ["FlowBatch", "FlowLoss", "FlowObjective", "sample_time", "interpolate", "masked_mse", "masked_input"]
+__all__ = [
+    "FlowBatch",
+    "FlowLoss",
+    "FlowObjective",
+    "sample_time",
+    "interpolate",
+    "masked_mse",
+    "masked_input",
+]
 
 
 @dataclass
@@ -169,7 +177,9 @@ class FlowObjective:
             motion_gen = masks.motion_gen.to(device) & batch.motion_mask
             motion_hidden = masks.motion_hidden.to(device)
             t_m = torch.where(motion_hidden, t_m, torch.ones_like(t_m))
-            x0_m = torch.randn(batch.motion.shape, generator=generator).to(device=device, dtype=batch.motion.dtype)
+            x0_m = torch.randn(batch.motion.shape, generator=generator).to(
+                device=device, dtype=batch.motion.dtype
+            )
             target_m = batch.motion - x0_m
             kwargs.update(
                 motion_x=interpolate(x0_m, batch.motion, t_m),

@@ -66,7 +66,9 @@ class SamplerSettings:
         if self.nfe < 1:
             raise ValueError(f"nfe: expected >= 1, got {self.nfe}")
         if self.method == "midpoint" and self.nfe % 2:
-            raise ValueError(f"nfe: midpoint uses 2 evaluations per step, so nfe must be even, got {self.nfe}")
+            raise ValueError(
+                f"nfe: midpoint uses 2 evaluations per step, so nfe must be even, got {self.nfe}"
+            )
         for name in ("cfg", "audio_cfg", "motion_cfg"):
             value = getattr(self, name)
             if value is not None and (not math.isfinite(value) or value < 0):

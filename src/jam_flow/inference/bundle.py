@@ -87,12 +87,30 @@ class ModelBundle:
             return self.model
         net = self.model
 
-        def audio_only(audio_x, audio_cond, text, time, motion_x=None, audio_mask=None, drop_audio_cond=False,
-                       drop_text=False, **_: Any) -> tuple[Tensor, None]:
+        def audio_only(
+            audio_x,
+            audio_cond,
+            text,
+            time,
+            motion_x=None,
+            audio_mask=None,
+            drop_audio_cond=False,
+            drop_text=False,
+            **_: Any,
+        ) -> tuple[Tensor, None]:
             if motion_x is not None:
-                raise InputError(f"--task {task}: {self.source} is an audio-only (stage-1) model; use --task tts")
-            return net(audio_x, audio_cond, text, time, mask=audio_mask, drop_audio_cond=drop_audio_cond,
-                       drop_text=drop_text), None
+                raise InputError(
+                    f"--task {task}: {self.source} is an audio-only (stage-1) model; use --task tts"
+                )
+            return net(
+                audio_x,
+                audio_cond,
+                text,
+                time,
+                mask=audio_mask,
+                drop_audio_cond=drop_audio_cond,
+                drop_text=drop_text,
+            ), None
 
         return audio_only
 
@@ -111,7 +129,9 @@ class ModelBundle:
 
     def normalise_motion(self, exp: Tensor | np.ndarray) -> tuple[Tensor, Tensor]:
         """``exp [..., m, k, 3]`` (raw LivePortrait) -> ``(mouth [..., m, dm], rest [..., m, dr])`` in model space."""
-        exp = torch.as_tensor(np.asarray(exp, dtype=np.float32) if isinstance(exp, np.ndarray) else exp).float()
+        exp = torch.as_tensor(
+            np.asarray(exp, dtype=np.float32) if isinstance(exp, np.ndarray) else exp
+        ).float()
         mean, std = self._exp_stats()
         z = (exp - mean.to(exp.device)) / std.to(exp.device)
         mouth = z[..., list(self.motion.mouth_indices), :].flatten(-2)
@@ -179,7 +199,9 @@ def _build_model(spec: Any, where: str) -> nn.Module:
     class_path = str(spec["class_path"])
     init_args = spec.get("init_args") or {}
     if not class_path.startswith("jam_flow.models") or "." not in class_path:
-        raise InputError(f"{where}: model.class_path must name a class in jam_flow.models, got {class_path!r}")
+        raise InputError(
+            f"{where}: model.class_path must name a class in jam_flow.models, got {class_path!r}"
+        )
     module_name, cls_name = class_path.rsplit(".", 1)
     try:
         cls = getattr(importlib.import_module(module_name), cls_name)
@@ -188,8 +210,10 @@ def _build_model(spec: Any, where: str) -> nn.Module:
     from jam_flow.models import AudioDiT, JointDiT
 
     if not (isinstance(cls, type) and issubclass(cls, (JointDiT, AudioDiT))):
-        raise InputError(f"{where}: model.class_path is {class_path}; generation needs a JointDiT (stage 2), or an "
-                         f"AudioDiT for --task tts (a stage-1 Motion-DiT needs audio features it cannot get here)")
+        raise InputError(
+            f"{where}: model.class_path is {class_path}; generation needs a JointDiT (stage 2), or an "
+            f"AudioDiT for --task tts (a stage-1 Motion-DiT needs audio features it cannot get here)"
+        )
     try:
         return cls(**init_args)
     except TypeError as err:
@@ -222,8 +246,10 @@ def _bundle_from_meta(meta: dict, state: dict[str, Tensor], where: str, source: 
     vocab = Vocab.from_list(meta["vocab"])
     embeds = _text_num_embeds(meta["model"])
     if embeds is not None and len(vocab) > embeds:
-        raise InputError(f"{where}: the vocabulary has {len(vocab)} tokens but the model embeds only {embeds} "
-                         f"(model.init_args.audio.text_num_embeds)")
+        raise InputError(
+            f"{where}: the vocabulary has {len(vocab)} tokens but the model embeds only {embeds} "
+            f"(model.init_args.audio.text_num_embeds)"
+        )
     model = _build_model(meta["model"], where)
     check_state_dict(model, state, where)
     model.load_state_dict(state, strict=True)
@@ -268,9 +294,13 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBu
         # only open checkpoints you trust (the same holds for Lightning itself).
         ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise InputError(f"--ckpt: {path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from err
+        raise InputError(
+            f"--ckpt: {path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})"
+        ) from err
     if not isinstance(ckpt, dict) or "jam_flow" not in ckpt:
-        raise InputError(f"{path}: not a jam-flow checkpoint (no 'jam_flow' entry; was it written by `jam-flow fit`?)")
+        raise InputError(
+            f"{path}: not a jam-flow checkpoint (no 'jam_flow' entry; was it written by `jam-flow fit`?)"
+        )
     meta = ckpt["jam_flow"]
     if not isinstance(meta, dict) or "ema_state_dict" not in meta:
         raise InputError(f"{path}: ckpt['jam_flow'] has no 'ema_state_dict'")
@@ -286,13 +316,18 @@ def save_export(out_dir: str | Path, model: nn.Module, meta: dict) -> Path:
     if missing:
         raise InputError(f"save_export: meta is missing fields {missing} (expected {list(_META_FIELDS)})")
     if meta["format_version"] != FORMAT_VERSION:
-        raise InputError(f"save_export: meta format_version must be {FORMAT_VERSION}, got {meta['format_version']!r}")
+        raise InputError(
+            f"save_export: meta format_version must be {FORMAT_VERSION}, got {meta['format_version']!r}"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # clone: safetensors refuses tensors that share storage (tied weights)
     state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    save_file(state, str(out_dir / "model.safetensors"), metadata={"format": "jam-flow", "format_version": "1"})
+    save_file(
+        state, str(out_dir / "model.safetensors"), metadata={"format": "jam-flow", "format_version": "1"}
+    )
     config = {k: _plain(meta[k]) for k in _META_FIELDS}
-    (out_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8")
+    (out_dir / "config.yaml").write_text(
+        yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
     return out_dir
-

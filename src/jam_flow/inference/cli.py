@@ -72,28 +72,55 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--task", required=True, choices=TASKS)
-    p.add_argument("--ckpt", required=True, type=Path, metavar="CKPT_OR_EXPORT_DIR", help="Lightning .ckpt from `jam-flow fit` or an export directory")
+    p.add_argument(
+        "--ckpt",
+        required=True,
+        type=Path,
+        metavar="CKPT_OR_EXPORT_DIR",
+        help="Lightning .ckpt from `jam-flow fit` or an export directory",
+    )
     p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
-    p.add_argument("--text", metavar="STR", help="text to speak (edit: transcript of the whole clip after the edit)")
+    p.add_argument(
+        "--text", metavar="STR", help="text to speak (edit: transcript of the whole clip after the edit)"
+    )
     p.add_argument("--ref-audio", type=Path, metavar="WAV", help="reference voice (any rate / channel count)")
     p.add_argument("--ref-text", metavar="STR", help="transcript of --ref-audio")
-    p.add_argument("--audio", type=Path, metavar="WAV", help="speech to animate (audio2motion) or the clip to edit")
+    p.add_argument(
+        "--audio", type=Path, metavar="WAV", help="speech to animate (audio2motion) or the clip to edit"
+    )
     p.add_argument("--motion", type=Path, metavar="NPY", help="motion .npy [m, 21, 3] or a dataset clip .npz")
-    p.add_argument("--duration", type=float, metavar="SECONDS", help="seconds of generated speech (default: from the text)")
+    p.add_argument(
+        "--duration",
+        type=float,
+        metavar="SECONDS",
+        help="seconds of generated speech (default: from the text)",
+    )
     p.add_argument("--nfe", type=int, default=32, help="network evaluations (midpoint: 2 per step)")
     p.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale (paper: 2)")
     p.add_argument("--audio-cfg", type=float, help="guidance scale of the speech stream (default: --cfg)")
     p.add_argument("--motion-cfg", type=float, help="guidance scale of the motion stream (default: --cfg)")
     p.add_argument("--method", choices=("euler", "midpoint"), default="euler")
     p.add_argument("--sway", type=float, default=-1.0, help="sway sampling coefficient (0: uniform steps)")
-    p.add_argument("--seed", type=int, metavar="S", help="random seed (default: drawn and recorded in motion.json)")
-    p.add_argument("--vocoder", type=Path, metavar="DIR", help="local Vocos directory (config.yaml + pytorch_model.bin)")
+    p.add_argument(
+        "--seed", type=int, metavar="S", help="random seed (default: drawn and recorded in motion.json)"
+    )
+    p.add_argument(
+        "--vocoder", type=Path, metavar="DIR", help="local Vocos directory (config.yaml + pytorch_model.bin)"
+    )
     p.add_argument("--edit-start", type=float, metavar="SECONDS", help="edit: span start in seconds")
     p.add_argument("--edit-end", type=float, metavar="SECONDS", help="edit: span end in seconds")
-    p.add_argument("--edit-streams", choices=("audio", "motion", "both"), help="edit: streams to regenerate "
-                   "(default: both when --motion is given, else audio)")
+    p.add_argument(
+        "--edit-streams",
+        choices=("audio", "motion", "both"),
+        help="edit: streams to regenerate (default: both when --motion is given, else audio)",
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
-    p.add_argument("--source", type=Path, metavar="IMAGE", help="portrait image to animate with LivePortrait (needs --liveportrait)")
+    p.add_argument(
+        "--source",
+        type=Path,
+        metavar="IMAGE",
+        help="portrait image to animate with LivePortrait (needs --liveportrait)",
+    )
     p.add_argument("--liveportrait", type=Path, metavar="LP_DIR", help="LivePortrait weights directory")
     p.add_argument("--no-preview", action="store_true", help="skip preview.mp4")
     return p
@@ -104,8 +131,17 @@ def _check_args(args: argparse.Namespace) -> None:
     for name in _REQUIRED[task]:
         if getattr(args, name) is None:
             raise InputError(f"--{name.replace('_', '-')}: required for --task {task}")
-    for name in ("text", "ref_audio", "ref_text", "audio", "motion", "duration", "edit_start", "edit_end",
-                 "edit_streams"):
+    for name in (
+        "text",
+        "ref_audio",
+        "ref_text",
+        "audio",
+        "motion",
+        "duration",
+        "edit_start",
+        "edit_end",
+        "edit_streams",
+    ):
         if getattr(args, name) is not None and name not in _TASK_OPTIONS[task]:
             raise InputError(f"--{name.replace('_', '-')}: not used by --task {task} ({TASK_HELP[task]})")
     for name in ("ref_audio", "audio", "motion", "source"):
@@ -113,7 +149,9 @@ def _check_args(args: argparse.Namespace) -> None:
         if path is not None and not path.is_file():
             raise InputError(f"--{name.replace('_', '-')}: {path} does not exist")
     if args.vocoder is not None and not args.vocoder.is_dir():
-        raise InputError(f"--vocoder: {args.vocoder} is not a directory (expected config.yaml + pytorch_model.bin)")
+        raise InputError(
+            f"--vocoder: {args.vocoder} is not a directory (expected config.yaml + pytorch_model.bin)"
+        )
     if (args.source is None) != (args.liveportrait is None):
         raise InputError("--source / --liveportrait: give both to render a talking head, or neither")
     if args.source is not None and (args.task == "tts" or (args.task == "edit" and args.motion is None)):
@@ -121,7 +159,9 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.nfe < 1 or args.nfe > 1000:
         raise InputError(f"--nfe: expected 1-1000, got {args.nfe}")
     if args.method == "midpoint" and args.nfe % 2:
-        raise InputError(f"--nfe: midpoint uses 2 evaluations per step, so --nfe must be even, got {args.nfe}")
+        raise InputError(
+            f"--nfe: midpoint uses 2 evaluations per step, so --nfe must be even, got {args.nfe}"
+        )
     for name in ("cfg", "audio_cfg", "motion_cfg", "sway"):
         value = getattr(args, name)
         if value is not None and not math.isfinite(value):
@@ -146,7 +186,9 @@ def _render(args: argparse.Namespace, paths: dict[str, Path]) -> Path | None:
         render = importlib.import_module("jam_flow.render")
         fn = render.render_talking_head
     except (ImportError, AttributeError) as err:
-        raise InputError(f"--source: LivePortrait rendering is not available in this install ({err})") from err
+        raise InputError(
+            f"--source: LivePortrait rendering is not available in this install ({err})"
+        ) from err
     out_path = args.out / "talking_head.mp4"
     fn(args.source, paths["motion"], paths["audio"], args.liveportrait, out_path, args.device)
     return out_path
@@ -162,29 +204,62 @@ def main(argv: list[str]) -> int:
     from jam_flow.inference.bundle import load_bundle
     from jam_flow.inference.vocoder import load_vocoder
 
-    settings = SamplerSettings(nfe=args.nfe, method=args.method, sway_coef=args.sway, cfg=args.cfg,
-                               audio_cfg=args.audio_cfg, motion_cfg=args.motion_cfg)
+    settings = SamplerSettings(
+        nfe=args.nfe,
+        method=args.method,
+        sway_coef=args.sway,
+        cfg=args.cfg,
+        audio_cfg=args.audio_cfg,
+        motion_cfg=args.motion_cfg,
+    )
     bundle = load_bundle(args.ckpt, device=args.device)
     # a given vocoder is loaded now, so a bad directory fails before sampling; without one the tasks fall back to
     # Griffin-Lim (with its warning) only once they have speech to decode
     vocoder = load_vocoder(args.vocoder, bundle.mel, device=args.device) if args.vocoder is not None else None
     common = {"settings": settings, "seed": args.seed}
     if args.task == "tts":
-        result = tasks.tts(bundle, args.text, args.ref_audio, args.ref_text, duration=args.duration, vocoder=vocoder,
-                           **common)
+        result = tasks.tts(
+            bundle,
+            args.text,
+            args.ref_audio,
+            args.ref_text,
+            duration=args.duration,
+            vocoder=vocoder,
+            **common,
+        )
     elif args.task == "text2av":
-        result = tasks.text2av(bundle, args.text, args.ref_audio, args.ref_text, duration=args.duration,
-                               vocoder=vocoder, **common)
+        result = tasks.text2av(
+            bundle,
+            args.text,
+            args.ref_audio,
+            args.ref_text,
+            duration=args.duration,
+            vocoder=vocoder,
+            **common,
+        )
     elif args.task == "audio2motion":
         result = tasks.audio2motion(bundle, args.audio, rest_motion=args.motion, text=args.text, **common)
     elif args.task == "dub":
-        result = tasks.dub(bundle, args.motion, args.text, args.ref_audio, args.ref_text, vocoder=vocoder, **common)
+        result = tasks.dub(
+            bundle, args.motion, args.text, args.ref_audio, args.ref_text, vocoder=vocoder, **common
+        )
     elif args.task == "motion2audio":
-        result = tasks.motion2audio(bundle, args.motion, args.ref_audio, args.ref_text, vocoder=vocoder, **common)
+        result = tasks.motion2audio(
+            bundle, args.motion, args.ref_audio, args.ref_text, vocoder=vocoder, **common
+        )
     else:
         streams = args.edit_streams or ("both" if args.motion is not None else "audio")
-        result = tasks.edit(bundle, args.audio, args.edit_start, args.edit_end, motion=args.motion, text=args.text,
-                            streams=streams, vocoder=vocoder, **common)
+        result = tasks.edit(
+            bundle,
+            args.audio,
+            args.edit_start,
+            args.edit_end,
+            motion=args.motion,
+            text=args.text,
+            streams=streams,
+            vocoder=vocoder,
+            **common,
+        )
     result.meta["sources"]["ckpt"] = str(args.ckpt)
     if args.vocoder is not None:
         result.meta["sources"]["vocoder"] = str(args.vocoder)

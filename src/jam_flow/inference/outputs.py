@@ -63,7 +63,9 @@ MOUTH_COLOUR = (255, 60, 40)
 
 def neutral_template(num_kp: int = 21) -> np.ndarray:
     if num_kp != NEUTRAL_KP.shape[0]:
-        raise InputError(f"preview: the neutral keypoint template has {NEUTRAL_KP.shape[0]} points, not {num_kp}")
+        raise InputError(
+            f"preview: the neutral keypoint template has {NEUTRAL_KP.shape[0]} points, not {num_kp}"
+        )
     return NEUTRAL_KP.copy()
 
 
@@ -80,8 +82,12 @@ def write_motion(out_dir: str | Path, exp: np.ndarray, meta: dict[str, Any]) -> 
     out_dir.mkdir(parents=True, exist_ok=True)
     npy, js = out_dir / "motion.npy", out_dir / "motion.json"
     np.save(npy, exp)
-    info = {"layout": "liveportrait-exp [frames, keypoints, xyz]", "num_frames": int(exp.shape[0]),
-            "num_kp": int(exp.shape[1]), **meta}
+    info = {
+        "layout": "liveportrait-exp [frames, keypoints, xyz]",
+        "num_frames": int(exp.shape[0]),
+        "num_kp": int(exp.shape[1]),
+        **meta,
+    }
     js.write_text(json.dumps(info, indent=2, sort_keys=False) + "\n", encoding="utf-8")
     return npy, js
 
@@ -94,7 +100,10 @@ def _disk_offsets(radius: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def draw_keypoints(
-    points: np.ndarray, mouth_indices: tuple[int, ...], size: int = 256, box: tuple[float, float, float, float] | None = None
+    points: np.ndarray,
+    mouth_indices: tuple[int, ...],
+    size: int = 256,
+    box: tuple[float, float, float, float] | None = None,
 ) -> np.ndarray:
     """Render keypoints ``[m, k, 2]`` (x, y) as RGB frames ``uint8 [m, size, size, 3]`` (mouth highlighted).
 
@@ -141,7 +150,9 @@ def write_preview(
     elif kp.shape[1:] == (k, 3) and kp.shape[0] >= m:
         kp = kp[:m]
     else:
-        raise InputError(f"preview: canonical keypoints must be [{k}, 3] or [m, {k}, 3], got shape {kp.shape}")
+        raise InputError(
+            f"preview: canonical keypoints must be [{k}, 3] or [m, {k}, 3], got shape {kp.shape}"
+        )
     frames = draw_keypoints((kp + exp)[..., :2], mouth_indices, size=size)
     wave = np.clip(np.asarray(wave, dtype=np.float32).reshape(-1), -1.0, 1.0)
 

@@ -39,7 +39,6 @@ Nothing is written to disk unless :meth:`GenerationResult.save` is called.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import secrets
@@ -50,31 +49,60 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from jam_flow.data.audio import load_audio
 from jam_flow.data.mel import log_mel
 from jam_flow.errors import InputError
-from jam_flow.features import audio_to_motion_frame
 from jam_flow.flow.sampler import JointConditions, SamplerSettings, sample
 from jam_flow.inference.bundle import ModelBundle
+from jam_flow.inference.inputs import (
+    CHARS_PER_SECOND,
+    MAX_REF_SECONDS,
+    MAX_SECONDS,
+    MAX_TEXT_CHARS,
+    MIN_SECONDS,
+    SILENCE_RMS,
+    TARGET_RMS,
+    TASKS,
+    AudioLike,
+    MotionInput,
+    ReferenceAudio,
+    _encode_text,
+    _fit_frames,
+    _generated_frames,
+    _join_text,
+    _mel_frames_for_motion,
+    _motion_frames_for_mel,
+    _read_wave,
+    _ref_block,
+    _rms,
+    load_motion,
+    load_reference,
+)
 from jam_flow.inference.outputs import write_motion, write_preview, write_wav
 from jam_flow.inference.vocoder import Vocoder, load_vocoder
 
 __all__ = [
-    "TASKS", "GenerationResult", "ReferenceAudio", "MotionInput", "load_motion", "load_reference",
-    "tts", "text2av", "audio2motion", "dub", "motion2audio", "edit",
+    "TASKS",
+    "TARGET_RMS",
+    "SILENCE_RMS",
+    "CHARS_PER_SECOND",
+    "MAX_TEXT_CHARS",
+    "MIN_SECONDS",
+    "MAX_SECONDS",
+    "MAX_REF_SECONDS",
+    "GenerationResult",
+    "ReferenceAudio",
+    "MotionInput",
+    "load_motion",
+    "load_reference",
+    "tts",
+    "text2av",
+    "audio2motion",
+    "dub",
+    "motion2audio",
+    "edit",
 ]
 
 log = logging.getLogger(__name__)
-
-TASKS = ("tts", "text2av", "audio2motion", "dub", "motion2audio", "edit")
-TARGET_RMS = 0.1  # F5-TTS utils_infer
-SILENCE_RMS = 1e-4  # a reference quieter than this (-80 dBFS) carries no voice
-CHARS_PER_SECOND = 14.0  # UTF-8 bytes per second of speech when no reference text gives the rate
-MAX_TEXT_CHARS = 600
-MIN_SECONDS = 0.3  # F5-TTS trains on 0.3-30 s clips
-MAX_SECONDS = 30.0  # generated speech / given clip
-MAX_REF_SECONDS = 15.0
-AudioLike = str | Path | tuple[np.ndarray, int]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -90,7 +118,9 @@ class GenerationResult:
     wave: np.ndarray | None = None  # [s] float32
     motion: np.ndarray | None = None  # [m, k, 3]
     kp: np.ndarray | None = None  # canonical keypoints [k, 3] or [m, k, 3] for the preview, when known
-    has_rest: bool = False  # True: the non-mouth keypoints are a real e_rest track; False: the neutral expression
+    has_rest: bool = (
+        False  # True: the non-mouth keypoints are a real e_rest track; False: the neutral expression
+    )
     meta: dict[str, Any] = field(default_factory=dict)
 
     def save(self, out_dir: str | Path, preview: bool = True) -> dict[str, Path]:
@@ -101,200 +131,29 @@ class GenerationResult:
         if self.wave is not None:
             paths["audio"] = write_wav(out_dir / "audio.wav", self.wave, self.sample_rate)
         if self.motion is not None:
-            meta = {"fps": self.fps, "mouth_indices": list(self.mouth_indices), "has_rest": self.has_rest,
-                    **self.meta}
+            meta = {
+                "fps": self.fps,
+                "mouth_indices": list(self.mouth_indices),
+                "has_rest": self.has_rest,
+                **self.meta,
+            }
             paths["motion"], paths["motion_json"] = write_motion(out_dir, self.motion, meta)
         if preview and self.wave is not None and self.motion is not None:
-            paths["preview"] = write_preview(out_dir / "preview.mp4", self.motion, self.wave, self.sample_rate,
-                                             self.fps, self.mouth_indices, kp=self.kp)
+            paths["preview"] = write_preview(
+                out_dir / "preview.mp4",
+                self.motion,
+                self.wave,
+                self.sample_rate,
+                self.fps,
+                self.mouth_indices,
+                kp=self.kp,
+            )
         return paths
 
 
-@dataclass
-class ReferenceAudio:
-    wave: np.ndarray  # [s] 24 kHz, loudness-normalised, trimmed
-    rms: float  # original RMS (for the inverse scaling)
-    mel: torch.Tensor  # [n_ref, c] natural-log mel of the kept frames
-    source: str
-
-
-@dataclass
-class MotionInput:
-    exp: np.ndarray  # [m, k, 3]
-    kp: np.ndarray | None  # canonical keypoints [m, k, 3] when the file has them
-    source: str
-
-
-# input readers ----------------------------------------------------------------------------------------------------
-def _read_wave(audio: AudioLike, sample_rate: int, where: str) -> tuple[np.ndarray, str]:
-    if isinstance(audio, tuple):
-        from jam_flow.data.audio import resample, to_mono
-
-        data, rate = audio
-        wave = resample(to_mono(np.asarray(data, dtype=np.float32)), int(rate), sample_rate)
-        return wave, "<array>"
-    path = Path(audio)
-    if not path.is_file():
-        raise InputError(f"{where}: {path} does not exist")
-    try:
-        return load_audio(path, sample_rate), str(path)
-    except InputError as err:
-        raise InputError(f"{where}: {err}") from err
-
-
-def _rms(wave: np.ndarray) -> float:
-    return float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) if wave.size else 0.0
-
-
-def load_reference(audio: AudioLike, bundle: ModelBundle, block: int = 1, where: str = "--ref-audio") -> ReferenceAudio:
-    """Load, downmix, resample and loudness-normalise a reference voice; keep ``nw // hop`` frames, with ``nw`` a
-    multiple of ``block`` samples."""
-    s = bundle.mel
-    wave, source = _read_wave(audio, s.sample_rate, where)
-    if not np.all(np.isfinite(wave)):
-        raise InputError(f"{where}: {source} contains NaN or infinite samples")
-    rms = _rms(wave)
-    if rms < SILENCE_RMS:
-        raise InputError(f"{where}: {source} is silent (RMS {rms:.2e} < {SILENCE_RMS:.0e}); give a recording of the voice")
-    seconds = wave.shape[0] / s.sample_rate
-    if seconds > MAX_REF_SECONDS:
-        raise InputError(f"{where}: {source} is {seconds:.1f} s long; use a reference of at most {MAX_REF_SECONDS:.0f} s")
-    keep = (wave.shape[0] // block) * block
-    if keep < max(block, s.n_fft):
-        raise InputError(f"{where}: {source} is too short ({seconds:.3f} s); give at least 0.2 s of speech")
-    wave = wave[:keep]
-    if rms < TARGET_RMS:
-        wave = wave * (TARGET_RMS / rms)
-    mel = log_mel(wave, s)[: keep // s.hop_length]
-    return ReferenceAudio(wave=wave.astype(np.float32), rms=rms, mel=mel, source=source)
-
-
-def _fps_from_sidecar(path: Path) -> tuple[float | None, Path | None]:
-    for cand in (path.with_suffix(".json"), path.parent / "motion.json", path.parent.parent / "dataset.json"):
-        if cand.is_file():
-            try:
-                obj = json.loads(cand.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as err:
-                raise InputError(f"--motion: cannot read {cand} ({err})") from err
-            fps = obj.get("fps") if "fps" in obj else (obj.get("motion") or {}).get("fps")
-            if fps is not None:
-                return float(fps), cand
-    return None, None
-
-
-def load_motion(path: str | Path, bundle: ModelBundle, where: str = "--motion") -> MotionInput:
-    """Read motion: a dataset clip ``.npz`` (``exp`` [m, 21, 3], optional ``kp``) or a keypoint ``.npy`` [m, 21, 3].
-
-    A sidecar ``<stem>.json`` / ``motion.json`` (or the dataset's ``dataset.json``) with an ``fps`` other than the
-    model's is refused."""
-    path = Path(path)
-    k = bundle.motion.num_kp
-    if not path.is_file():
-        raise InputError(f"{where}: {path} does not exist")
-    kp = None
-    try:
-        if path.suffix == ".npz":
-            with np.load(path) as z:
-                if "exp" not in z.files:
-                    raise InputError(f"{where}: {path} has no 'exp' array (keys: {sorted(z.files)})")
-                exp = np.asarray(z["exp"], dtype=np.float32)
-                kp = np.asarray(z["kp"], dtype=np.float32) if "kp" in z.files else None
-        elif path.suffix == ".npy":
-            exp = np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
-        else:
-            raise InputError(f"{where}: expected a motion .npy [m, {k}, 3] or a dataset clip .npz, got {path.name}")
-    except (ValueError, OSError) as err:
-        raise InputError(f"{where}: cannot read {path} ({err})") from err
-    if exp.ndim != 3 or exp.shape[1:] != (k, 3) or exp.shape[0] < 1:
-        raise InputError(f"{where}: expected an array [m, {k}, 3] or a motion .npz, got shape {tuple(exp.shape)}")
-    if not np.all(np.isfinite(exp)):
-        raise InputError(f"{where}: {path} contains NaN or infinite values")
-    if kp is not None and kp.shape != exp.shape:
-        kp = None  # canonical keypoints only feed the preview; a mismatched track is ignored
-    fps, sidecar = _fps_from_sidecar(path)
-    if fps is not None and abs(fps - bundle.motion.fps) > 1e-6:
-        raise InputError(f"{where}: {sidecar} says fps {fps:g}, but the model runs at {bundle.motion.fps} fps; "
-                         f"resample the motion to {bundle.motion.fps} fps")
-    seconds = exp.shape[0] / bundle.motion.fps
-    if not MIN_SECONDS <= seconds <= MAX_SECONDS:
-        raise InputError(f"{where}: {exp.shape[0]} frames = {seconds:.2f} s; expected {MIN_SECONDS}-{MAX_SECONDS:.0f} s")
-    return MotionInput(exp=exp, kp=kp, source=str(path))
-
-
-def _encode_text(bundle: ModelBundle, text: str, where: str = "--text") -> list[int]:
-    if text is None or not text.strip():
-        raise InputError(f"{where}: the text is empty")
-    if len(text) > MAX_TEXT_CHARS:
-        raise InputError(f"{where}: {len(text)} characters is too long (at most {MAX_TEXT_CHARS}; split the text)")
-    return bundle.vocab.encode(text, where=where)
-
-
-def _check_duration(seconds: float, where: str = "--duration") -> float:
-    if not math.isfinite(seconds) or not MIN_SECONDS <= seconds <= MAX_SECONDS:
-        raise InputError(f"{where}: {seconds} s is out of range; expected {MIN_SECONDS}-{MAX_SECONDS:.0f} s")
-    return float(seconds)
-
-
-def _generated_frames(bundle: ModelBundle, gen_text: str | None, ref: ReferenceAudio | None, ref_text: str | None,
-                      duration: float | None) -> int:
-    """Mel frames of generated speech: ``duration``, else F5's rule, else the chars-per-second rule."""
-    s = bundle.mel
-    if duration is not None:
-        seconds = _check_duration(duration)
-        return max(1, round(seconds * s.sample_rate / s.hop_length))
-    gen_bytes = len((gen_text or "").encode("utf-8"))
-    if ref is not None and ref_text:
-        ref_len = ref.mel.shape[0]
-        speed = 0.3 if gen_bytes < 10 else 1.0  # F5-TTS utils_infer
-        frames = int(ref_len / len(ref_text.encode("utf-8")) * gen_bytes / speed)
-    else:
-        frames = round(gen_bytes / CHARS_PER_SECOND * s.frame_rate)
-    frames = max(frames, math.ceil(MIN_SECONDS * s.frame_rate))  # a very short text still gets 0.3 s
-    seconds = frames * s.hop_length / s.sample_rate
-    if seconds > MAX_SECONDS:
-        raise InputError(f"--text: the estimated duration {seconds:.1f} s exceeds {MAX_SECONDS:.0f} s; "
-                         f"split the text or set --duration")
-    return frames
-
-
-def _join_text(ref_text: str | None, gen_text: str) -> str:
-    if not ref_text:
-        return gen_text
-    if len(ref_text[-1].encode("utf-8")) == 1 and not ref_text.endswith(" "):
-        ref_text = ref_text + " "  # F5-TTS appends a space after a 1-byte final character
-    return ref_text + gen_text
-
-
-def _mel_frames_for_motion(bundle: ModelBundle, m: int) -> int:
-    s, f = bundle.mel, bundle.motion
-    return -(-m * s.sample_rate // (s.hop_length * f.fps))
-
-
-def _motion_frames_for_mel(bundle: ModelBundle, n: int) -> int:
-    s, f = bundle.mel, bundle.motion
-    return int(audio_to_motion_frame(n - 1, s.sample_rate, s.hop_length, f.fps)) + 1
-
-
-def _ref_block(bundle: ModelBundle) -> int:
-    """Samples in the shortest span that is a whole number of mel hops and of motion frames (3840 at defaults)."""
-    s, f = bundle.mel, bundle.motion
-    return math.lcm(s.hop_length, s.sample_rate // math.gcd(s.sample_rate, f.fps))
-
-
-def _fit_frames(arr: np.ndarray, m: int, where: str, crop: bool = True) -> np.ndarray:
-    """Bring a motion track to ``m`` frames: one missing frame is padded by repeating the last one; extra frames
-    are cropped (``crop=True``) or, for a clip that must match its audio (``crop=False``), at most one."""
-    extra = arr.shape[0] - m
-    if extra < -1:
-        raise InputError(f"{where}: {arr.shape[0]} motion frames, but the audio needs {m}")
-    if extra > 1 and not crop:
-        raise InputError(f"{where}: {arr.shape[0]} motion frames, but the audio covers {m}; give the clip's own motion")
-    if extra >= 0:
-        return arr[:m]
-    return np.concatenate([arr, np.repeat(arr[-1:], -extra, axis=0)])
-
-
-def _with_mouth(original: np.ndarray, generated: np.ndarray, bundle: ModelBundle, frames: np.ndarray) -> np.ndarray:
+def _with_mouth(
+    original: np.ndarray, generated: np.ndarray, bundle: ModelBundle, frames: np.ndarray
+) -> np.ndarray:
     """``original [m, k, 3]`` with the mouth keypoints of ``frames`` (bool [m]) taken from ``generated``."""
     out = original.copy()
     mouth = list(bundle.motion.mouth_indices)
@@ -302,8 +161,9 @@ def _with_mouth(original: np.ndarray, generated: np.ndarray, bundle: ModelBundle
     return out
 
 
-def _splice(original: np.ndarray, generated: np.ndarray, s0: int, s1: int, sample_rate: int,
-            fade_s: float = 0.01) -> np.ndarray:
+def _splice(
+    original: np.ndarray, generated: np.ndarray, s0: int, s1: int, sample_rate: int, fade_s: float = 0.01
+) -> np.ndarray:
     """``original`` with samples ``[s0, s1)`` from ``generated`` (same timeline), 10 ms linear cross-fades."""
     out = original.astype(np.float32).copy()
     s1 = min(s1, out.shape[0], generated.shape[0])
@@ -335,16 +195,22 @@ class _Plan:
     rest: torch.Tensor | None = None  # [m, dr] model space, None -> neutral + drop_rest
 
 
-def _run(bundle: ModelBundle, plan: _Plan, settings: SamplerSettings, seed: int, task: str) -> tuple[torch.Tensor, torch.Tensor | None, int]:
+def _run(
+    bundle: ModelBundle, plan: _Plan, settings: SamplerSettings, seed: int, task: str
+) -> tuple[torch.Tensor, torch.Tensor | None, int]:
     """Sample once; returns (natural-log mel [n, c], model-space mouth [m, dm] or None, nfe used)."""
     if plan.motion and not bundle.has_motion:
-        raise InputError(f"--task {task}: {bundle.source} holds an audio-only (stage-1) model; only --task tts runs "
-                         f"on it (use a stage-2 JointDiT checkpoint)")
+        raise InputError(
+            f"--task {task}: {bundle.source} holds an audio-only (stage-1) model; only --task tts runs "
+            f"on it (use a stage-2 JointDiT checkpoint)"
+        )
     dev = bundle.device
     text = plan.text_ids if plan.text_ids else [-1]
     if plan.text_ids is not None and len(plan.text_ids) >= plan.n:
-        raise InputError(f"--text: {len(plan.text_ids)} characters do not fit in {plan.n} mel frames; "
-                         f"give a longer --duration or a shorter text")
+        raise InputError(
+            f"--text: {len(plan.text_ids)} characters do not fit in {plan.n} mel frames; "
+            f"give a longer --duration or a shorter text"
+        )
     audio_known = plan.audio_known.to(dev)
     audio_cond = bundle.mel_to_model(plan.audio_given.to(dev).float())
     audio_cond = torch.where(audio_known[:, None], audio_cond, torch.zeros_like(audio_cond))
@@ -373,8 +239,14 @@ def _run(bundle: ModelBundle, plan: _Plan, settings: SamplerSettings, seed: int,
 
 def _meta(task: str, seed: int, settings: SamplerSettings, nfe_used: int, **sources: Any) -> dict[str, Any]:
     return {
-        "task": task, "seed": seed, "nfe": settings.nfe, "nfe_used": nfe_used, "method": settings.method,
-        "sway_coef": settings.sway_coef, "cfg": settings.cfg, "audio_cfg": settings.audio_scale,
+        "task": task,
+        "seed": seed,
+        "nfe": settings.nfe,
+        "nfe_used": nfe_used,
+        "method": settings.method,
+        "sway_coef": settings.sway_coef,
+        "cfg": settings.cfg,
+        "audio_cfg": settings.audio_scale,
         "motion_cfg": settings.motion_scale,
         "sources": {k: (str(v) if isinstance(v, Path) else v) for k, v in sources.items() if v is not None},
     }
@@ -390,14 +262,31 @@ def _vocode(mel: torch.Tensor, vocoder: Vocoder | None, bundle: ModelBundle) -> 
 
 
 def _result(bundle: ModelBundle, task: str, **kw: Any) -> GenerationResult:
-    return GenerationResult(task=task, sample_rate=bundle.mel.sample_rate, fps=bundle.motion.fps,
-                            mouth_indices=bundle.motion.mouth_indices, **kw)
+    return GenerationResult(
+        task=task,
+        sample_rate=bundle.mel.sample_rate,
+        fps=bundle.motion.fps,
+        mouth_indices=bundle.motion.mouth_indices,
+        **kw,
+    )
 
 
-def _speech_timeline(bundle: ModelBundle, text: str | None, ref_audio: AudioLike | None, ref_text: str | None,
-                     n_gen: int | None, duration: float | None, motion: bool, drop_text: bool = False):
+def _speech_timeline(
+    bundle: ModelBundle,
+    text: str | None,
+    ref_audio: AudioLike | None,
+    ref_text: str | None,
+    n_gen: int | None,
+    duration: float | None,
+    motion: bool,
+    drop_text: bool = False,
+):
     """Reference (optional) + generated part. Returns (plan, reference or None, n_ref)."""
-    ref = load_reference(ref_audio, bundle, block=_ref_block(bundle) if motion else 1) if ref_audio is not None else None
+    ref = (
+        load_reference(ref_audio, bundle, block=_ref_block(bundle) if motion else 1)
+        if ref_audio is not None
+        else None
+    )
     if ref_text is not None and not ref_text.strip():
         raise InputError("--ref-text: the reference text is empty (leave it out instead)")
     if ref_text is not None and ref is None:
@@ -420,7 +309,9 @@ def _speech_timeline(bundle: ModelBundle, text: str | None, ref_audio: AudioLike
     return _Plan(n=n, audio_given=given, audio_known=known, text_ids=ids, motion=motion), ref, n_ref
 
 
-def _finish_speech(bundle: ModelBundle, mel: torch.Tensor, ref: ReferenceAudio | None, vocoder: Vocoder | None) -> np.ndarray:
+def _finish_speech(
+    bundle: ModelBundle, mel: torch.Tensor, ref: ReferenceAudio | None, vocoder: Vocoder | None
+) -> np.ndarray:
     wave = _vocode(mel, vocoder, bundle)
     if ref is not None and ref.rms < TARGET_RMS:
         wave = wave * (ref.rms / TARGET_RMS)  # F5-TTS: back to the reference loudness
@@ -428,8 +319,17 @@ def _finish_speech(bundle: ModelBundle, mel: torch.Tensor, ref: ReferenceAudio |
 
 
 # the tasks --------------------------------------------------------------------------------------------------------
-def tts(bundle: ModelBundle, text: str, ref_audio: AudioLike, ref_text: str | None = None, *, duration: float | None = None,
-        settings: SamplerSettings = SamplerSettings(), seed: int | None = None, vocoder: Vocoder | None = None) -> GenerationResult:
+def tts(
+    bundle: ModelBundle,
+    text: str,
+    ref_audio: AudioLike,
+    ref_text: str | None = None,
+    *,
+    duration: float | None = None,
+    settings: SamplerSettings = SamplerSettings(),
+    seed: int | None = None,
+    vocoder: Vocoder | None = None,
+) -> GenerationResult:
     """Text + reference voice -> speech (F5-TTS inference through the audio branch alone)."""
     if ref_audio is None:
         raise InputError("--ref-audio: tts needs a reference voice (use --task text2av for text alone)")
@@ -438,13 +338,26 @@ def tts(bundle: ModelBundle, text: str, ref_audio: AudioLike, ref_text: str | No
     mel, _, used = _run(bundle, plan, settings, seed, "tts")
     mel = mel[n_ref:]
     wave = _finish_speech(bundle, mel, ref, vocoder)
-    return _result(bundle, "tts", mel=mel, wave=wave,
-                   meta=_meta("tts", seed, settings, used, text=text, ref_audio=ref.source, ref_text=ref_text))
+    return _result(
+        bundle,
+        "tts",
+        mel=mel,
+        wave=wave,
+        meta=_meta("tts", seed, settings, used, text=text, ref_audio=ref.source, ref_text=ref_text),
+    )
 
 
-def text2av(bundle: ModelBundle, text: str, ref_audio: AudioLike | None = None, ref_text: str | None = None, *,
-            duration: float | None = None, settings: SamplerSettings = SamplerSettings(), seed: int | None = None,
-            vocoder: Vocoder | None = None) -> GenerationResult:
+def text2av(
+    bundle: ModelBundle,
+    text: str,
+    ref_audio: AudioLike | None = None,
+    ref_text: str | None = None,
+    *,
+    duration: float | None = None,
+    settings: SamplerSettings = SamplerSettings(),
+    seed: int | None = None,
+    vocoder: Vocoder | None = None,
+) -> GenerationResult:
     """Text [+ reference voice] -> speech + lip motion (paper cases 1 and 2)."""
     seed = _seed(seed)
     plan, ref, n_ref = _speech_timeline(bundle, text, ref_audio, ref_text, None, duration, motion=True)
@@ -452,19 +365,41 @@ def text2av(bundle: ModelBundle, text: str, ref_audio: AudioLike | None = None, 
     m_ref = _motion_frames_for_mel(bundle, n_ref) if n_ref else 0
     mel = mel[n_ref:]
     exp = bundle.denormalise_motion(mouth[m_ref:]).numpy()
-    return _result(bundle, "text2av", mel=mel, wave=_finish_speech(bundle, mel, ref, vocoder), motion=exp,
-                   meta=_meta("text2av", seed, settings, used, text=text, ref_audio=ref.source if ref else None,
-                              ref_text=ref_text))
+    return _result(
+        bundle,
+        "text2av",
+        mel=mel,
+        wave=_finish_speech(bundle, mel, ref, vocoder),
+        motion=exp,
+        meta=_meta(
+            "text2av",
+            seed,
+            settings,
+            used,
+            text=text,
+            ref_audio=ref.source if ref else None,
+            ref_text=ref_text,
+        ),
+    )
 
 
-def audio2motion(bundle: ModelBundle, audio: AudioLike, *, rest_motion: str | Path | None = None, text: str | None = None,
-                 settings: SamplerSettings = SamplerSettings(), seed: int | None = None) -> GenerationResult:
+def audio2motion(
+    bundle: ModelBundle,
+    audio: AudioLike,
+    *,
+    rest_motion: str | Path | None = None,
+    text: str | None = None,
+    settings: SamplerSettings = SamplerSettings(),
+    seed: int | None = None,
+) -> GenerationResult:
     """Speech [+ e_rest track from a motion file, + transcript] -> lip motion (talking head)."""
     seed = _seed(seed)
     wave, source = _read_wave(audio, bundle.mel.sample_rate, "--audio")
     seconds = wave.shape[0] / bundle.mel.sample_rate
     if not MIN_SECONDS <= seconds <= MAX_SECONDS:
-        raise InputError(f"--audio: {source} is {seconds:.2f} s long; expected {MIN_SECONDS}-{MAX_SECONDS:.0f} s")
+        raise InputError(
+            f"--audio: {source} is {seconds:.2f} s long; expected {MIN_SECONDS}-{MAX_SECONDS:.0f} s"
+        )
     mel = log_mel(wave, bundle.mel)
     n = mel.shape[0]
     m = _motion_frames_for_mel(bundle, n)
@@ -474,23 +409,54 @@ def audio2motion(bundle: ModelBundle, audio: AudioLike, *, rest_motion: str | Pa
         _, rest = bundle.normalise_motion(_fit_frames(mi.exp, m, "--motion"))
         kp = _fit_frames(mi.kp, m, "--motion") if mi.kp is not None else None
     ids = _encode_text(bundle, text) if text is not None else None
-    plan = _Plan(n=n, audio_given=mel, audio_known=torch.ones(n, dtype=torch.bool), text_ids=ids, motion=True, rest=rest)
+    plan = _Plan(
+        n=n,
+        audio_given=mel,
+        audio_known=torch.ones(n, dtype=torch.bool),
+        text_ids=ids,
+        motion=True,
+        rest=rest,
+    )
     _, mouth, used = _run(bundle, plan, settings, seed, "audio2motion")
     exp = bundle.denormalise_motion(mouth).numpy()  # rest = neutral
     if rest_motion is not None:  # the given e_rest comes back exactly; only the mouth is generated
         exp = _with_mouth(_fit_frames(mi.exp, m, "--motion"), exp, bundle, np.ones(m, dtype=bool))
-    return _result(bundle, "audio2motion", mel=mel, wave=wave, motion=exp, kp=kp, has_rest=rest_motion is not None,
-                   meta=_meta("audio2motion", seed, settings, used, audio=source, motion=rest_motion, text=text))
+    return _result(
+        bundle,
+        "audio2motion",
+        mel=mel,
+        wave=wave,
+        motion=exp,
+        kp=kp,
+        has_rest=rest_motion is not None,
+        meta=_meta("audio2motion", seed, settings, used, audio=source, motion=rest_motion, text=text),
+    )
 
 
-def _motion_to_speech(task: str, bundle: ModelBundle, motion: str | Path, text: str | None, ref_audio: AudioLike | None,
-                      ref_text: str | None, settings: SamplerSettings, seed: int | None,
-                      vocoder: Vocoder | None) -> GenerationResult:
+def _motion_to_speech(
+    task: str,
+    bundle: ModelBundle,
+    motion: str | Path,
+    text: str | None,
+    ref_audio: AudioLike | None,
+    ref_text: str | None,
+    settings: SamplerSettings,
+    seed: int | None,
+    vocoder: Vocoder | None,
+) -> GenerationResult:
     seed = _seed(seed)
     mi = load_motion(motion, bundle)
     m_gen = mi.exp.shape[0]
-    plan, ref, n_ref = _speech_timeline(bundle, text, ref_audio, ref_text, _mel_frames_for_motion(bundle, m_gen), None,
-                                        motion=True, drop_text=text is None)
+    plan, ref, n_ref = _speech_timeline(
+        bundle,
+        text,
+        ref_audio,
+        ref_text,
+        _mel_frames_for_motion(bundle, m_gen),
+        None,
+        motion=True,
+        drop_text=text is None,
+    )
     m_ref = _motion_frames_for_mel(bundle, n_ref) if n_ref else 0
     m = m_ref + m_gen
     mouth_given, rest_given = bundle.normalise_motion(mi.exp)
@@ -501,32 +467,73 @@ def _motion_to_speech(task: str, bundle: ModelBundle, motion: str | Path, text: 
     plan.mouth_given, plan.motion_known, plan.rest = mouth, known, rest
     mel, _, used = _run(bundle, plan, settings, seed, task)
     mel = mel[n_ref:]
-    return _result(bundle, task, mel=mel, wave=_finish_speech(bundle, mel, ref, vocoder), motion=mi.exp, kp=mi.kp,
-                   has_rest=True,
-                   meta=_meta(task, seed, settings, used, motion=mi.source, text=text,
-                              ref_audio=ref.source if ref else None, ref_text=ref_text))
+    return _result(
+        bundle,
+        task,
+        mel=mel,
+        wave=_finish_speech(bundle, mel, ref, vocoder),
+        motion=mi.exp,
+        kp=mi.kp,
+        has_rest=True,
+        meta=_meta(
+            task,
+            seed,
+            settings,
+            used,
+            motion=mi.source,
+            text=text,
+            ref_audio=ref.source if ref else None,
+            ref_text=ref_text,
+        ),
+    )
 
 
-def dub(bundle: ModelBundle, motion: str | Path, text: str, ref_audio: AudioLike | None = None, ref_text: str | None = None,
-        *, settings: SamplerSettings = SamplerSettings(), seed: int | None = None,
-        vocoder: Vocoder | None = None) -> GenerationResult:
+def dub(
+    bundle: ModelBundle,
+    motion: str | Path,
+    text: str,
+    ref_audio: AudioLike | None = None,
+    ref_text: str | None = None,
+    *,
+    settings: SamplerSettings = SamplerSettings(),
+    seed: int | None = None,
+    vocoder: Vocoder | None = None,
+) -> GenerationResult:
     """Given lip motion + new text [+ reference voice] -> speech timed to that motion (paper case 3)."""
     if text is None:
         raise InputError("--text: dub needs the text to speak (use --task motion2audio for motion alone)")
     return _motion_to_speech("dub", bundle, motion, text, ref_audio, ref_text, settings, seed, vocoder)
 
 
-def motion2audio(bundle: ModelBundle, motion: str | Path, ref_audio: AudioLike | None = None,
-                 ref_text: str | None = None, *, settings: SamplerSettings = SamplerSettings(), seed: int | None = None,
-                 vocoder: Vocoder | None = None) -> GenerationResult:
+def motion2audio(
+    bundle: ModelBundle,
+    motion: str | Path,
+    ref_audio: AudioLike | None = None,
+    ref_text: str | None = None,
+    *,
+    settings: SamplerSettings = SamplerSettings(),
+    seed: int | None = None,
+    vocoder: Vocoder | None = None,
+) -> GenerationResult:
     """Lip motion only (text dropped) [+ reference voice] -> plausible time-aligned speech (paper case 4)."""
-    return _motion_to_speech("motion2audio", bundle, motion, None, ref_audio, ref_text, settings, seed, vocoder)
+    return _motion_to_speech(
+        "motion2audio", bundle, motion, None, ref_audio, ref_text, settings, seed, vocoder
+    )
 
 
-def edit(bundle: ModelBundle, audio: AudioLike, start: float, end: float, *, motion: str | Path | None = None,
-         text: str | None = None, streams: Literal["audio", "motion", "both"] = "both",
-         settings: SamplerSettings = SamplerSettings(), seed: int | None = None,
-         vocoder: Vocoder | None = None) -> GenerationResult:
+def edit(
+    bundle: ModelBundle,
+    audio: AudioLike,
+    start: float,
+    end: float,
+    *,
+    motion: str | Path | None = None,
+    text: str | None = None,
+    streams: Literal["audio", "motion", "both"] = "both",
+    settings: SamplerSettings = SamplerSettings(),
+    seed: int | None = None,
+    vocoder: Vocoder | None = None,
+) -> GenerationResult:
     """Regenerate ``[start, end)`` seconds of a clip (``audio`` [+ ``motion``]) in ``streams``; the rest is kept.
 
     ``text`` is the transcript of the whole clip *after* the edit (F5-TTS speech editing); without it the text is
@@ -543,9 +550,13 @@ def edit(bundle: ModelBundle, audio: AudioLike, start: float, end: float, *, mot
         raise InputError(f"--audio: {source} is silent (RMS {rms:.2e})")
     seconds = wave.shape[0] / s.sample_rate
     if not MIN_SECONDS <= seconds <= MAX_SECONDS:
-        raise InputError(f"--audio: {source} is {seconds:.2f} s long; expected {MIN_SECONDS}-{MAX_SECONDS:.0f} s")
+        raise InputError(
+            f"--audio: {source} is {seconds:.2f} s long; expected {MIN_SECONDS}-{MAX_SECONDS:.0f} s"
+        )
     if not (math.isfinite(start) and math.isfinite(end) and 0.0 <= start < end <= seconds + 1e-9):
-        raise InputError(f"--edit-start/--edit-end: need 0 <= start < end <= {seconds:.3f} s (the clip), got [{start}, {end}]")
+        raise InputError(
+            f"--edit-start/--edit-end: need 0 <= start < end <= {seconds:.3f} s (the clip), got [{start}, {end}]"
+        )
     gain = TARGET_RMS / rms if 0 < rms < TARGET_RMS else 1.0
     mel = log_mel(wave * gain, s)
     n = mel.shape[0]
@@ -564,7 +575,7 @@ def edit(bundle: ModelBundle, audio: AudioLike, start: float, end: float, *, mot
         motion_known = torch.ones(m, dtype=torch.bool)
         if streams in ("motion", "both"):
             fps = bundle.motion.fps
-            motion_known[math.floor(start * fps): min(m, math.ceil(end * fps))] = False
+            motion_known[math.floor(start * fps) : min(m, math.ceil(end * fps))] = False
         plan = replace(plan, motion=True, mouth_given=mouth, motion_known=motion_known, rest=rest)
     out_mel, out_mouth, used = _run(bundle, plan, settings, seed, "edit")
     if streams in ("audio", "both"):
@@ -576,9 +587,19 @@ def edit(bundle: ModelBundle, audio: AudioLike, start: float, end: float, *, mot
     if mi is not None:
         m = plan.mouth_given.shape[0]
         original = _fit_frames(mi.exp, m, "--motion", crop=False)
-        exp_out = _with_mouth(original, bundle.denormalise_motion(out_mouth).numpy(), bundle, ~plan.motion_known.numpy())
+        exp_out = _with_mouth(
+            original, bundle.denormalise_motion(out_mouth).numpy(), bundle, ~plan.motion_known.numpy()
+        )
         kp = _fit_frames(mi.kp, m, "--motion", crop=False) if mi.kp is not None else None
     meta = _meta("edit", seed, settings, used, audio=source, motion=mi.source if mi else None, text=text)
     meta["edit"] = {"start": start, "end": end, "streams": streams}
-    return _result(bundle, "edit", mel=out_mel, wave=out_wave.astype(np.float32), motion=exp_out, kp=kp,
-                   has_rest=mi is not None, meta=meta)
+    return _result(
+        bundle,
+        "edit",
+        mel=out_mel,
+        wave=out_wave.astype(np.float32),
+        motion=exp_out,
+        kp=kp,
+        has_rest=mi is not None,
+        meta=meta,
+    )

@@ -81,7 +81,9 @@ class GriffinLimVocoder(Vocoder):
         fbank = mel_filterbank(settings)  # [f, c]
         self.register_buffer("inverse", torch.linalg.pinv(fbank), persistent=False)  # [c, f]
         self.n_iter = n_iter
-        self.register_buffer("window", torch.hann_window(settings.win_length, periodic=True), persistent=False)
+        self.register_buffer(
+            "window", torch.hann_window(settings.win_length, periodic=True), persistent=False
+        )
 
     def _decode(self, mel: Tensor) -> Tensor:
         mag_mel = torch.exp(mel.cpu())  # [b, n, c]
@@ -91,8 +93,15 @@ class GriffinLimVocoder(Vocoder):
         # torchaudio's Griffin-Lim (the functional form, to set the output length); zero initial phase keeps it
         # deterministic
         return AF.griffinlim(
-            linear.transpose(1, 2).contiguous(), window=self.window, n_fft=s.n_fft, hop_length=s.hop_length,
-            win_length=s.win_length, power=1.0, n_iter=self.n_iter, momentum=0.99, length=s.hop_length * (n - 1),
+            linear.transpose(1, 2).contiguous(),
+            window=self.window,
+            n_fft=s.n_fft,
+            hop_length=s.hop_length,
+            win_length=s.win_length,
+            power=1.0,
+            n_iter=self.n_iter,
+            momentum=0.99,
+            length=s.hop_length * (n - 1),
             rand_init=False,
         )
 
@@ -107,7 +116,9 @@ def load_vocos(path: str | Path, device: str | torch.device = "cpu") -> VocosVoc
     cfg, weights = path / "config.yaml", path / "pytorch_model.bin"
     for p in (cfg, weights):
         if not p.is_file():
-            raise InputError(f"--vocoder: {path} has no {p.name} (expected the charactr/vocos-mel-24khz layout)")
+            raise InputError(
+                f"--vocoder: {path} has no {p.name} (expected the charactr/vocos-mel-24khz layout)"
+            )
     try:
         vocos = Vocos.from_hparams(str(cfg))
     except Exception as err:  # noqa: BLE001 - any failure to build is a bad config file

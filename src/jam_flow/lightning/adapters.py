@@ -22,15 +22,26 @@ from torch import Tensor, nn
 from jam_flow.errors import InputError
 from jam_flow.features import audio_to_motion_frame
 
-__all__ = ["joint_interface", "net_spec", "mel_per_motion_frame", "load_motion_init", "build_net",
-           "enable_activation_checkpointing", "load_audio_init", "read_weights"]
+__all__ = [
+    "joint_interface",
+    "net_spec",
+    "mel_per_motion_frame",
+    "load_motion_init",
+    "build_net",
+    "enable_activation_checkpointing",
+    "load_audio_init",
+    "read_weights",
+]
 
 
-def mel_per_motion_frame(mel: Tensor, audio_mask: Tensor, m: int, sample_rate: int = 24000, hop_length: int = 256,
-                         fps: int = 25) -> Tensor:
+def mel_per_motion_frame(
+    mel: Tensor, audio_mask: Tensor, m: int, sample_rate: int = 24000, hop_length: int = 256, fps: int = 25
+) -> Tensor:
     """``mel [b, n, c]`` -> ``[b, m, c]``: mean of the valid mel frames falling into each motion frame."""
     b, n, c = mel.shape
-    idx = audio_to_motion_frame(torch.arange(n, device=mel.device), sample_rate, hop_length, fps).clamp(max=m - 1)
+    idx = audio_to_motion_frame(torch.arange(n, device=mel.device), sample_rate, hop_length, fps).clamp(
+        max=m - 1
+    )
     w = audio_mask.to(mel.dtype)  # [b, n]
     out = torch.zeros(b, m, c, device=mel.device, dtype=mel.dtype)
     out.index_add_(1, idx, mel * w[..., None])
@@ -60,10 +71,26 @@ class _AudioOnly:
     def __init__(self, net: nn.Module) -> None:
         self.net = net
 
-    def __call__(self, audio_x, audio_cond, text, time, audio_mask=None, drop_audio_cond=False, drop_text=False,
-                **_: Any) -> tuple[Tensor, None]:
-        v = self.net(audio_x, audio_cond, text, time, mask=audio_mask, drop_audio_cond=drop_audio_cond,
-                     drop_text=drop_text)
+    def __call__(
+        self,
+        audio_x,
+        audio_cond,
+        text,
+        time,
+        audio_mask=None,
+        drop_audio_cond=False,
+        drop_text=False,
+        **_: Any,
+    ) -> tuple[Tensor, None]:
+        v = self.net(
+            audio_x,
+            audio_cond,
+            text,
+            time,
+            mask=audio_mask,
+            drop_audio_cond=drop_audio_cond,
+            drop_text=drop_text,
+        )
         return v, None
 
 
@@ -71,22 +98,47 @@ class _MotionOnly:
     """A ``MotionDiT`` (or a ``JointDiT``'s motion branch) behind the joint interface, fed with per-frame audio
     features (stage 1 motion). The audio stream is never generated here: its velocity is zero."""
 
-    def __init__(self, net: nn.Module, sample_rate: int = 24000, hop_length: int = 256, fps: int = 25) -> None:
+    def __init__(
+        self, net: nn.Module, sample_rate: int = 24000, hop_length: int = 256, fps: int = 25
+    ) -> None:
         self.net = net
         self.sample_rate, self.hop_length, self.fps = sample_rate, hop_length, fps
 
-    def __call__(self, audio_x, audio_cond, text, time, motion_x=None, motion_cond=None, motion_rest=None,
-                audio_mask=None, motion_mask=None, motion_time=None, drop_audio_cond=False, drop_motion_cond=False,
-                drop_rest=False, **_: Any) -> tuple[Tensor, Tensor]:
+    def __call__(
+        self,
+        audio_x,
+        audio_cond,
+        text,
+        time,
+        motion_x=None,
+        motion_cond=None,
+        motion_rest=None,
+        audio_mask=None,
+        motion_mask=None,
+        motion_time=None,
+        drop_audio_cond=False,
+        drop_motion_cond=False,
+        drop_rest=False,
+        **_: Any,
+    ) -> tuple[Tensor, Tensor]:
         if audio_mask is None:
             audio_mask = torch.ones(audio_x.shape[:2], dtype=torch.bool, device=audio_x.device)
         # the audio stream is fully given in stage 1 (time 1: audio_x is the clean mel); its "conditioning
         # dropout" drops the per-frame audio features, the stage-1 stand-in for f_audio
-        feats = mel_per_motion_frame(audio_x, audio_mask, motion_x.shape[1], self.sample_rate, self.hop_length,
-                                     self.fps)
-        v = self.net(motion_x, motion_cond, motion_rest, motion_time if motion_time is not None else time,
-                     mask=motion_mask, audio_feats=feats, drop_motion_cond=drop_motion_cond, drop_rest=drop_rest,
-                     drop_audio_feats=drop_audio_cond)
+        feats = mel_per_motion_frame(
+            audio_x, audio_mask, motion_x.shape[1], self.sample_rate, self.hop_length, self.fps
+        )
+        v = self.net(
+            motion_x,
+            motion_cond,
+            motion_rest,
+            motion_time if motion_time is not None else time,
+            mask=motion_mask,
+            audio_feats=feats,
+            drop_motion_cond=drop_motion_cond,
+            drop_rest=drop_rest,
+            drop_audio_feats=drop_audio_cond,
+        )
         return torch.zeros_like(audio_x), v  # the audio stream is never generated in stage 1 motion
 
 
@@ -97,14 +149,18 @@ def joint_interface(net: nn.Module, stage: str) -> Callable[..., tuple[Tensor | 
         if motion is None or not _accepts(motion.forward, "audio_feats"):
             raise InputError(f"stage1_motion needs a MotionDiT, got {type(net).__name__}")
         if getattr(motion, "audio_feat_dim", 100) != 100:
-            raise InputError("stage1_motion feeds the mel (100 channels) per motion frame: build the MotionDiT "
-                             f"with audio_feat_dim=100, got {getattr(motion, 'audio_feat_dim', None)}")
+            raise InputError(
+                "stage1_motion feeds the mel (100 channels) per motion frame: build the MotionDiT "
+                f"with audio_feat_dim=100, got {getattr(motion, 'audio_feat_dim', None)}"
+            )
         return _MotionOnly(motion)
     if _accepts(net.forward, "motion_x"):
         return _Direct(net)
     if stage == "stage1_audio":
         return _AudioOnly(net)
-    raise InputError(f"{stage} needs a JointDiT (a network with the joint forward interface), got {type(net).__name__}")
+    raise InputError(
+        f"{stage} needs a JointDiT (a network with the joint forward interface), got {type(net).__name__}"
+    )
 
 
 def net_spec(net: nn.Module, hint: dict | None = None, strict: bool = True) -> dict | None:
@@ -123,8 +179,10 @@ def net_spec(net: nn.Module, hint: dict | None = None, strict: bool = True) -> d
     if isinstance(own, dict):
         return {"class_path": class_path, "init_args": dict(own)}
     if strict:
-        raise InputError(f"cannot record how to rebuild {cls.__name__}: build it through the CLI config "
-                         "(model.net.class_path/init_args) or give it an 'init_args' dict")
+        raise InputError(
+            f"cannot record how to rebuild {cls.__name__}: build it through the CLI config "
+            "(model.net.class_path/init_args) or give it an 'init_args' dict"
+        )
     return None
 
 
@@ -162,7 +220,7 @@ def load_motion_init(net: nn.Module, path: str) -> None:
     features dropped (a case it was trained on through the conditioning dropout)."""
     class_path, state = read_weights(path, "--model.init_motion_from")
     if class_path.endswith(".JointDiT"):
-        state = {k[len("motion."):]: v for k, v in state.items() if k.startswith("motion.")}
+        state = {k[len("motion.") :]: v for k, v in state.items() if k.startswith("motion.")}
     target = net.motion if hasattr(net, "audio") and hasattr(net, "motion") else net
     own = target.state_dict()
     missing = [k for k in own if k not in state]
@@ -174,13 +232,19 @@ def load_motion_init(net: nn.Module, path: str) -> None:
         got = state[key]
         if got.shape == value.shape:
             out[key] = got
-        elif key == "input_embed.proj.weight" and got.shape[0] == value.shape[0] and got.shape[1] > value.shape[1]:
+        elif (
+            key == "input_embed.proj.weight"
+            and got.shape[0] == value.shape[0]
+            and got.shape[1] > value.shape[1]
+        ):
             out[key] = got[:, : value.shape[1]]
         else:
             wrong.append(f"{key} {tuple(got.shape)} vs {tuple(value.shape)}")
     if missing or wrong:
-        raise InputError(f"--model.init_motion_from {Path(path)}: the stage-1 Motion-DiT does not fit this network "
-                         f"(missing {missing[:5]}, wrong shapes {wrong[:5]})")
+        raise InputError(
+            f"--model.init_motion_from {Path(path)}: the stage-1 Motion-DiT does not fit this network "
+            f"(missing {missing[:5]}, wrong shapes {wrong[:5]})"
+        )
     with torch.no_grad():
         target.load_state_dict(out, strict=True)
 
@@ -191,8 +255,10 @@ def load_audio_init(net: nn.Module, path: str) -> None:
     ``jam-flow fit`` or an export directory, e.g. a ``stage1_audio`` fine-tune; EMA weights, strict)."""
     p = Path(path)
     if not p.exists():
-        raise InputError(f"--model.init_audio_from: {p} does not exist (expected an F5-TTS checkpoint, a jam-flow "
-                         ".ckpt or an export directory)")
+        raise InputError(
+            f"--model.init_audio_from: {p} does not exist (expected an F5-TTS checkpoint, a jam-flow "
+            ".ckpt or an export directory)"
+        )
     if not (p.is_dir() or p.suffix == ".ckpt"):
         from jam_flow.models import load_f5tts_checkpoint
 
@@ -202,7 +268,7 @@ def load_audio_init(net: nn.Module, path: str) -> None:
 
     class_path, state = read_weights(p, "--model.init_audio_from")
     if class_path.endswith(".JointDiT"):
-        state = {k[len("audio."):]: v for k, v in state.items() if k.startswith("audio.")}
+        state = {k[len("audio.") :]: v for k, v in state.items() if k.startswith("audio.")}
     target = getattr(net, "audio", net)
     check_state_dict(target, state, f"--model.init_audio_from {p}")
     with torch.no_grad():

@@ -100,15 +100,23 @@ class ValidationMedia(L.Callback):
         fb = pl_module.flow_batch(sub)
         meta = pl_module.data_meta or {}
         mel_s, mot_s = meta.get("mel", {}), meta.get("motion", {})
-        sr, hop, fps = int(mel_s.get("sample_rate", 24000)), int(mel_s.get("hop_length", 256)), int(mot_s.get("fps", 25))
+        sr, hop, fps = (
+            int(mel_s.get("sample_rate", 24000)),
+            int(mel_s.get("hop_length", 256)),
+            int(mot_s.get("fps", 25)),
+        )
         a_len = fb.audio_mask.sum(1)
         prompt = (a_len.float() * self.prompt_frac).long()
         pos = torch.arange(fb.audio.shape[1], device=dev)[None]
         stage = pl_module.stage
         audio_known = fb.audio_mask.clone() if stage == "stage1_motion" else pos < prompt[:, None]
-        cond = JointConditions(audio_cond=fb.audio, audio_known=audio_known, text=fb.text, audio_mask=fb.audio_mask)
+        cond = JointConditions(
+            audio_cond=fb.audio, audio_known=audio_known, text=fb.text, audio_mask=fb.audio_mask
+        )
         if fb.motion is not None:
-            m_prompt = torch.where(prompt > 0, audio_to_motion_frame(prompt - 1, sr, hop, fps) + 1, torch.zeros_like(prompt))
+            m_prompt = torch.where(
+                prompt > 0, audio_to_motion_frame(prompt - 1, sr, hop, fps) + 1, torch.zeros_like(prompt)
+            )
             m_pos = torch.arange(fb.motion.shape[1], device=dev)[None]
             cond.motion_cond = fb.motion
             cond.motion_known = m_pos < m_prompt[:, None]
@@ -124,7 +132,10 @@ class ValidationMedia(L.Callback):
             "mel_gt": sub["mel"].float().cpu(),
             "audio_mask": fb.audio_mask.cpu(),
             "audio_known": audio_known.cpu(),
-            "mouth_gen": None, "mouth_gt": None, "motion_mask": None, "motion_known": None,
+            "mouth_gen": None,
+            "mouth_gt": None,
+            "motion_mask": None,
+            "motion_known": None,
         }
         if out.motion is not None:
             media["mouth_gen"] = pl_module.denormalise_mouth(out.motion).cpu()
@@ -160,8 +171,12 @@ class ValidationMedia(L.Callback):
                     vocoder = self._get_vocoder(_mel_settings(mel_s))
                     wave = vocoder.decode(gen_mel)
                     peak = wave.abs().max().clamp_min(1e-8)
-                    writer.add_audio(f"val/audio/{i}", (wave / peak * 0.95)[None], global_step=step,
-                                     sample_rate=int(vocoder.sample_rate))
+                    writer.add_audio(
+                        f"val/audio/{i}",
+                        (wave / peak * 0.95)[None],
+                        global_step=step,
+                        sample_rate=int(vocoder.sample_rate),
+                    )
                 except Exception as err:  # noqa: BLE001 - media logging must never stop training
                     log.warning("validation audio not logged: %s: %s", type(err).__name__, err)
             if media["mouth_gen"] is not None:
@@ -176,9 +191,16 @@ class ValidationMedia(L.Callback):
                 for j in range(kps):
                     ax = axes[j, 0]
                     for coord, color in zip(range(3), ("tab:red", "tab:green", "tab:blue"), strict=True):
-                        ax.plot(gt_m[:, j, coord].numpy(), color=color, linewidth=1.2, label=f"gt {'xyz'[coord]}")
-                        ax.plot(gen_m[:, j, coord].numpy(), color=color, linewidth=1.2, linestyle="--",
-                                label=f"gen {'xyz'[coord]}")
+                        ax.plot(
+                            gt_m[:, j, coord].numpy(), color=color, linewidth=1.2, label=f"gt {'xyz'[coord]}"
+                        )
+                        ax.plot(
+                            gen_m[:, j, coord].numpy(),
+                            color=color,
+                            linewidth=1.2,
+                            linestyle="--",
+                            label=f"gen {'xyz'[coord]}",
+                        )
                     ax.axvline(int((~gen_region).sum()) - 0.5, color="k", linestyle=":", linewidth=1)
                     ax.set_ylabel(f"kp {j}")
                 axes[0, 0].legend(ncol=6, fontsize=6, loc="upper right")

@@ -63,8 +63,14 @@ def fit_motion_length(exp: np.ndarray, n_mel: int, mel: MelSettings, motion: Mot
 class ClipDataset(Dataset):
     """One item per manifest record; ``__getitem__`` returns ``None`` for a clip that cannot be used."""
 
-    def __init__(self, root: str | Path, records: list[ClipRecord], vocab: Vocab, mel: MelSettings,
-                 motion: MotionSettings) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        records: list[ClipRecord],
+        vocab: Vocab,
+        mel: MelSettings,
+        motion: MotionSettings,
+    ) -> None:
         self.root = Path(root)
         self.records = records
         self.vocab = vocab
@@ -80,8 +86,12 @@ class ClipDataset(Dataset):
         arrays = load_clip(self.root, rec)
         ids = self.vocab.encode(rec.text, where=f"clip {rec.id!r} text")
         exp = fit_motion_length(arrays["exp"], arrays["mel"].shape[0], self.mel, self.motion)
-        return {"id": rec.id, "mel": torch.from_numpy(np.ascontiguousarray(arrays["mel"])),
-                "exp": torch.from_numpy(np.ascontiguousarray(exp)), "text": torch.tensor(ids, dtype=torch.long)}
+        return {
+            "id": rec.id,
+            "mel": torch.from_numpy(np.ascontiguousarray(arrays["mel"])),
+            "exp": torch.from_numpy(np.ascontiguousarray(exp)),
+            "text": torch.tensor(ids, dtype=torch.long),
+        }
 
     def __getitem__(self, key: int | tuple[int, int, int]) -> dict[str, Any]:
         """``key`` is an index, or ``(index, data_epoch, batch_position)`` from a position-tagging sampler."""
@@ -99,8 +109,12 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
     """Pad a list of dataset items into a batch (see the module docstring); failed items are counted."""
     bad = [it for it in items if "error" in it]
     good = [it for it in items if "error" not in it]
-    batch: dict[str, Any] = {"skipped": len(bad), "skipped_ids": [it["id"] for it in bad],
-                             "skipped_errors": [it["error"] for it in bad], "ids": [it["id"] for it in good]}
+    batch: dict[str, Any] = {
+        "skipped": len(bad),
+        "skipped_ids": [it["id"] for it in bad],
+        "skipped_errors": [it["error"] for it in bad],
+        "ids": [it["id"] for it in good],
+    }
     if items and "position" in items[0]:
         batch["position"] = items[0]["position"]  # (data epoch, batch position): exact resume bookkeeping
     if not good:
@@ -159,13 +173,17 @@ class JAMFlowDataModule(L.LightningDataModule):
     ) -> None:
         super().__init__()
         if frames_per_batch < 1:
-            raise InputError(f"--data.frames_per_batch: expected a positive number of mel frames, got {frames_per_batch}")
+            raise InputError(
+                f"--data.frames_per_batch: expected a positive number of mel frames, got {frames_per_batch}"
+            )
         if max_samples < 0:
             raise InputError(f"--data.max_samples: expected >= 0 (0 = no cap), got {max_samples}")
         if num_workers < 0:
             raise InputError(f"--data.num_workers: expected >= 0, got {num_workers}")
         if not 0 <= min_duration < max_duration:
-            raise InputError(f"--data.min_duration/max_duration: need 0 <= min < max, got {min_duration}, {max_duration}")
+            raise InputError(
+                f"--data.min_duration/max_duration: need 0 <= min < max, got {min_duration}, {max_duration}"
+            )
         self.data_dir = Path(data_dir)
         self.frames_per_batch = frames_per_batch
         self.max_samples = max_samples
@@ -192,12 +210,16 @@ class JAMFlowDataModule(L.LightningDataModule):
         if self._prepared:
             return
         if not self.data_dir.is_dir():
-            raise InputError(f"--data.data_dir: {self.data_dir} is not a directory (expected a jam-flow dataset)")
+            raise InputError(
+                f"--data.data_dir: {self.data_dir} is not a directory (expected a jam-flow dataset)"
+            )
         info = read_dataset_json(self.data_dir)
         self.mel, self.motion = info.mel, info.motion
         st = read_stats(self.data_dir)
-        self.stats = {"mel": {"mean": st["mel_mean"].tolist(), "std": st["mel_std"].tolist()},
-                      "motion": {"exp_mean": st["exp_mean"].tolist(), "exp_std": st["exp_std"].tolist()}}
+        self.stats = {
+            "mel": {"mean": st["mel_mean"].tolist(), "std": st["mel_std"].tolist()},
+            "motion": {"exp_mean": st["exp_mean"].tolist(), "exp_std": st["exp_std"].tolist()},
+        }
         records = read_manifest(self.data_dir)
         keep: list[ClipRecord] = []
         for rec in records:
@@ -209,24 +231,39 @@ class JAMFlowDataModule(L.LightningDataModule):
                 keep.append(rec)
         if self.missing:
             shown = ", ".join(self.missing[:10]) + (" ..." if len(self.missing) > 10 else "")
-            log.warning("%s: skipping %d clip(s) whose features file is missing: %s", self.data_dir,
-                        len(self.missing), shown)
+            log.warning(
+                "%s: skipping %d clip(s) whose features file is missing: %s",
+                self.data_dir,
+                len(self.missing),
+                shown,
+            )
         if self.num_filtered:
-            log.info("%s: left out %d clip(s) outside %.2f-%.2f s", self.data_dir, self.num_filtered,
-                     self.min_duration, self.max_duration)
+            log.info(
+                "%s: left out %d clip(s) outside %.2f-%.2f s",
+                self.data_dir,
+                self.num_filtered,
+                self.min_duration,
+                self.max_duration,
+            )
         for split in ("train", "val", "test"):
             recs = [r for r in keep if r.split == split]
             self.datasets[split] = ClipDataset(self.data_dir, recs, self.vocab, self.mel, self.motion)
         if not self.datasets["train"].records:
-            raise InputError(f"{self.data_dir / 'manifest.jsonl'}: no usable clip in the 'train' split "
-                             f"({len(records)} records, {len(self.missing)} missing, {self.num_filtered} filtered)")
+            raise InputError(
+                f"{self.data_dir / 'manifest.jsonl'}: no usable clip in the 'train' split "
+                f"({len(records)} records, {len(self.missing)} missing, {self.num_filtered} filtered)"
+            )
         self._prepared = True
 
     def meta(self) -> dict[str, Any]:
         """What inference needs from the data side (goes into ``ckpt["jam_flow"]``)."""
         self._read()
-        return {"mel": self.mel.to_dict(), "motion": self.motion.to_dict(), "stats": self.stats,
-                "vocab": self.vocab.to_list()}
+        return {
+            "mel": self.mel.to_dict(),
+            "motion": self.motion.to_dict(),
+            "stats": self.stats,
+            "vocab": self.vocab.to_list(),
+        }
 
     # ------------------------------------------------------------------------------------------------ hooks
     def setup(self, stage: str | None = None) -> None:
@@ -241,19 +278,41 @@ class JAMFlowDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> ResumableDataLoader:
         self._read()
         ds = self.datasets[split]
-        frames = self.frames_per_batch if (shuffle or self.val_frames_per_batch is None) else self.val_frames_per_batch
+        frames = (
+            self.frames_per_batch
+            if (shuffle or self.val_frames_per_batch is None)
+            else self.val_frames_per_batch
+        )
         world, rank = self._world()
-        sampler = DynamicBatchSampler([r.n_mel for r in ds.records], frames, self.max_samples, self.seed,
-                                      shuffle=shuffle, num_replicas=world, rank=rank, pad=self.pad_batches,
-                                      tag_positions=shuffle)
+        sampler = DynamicBatchSampler(
+            [r.n_mel for r in ds.records],
+            frames,
+            self.max_samples,
+            self.seed,
+            shuffle=shuffle,
+            num_replicas=world,
+            rank=rank,
+            pad=self.pad_batches,
+            tag_positions=shuffle,
+        )
         if sampler.num_dropped:
-            log.warning("%s split: %d clip(s) exceed frames_per_batch=%d on their own and are left out",
-                        split, sampler.num_dropped, frames)
+            log.warning(
+                "%s split: %d clip(s) exceed frames_per_batch=%d on their own and are left out",
+                split,
+                sampler.num_dropped,
+                frames,
+            )
         if shuffle and self.trainer is not None:
             trainer = self.trainer
             sampler.position_fn = lambda: getattr(trainer.lightning_module, "data_position", None)
-        return ResumableDataLoader(ds, batch_sampler=sampler, collate_fn=collate_clips, num_workers=self.num_workers,
-                                   persistent_workers=False, pin_memory=False)
+        return ResumableDataLoader(
+            ds,
+            batch_sampler=sampler,
+            collate_fn=collate_clips,
+            num_workers=self.num_workers,
+            persistent_workers=False,
+            pin_memory=False,
+        )
 
     def train_dataloader(self) -> ResumableDataLoader:
         self._check_distributed_sampler()
@@ -272,5 +331,7 @@ class JAMFlowDataModule(L.LightningDataModule):
         if trainer is None or trainer.world_size <= 1:
             return
         if getattr(trainer._accelerator_connector, "use_distributed_sampler", False):
-            raise InputError("--trainer.use_distributed_sampler must be false: the jam-flow batch sampler shards "
-                             "batches across ranks itself (jam-flow fit sets this by default)")
+            raise InputError(
+                "--trainer.use_distributed_sampler must be false: the jam-flow batch sampler shards "
+                "batches across ranks itself (jam-flow fit sets this by default)"
+            )

@@ -28,7 +28,9 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, overwrite: bool = False
         raise InputError(f"--out: {out} exists and is not a directory")
     existing = [p.name for p in (out / "model.safetensors", out / "config.yaml") if p.exists()]
     if existing and not overwrite:
-        raise InputError(f"--out: {out} already holds {', '.join(existing)} (pass --overwrite to replace them)")
+        raise InputError(
+            f"--out: {out} already holds {', '.join(existing)} (pass --overwrite to replace them)"
+        )
     bundle = load_bundle(ckpt, device="cpu")
     return save_export(out, bundle.model, bundle.config)
 
@@ -38,7 +40,9 @@ def main(argv: list[str]) -> int:
         prog="jam-flow export",
         description="Write the EMA weights of a jam-flow training checkpoint as model.safetensors + config.yaml.",
     )
-    parser.add_argument("--ckpt", required=True, help="Lightning checkpoint (.ckpt) written by `jam-flow fit`")
+    parser.add_argument(
+        "--ckpt", required=True, help="Lightning checkpoint (.ckpt) written by `jam-flow fit`"
+    )
     parser.add_argument("--out", required=True, help="output directory (created if needed)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing export in --out")
     args = parser.parse_args(argv)

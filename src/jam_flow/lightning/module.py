@@ -47,7 +47,9 @@ __all__ = ["JAMFlowModule", "EMAConfig", "WarmupLinearDecay", "STAGES"]
 log = logging.getLogger(__name__)
 
 STAGES = ("stage1_motion", "stage1_audio", "stage2")
-EXP_STD_FLOOR = 1e-5  # same floor as jam_flow.inference.bundle (an exp coordinate that never moves is not scaled up)
+EXP_STD_FLOOR = (
+    1e-5  # same floor as jam_flow.inference.bundle (an exp coordinate that never moves is not scaled up)
+)
 
 
 @dataclass
@@ -153,8 +155,10 @@ class JAMFlowModule(L.LightningModule):
         self.normalize_mel = normalize_mel
         self.seed = seed
         if activation_checkpointing and not enable_activation_checkpointing(net):
-            raise InputError(f"--model.activation_checkpointing: {type(net).__name__} has no "
-                             "'checkpoint_activations' switch")
+            raise InputError(
+                f"--model.activation_checkpointing: {type(net).__name__} has no "
+                "'checkpoint_activations' switch"
+            )
         if freeze_audio_dit:
             if stage != "stage2" or not hasattr(net, "audio"):
                 raise InputError("--model.freeze_audio_dit needs stage2 and a JointDiT (a net with .audio)")
@@ -162,7 +166,9 @@ class JAMFlowModule(L.LightningModule):
         self.forward_fn = joint_interface(net, stage)
         self.ema = EMA(net, ema.beta, ema.update_after_step, ema.update_every)
         self.ema_forward_fn = joint_interface(self.ema.model, stage)
-        self.data_meta: dict[str, Any] | None = None  # mel, motion, stats, vocab (from the DataModule/checkpoint)
+        self.data_meta: dict[str, Any] | None = (
+            None  # mel, motion, stats, vocab (from the DataModule/checkpoint)
+        )
         self.register_buffer("exp_mean", torch.zeros(21, 3), persistent=False)
         self.register_buffer("exp_std", torch.ones(21, 3), persistent=False)
         self.register_buffer("mel_mean", torch.zeros(100), persistent=False)
@@ -197,20 +203,33 @@ class JAMFlowModule(L.LightningModule):
         stats = meta["stats"]
         if stats is not None:
             dev = self.exp_mean.device
-            self.exp_mean = torch.as_tensor(stats["motion"]["exp_mean"], dtype=torch.float32, device=dev).reshape(k, 3)
-            self.exp_std = torch.as_tensor(stats["motion"]["exp_std"], dtype=torch.float32,
-                                           device=dev).reshape(k, 3).clamp_min(EXP_STD_FLOOR)
+            self.exp_mean = torch.as_tensor(
+                stats["motion"]["exp_mean"], dtype=torch.float32, device=dev
+            ).reshape(k, 3)
+            self.exp_std = (
+                torch.as_tensor(stats["motion"]["exp_std"], dtype=torch.float32, device=dev)
+                .reshape(k, 3)
+                .clamp_min(EXP_STD_FLOOR)
+            )
             self.mel_mean = torch.as_tensor(stats["mel"]["mean"], dtype=torch.float32, device=dev)
-            self.mel_std = torch.as_tensor(stats["mel"]["std"], dtype=torch.float32, device=dev).clamp_min(EXP_STD_FLOOR)
+            self.mel_std = torch.as_tensor(stats["mel"]["std"], dtype=torch.float32, device=dev).clamp_min(
+                EXP_STD_FLOOR
+            )
         elif self.normalize_mel:
             raise InputError("--model.normalize_mel needs dataset stats (stats.json)")
 
     def jam_flow_meta(self, with_weights: bool = True) -> dict[str, Any]:
         """``ckpt["jam_flow"]`` exactly as docs/CONVENTIONS.md describes it."""
         if self.data_meta is None:
-            raise InputError("the model has no dataset metadata (train it with a DataModule or load a checkpoint)")
-        meta = {"format_version": 1, "model": net_spec(self.net, self._net_spec_hint), **self.data_meta,
-                "normalize_mel": self.normalize_mel}
+            raise InputError(
+                "the model has no dataset metadata (train it with a DataModule or load a checkpoint)"
+            )
+        meta = {
+            "format_version": 1,
+            "model": net_spec(self.net, self._net_spec_hint),
+            **self.data_meta,
+            "normalize_mel": self.normalize_mel,
+        }
         order = ("format_version", "model", "mel", "motion", "stats", "vocab", "normalize_mel")
         meta = {key: meta[key] for key in order}
         if with_weights:
@@ -235,13 +254,17 @@ class JAMFlowModule(L.LightningModule):
         if self.data_meta is not None and self.net_text_embeds() is not None:
             vocab_len = len(self.data_meta["vocab"])
             if self.net_text_embeds() != vocab_len:
-                raise InputError(f"the network has text_num_embeds={self.net_text_embeds()} but the vocabulary has "
-                                 f"{vocab_len} tokens (set --data.vocab_path to the model's vocab.txt)")
+                raise InputError(
+                    f"the network has text_num_embeds={self.net_text_embeds()} but the vocabulary has "
+                    f"{vocab_len} tokens (set --data.vocab_path to the model's vocab.txt)"
+                )
 
     def net_text_embeds(self) -> int | None:
         spec = net_spec(self.net, self._net_spec_hint, strict=False)
         args = (spec or {}).get("init_args", {})
-        args = args.get("audio", args) if isinstance(args.get("audio"), dict) else args  # JointDiT: audio branch
+        args = (
+            args.get("audio", args) if isinstance(args.get("audio"), dict) else args
+        )  # JointDiT: audio branch
         return int(args["text_num_embeds"]) if "text_num_embeds" in args else None
 
     def on_fit_start(self) -> None:
@@ -286,19 +309,28 @@ class JAMFlowModule(L.LightningModule):
         mouth = rest = None
         if with_motion:
             mouth, rest = self.normalise_exp(batch["exp"].float())
-        return FlowBatch(audio=self.mel_to_model(batch["mel"].float()), audio_mask=batch["audio_mask"],
-                         text=batch["text"], motion=mouth, motion_rest=rest,
-                         motion_mask=batch["motion_mask"] if with_motion else None)
+        return FlowBatch(
+            audio=self.mel_to_model(batch["mel"].float()),
+            audio_mask=batch["audio_mask"],
+            text=batch["text"],
+            motion=mouth,
+            motion_rest=rest,
+            motion_mask=batch["motion_mask"] if with_motion else None,
+        )
 
     def compute_loss(self, fb: FlowBatch, forward_fn, generator: torch.Generator) -> FlowLoss:
         forced = {"stage1_audio": AUDIO_ONLY, "stage1_motion": MOTION_ONLY}.get(self.stage)
         mel, motion = (self.data_meta or {}).get("mel", {}), (self.data_meta or {}).get("motion", {})
         masks = sample_masks(
-            fb.audio_mask.sum(1), fb.audio.shape[1],
+            fb.audio_mask.sum(1),
+            fb.audio.shape[1],
             fb.motion_mask.sum(1) if fb.motion is not None else None,
             fb.motion.shape[1] if fb.motion is not None else None,
-            self.masking, generator, scenario=forced,
-            sample_rate=int(mel.get("sample_rate", 24000)), hop_length=int(mel.get("hop_length", 256)),
+            self.masking,
+            generator,
+            scenario=forced,
+            sample_rate=int(mel.get("sample_rate", 24000)),
+            hop_length=int(mel.get("hop_length", 256)),
             fps=int(motion.get("fps", 25)),
         )
         drops = sample_dropout(fb.audio.shape[0], self.dropout_cfg, generator)
@@ -336,16 +368,23 @@ class JAMFlowModule(L.LightningModule):
             if cid not in self._skipped_ids:
                 self._skipped_ids[cid] = err
                 log.warning("skipping clip %r: %s", cid, err)
-        own = float(len(self._skipped_ids) + (getattr(self, "_skipped_setup", 0) if self.global_rank == 0 else 0))
+        own = float(
+            len(self._skipped_ids) + (getattr(self, "_skipped_setup", 0) if self.global_rank == 0 else 0)
+        )
         self.log("data/skipped_clips", own, prog_bar=True, reduce_fx="sum", sync_dist=True, batch_size=1)
 
     def on_train_epoch_end(self) -> None:
         missing = getattr(self, "_skipped_setup", 0)
         if self._skipped_ids or missing:
             ids = ", ".join(sorted(self._skipped_ids)[:20])
-            log.warning("epoch %d: %d clip(s) skipped on rank %d (bad at load: %s)%s", self.current_epoch,
-                        len(self._skipped_ids) + missing, self.global_rank, ids or "none",
-                        f"; {missing} missing at setup" if missing else "")
+            log.warning(
+                "epoch %d: %d clip(s) skipped on rank %d (bad at load: %s)%s",
+                self.current_epoch,
+                len(self._skipped_ids) + missing,
+                self.global_rank,
+                ids or "none",
+                f"; {missing} missing at setup" if missing else "",
+            )
 
     def on_before_optimizer_step(self, optimizer) -> None:
         grads = [p.grad for p in self.net.parameters() if p.grad is not None]
@@ -385,8 +424,13 @@ class JAMFlowModule(L.LightningModule):
         if not params:
             raise InputError("no trainable parameters (is everything frozen?)")
         fused = bool(torch.cuda.is_available() and all(p.is_cuda for p in params))
-        opt = torch.optim.AdamW(params, lr=self.lr, betas=self.betas, weight_decay=self.weight_decay,
-                                **({"fused": True} if fused else {}))
+        opt = torch.optim.AdamW(
+            params,
+            lr=self.lr,
+            betas=self.betas,
+            weight_decay=self.weight_decay,
+            **({"fused": True} if fused else {}),
+        )
         decay = self.decay_steps
         if decay is None:
             total = self.trainer.estimated_stepping_batches if self._trainer is not None else math.inf

@@ -35,7 +35,9 @@ from torch.utils.data import DataLoader, Sampler
 __all__ = ["EpochSampler", "DynamicBatchSampler", "ResumableDataLoader", "build_batches"]
 
 
-def build_batches(lengths: Sequence[int], frames_per_batch: int, max_samples: int = 0) -> tuple[list[list[int]], int]:
+def build_batches(
+    lengths: Sequence[int], frames_per_batch: int, max_samples: int = 0
+) -> tuple[list[list[int]], int]:
     """Greedy length-sorted batches; returns ``(batches, num_dropped)`` (clips too long for any batch)."""
     order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
     batches: list[list[int]] = []
@@ -124,7 +126,9 @@ class DynamicBatchSampler(Sampler[list]):
         self.rank = int(rank)
         self.pad = pad
         self.tag_positions = tag_positions
-        self.batches, self.num_dropped = build_batches(self.sampler.lengths, self.frames_per_batch, self.max_samples)
+        self.batches, self.num_dropped = build_batches(
+            self.sampler.lengths, self.frames_per_batch, self.max_samples
+        )
         self.position_fn: Callable[[], tuple[int, int] | None] | None = None
         self.data_epoch = 0
         self._offset = 0  # data epoch = Lightning epoch - offset
@@ -166,7 +170,9 @@ class DynamicBatchSampler(Sampler[list]):
 
     def rank_batches(self, data_epoch: int | None = None) -> list[list[int]]:
         """This rank's batches of a data epoch (default: the current one), in order."""
-        return self._global_batches(self.data_epoch if data_epoch is None else data_epoch)[self.rank :: self.num_replicas]
+        return self._global_batches(self.data_epoch if data_epoch is None else data_epoch)[
+            self.rank :: self.num_replicas
+        ]
 
     def __iter__(self) -> Iterator[list]:
         epoch = self.data_epoch
@@ -191,14 +197,24 @@ class DynamicBatchSampler(Sampler[list]):
         """``{"epoch": data epoch, "consumed": batches of it already trained on, ...}``."""
         pos = self.position_fn() if self.position_fn is not None else None
         epoch, consumed = pos if pos is not None else (self.data_epoch, self._yielded)
-        return {"epoch": int(epoch), "consumed": int(consumed), "seed": self.seed, "num_replicas": self.num_replicas,
-                "num_batches": len(self)}
+        return {
+            "epoch": int(epoch),
+            "consumed": int(consumed),
+            "seed": self.seed,
+            "num_replicas": self.num_replicas,
+            "num_batches": len(self),
+        }
 
     def load_state_dict(self, state: dict) -> None:
-        same = (state.get("seed") == self.seed and state.get("num_replicas") == self.num_replicas
-                and state.get("num_batches") == len(self))
+        same = (
+            state.get("seed") == self.seed
+            and state.get("num_replicas") == self.num_replicas
+            and state.get("num_batches") == len(self)
+        )
         epoch, consumed = int(state["epoch"]), int(state["consumed"])
-        if not same:  # another seed / world size / dataset: the old position means nothing, start the epoch over
+        if (
+            not same
+        ):  # another seed / world size / dataset: the old position means nothing, start the epoch over
             consumed = 0
         if consumed >= len(self):  # that data epoch was finished
             epoch, consumed = epoch + 1, 0

@@ -62,7 +62,16 @@ def joint_attention_reference(
     """Algorithm 2 with dense masks: audio queries over ``[k_a; k_m]``, motion queries over ``[k_m; k_a]``."""
     n, m = q_a.shape[2], q_m.shape[2]
     mask_a, mask_m = joint_attention_masks(
-        audio_lens, motion_lens, n, m, window, audio_sees_motion, motion_sees_audio, sample_rate, hop_length, fps
+        audio_lens,
+        motion_lens,
+        n,
+        m,
+        window,
+        audio_sees_motion,
+        motion_sees_audio,
+        sample_rate,
+        hop_length,
+        fps,
     )
     out_a = _masked_sdpa(
         q_a, torch.cat([k_a, k_m], 2), torch.cat([v_a, v_m], 2), mask_a, lengths_to_mask(audio_lens, n)
@@ -73,7 +82,9 @@ def joint_attention_reference(
     return out_a, out_m
 
 
-def self_attention_reference(q: Tensor, k: Tensor, v: Tensor, lens: Tensor, window: int | None = None) -> Tensor:
+def self_attention_reference(
+    q: Tensor, k: Tensor, v: Tensor, lens: Tensor, window: int | None = None
+) -> Tensor:
     """One stream: key-padding mask, plus a local band ``|i - j| <= window`` when ``window`` is given."""
     L = q.shape[2]
     return _masked_sdpa(q, k, v, local_window_mask(lens, L, window), lengths_to_mask(lens, L))
@@ -130,8 +141,20 @@ def joint_attention(
     """Joint attention of the audio and motion streams; returns ``(out_a [b,h,n,d], out_m [b,h,m,d])``."""
     name = resolve_backend(backend, q_a.device)
     return BACKENDS[name](
-        q_a, k_a, v_a, q_m, k_m, v_m, audio_lens, motion_lens, window,
-        audio_sees_motion, motion_sees_audio, sample_rate, hop_length, fps,
+        q_a,
+        k_a,
+        v_a,
+        q_m,
+        k_m,
+        v_m,
+        audio_lens,
+        motion_lens,
+        window,
+        audio_sees_motion,
+        motion_sees_audio,
+        sample_rate,
+        hop_length,
+        fps,
     )
 
 

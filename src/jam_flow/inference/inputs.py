@@ -1,0 +1,245 @@
+"""Inputs of the JAM-Flow tasks: reference audio, motion files, text, durations and frame bookkeeping.
+
+Dimension legend: n mel frames (93.75 / s), m motion frames (25 / s), k keypoints (21), s samples (24 kHz).
+The rules these helpers implement (timeline, durations, loudness) are described in :mod:`jam_flow.inference.tasks`.
+Bad input raises :class:`~jam_flow.errors.InputError` naming the argument (``--ref-audio``, ``--motion``, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from jam_flow.data.audio import load_audio
+from jam_flow.data.mel import log_mel
+from jam_flow.errors import InputError
+from jam_flow.features import audio_to_motion_frame
+from jam_flow.inference.bundle import ModelBundle
+
+log = logging.getLogger(__name__)
+
+AudioLike = str | Path | tuple[np.ndarray, int]  # a path, or (samples, sample_rate)
+
+TASKS = ("tts", "text2av", "audio2motion", "dub", "motion2audio", "edit")
+TARGET_RMS = 0.1  # F5-TTS utils_infer
+SILENCE_RMS = 1e-4  # a reference quieter than this (-80 dBFS) carries no voice
+CHARS_PER_SECOND = 14.0  # UTF-8 bytes per second of speech when no reference text gives the rate
+MAX_TEXT_CHARS = 600
+MIN_SECONDS = 0.3  # F5-TTS trains on 0.3-30 s clips
+MAX_SECONDS = 30.0  # generated speech / given clip
+MAX_REF_SECONDS = 15.0
+
+
+@dataclass
+class ReferenceAudio:
+    wave: np.ndarray  # [s] 24 kHz, loudness-normalised, trimmed
+    rms: float  # original RMS (for the inverse scaling)
+    mel: torch.Tensor  # [n_ref, c] natural-log mel of the kept frames
+    source: str
+
+
+@dataclass
+class MotionInput:
+    exp: np.ndarray  # [m, k, 3]
+    kp: np.ndarray | None  # canonical keypoints [m, k, 3] when the file has them
+    source: str
+
+
+# input readers ----------------------------------------------------------------------------------------------------
+def _read_wave(audio: AudioLike, sample_rate: int, where: str) -> tuple[np.ndarray, str]:
+    if isinstance(audio, tuple):
+        from jam_flow.data.audio import resample, to_mono
+
+        data, rate = audio
+        wave = resample(to_mono(np.asarray(data, dtype=np.float32)), int(rate), sample_rate)
+        return wave, "<array>"
+    path = Path(audio)
+    if not path.is_file():
+        raise InputError(f"{where}: {path} does not exist")
+    try:
+        return load_audio(path, sample_rate), str(path)
+    except InputError as err:
+        raise InputError(f"{where}: {err}") from err
+
+
+def _rms(wave: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(wave, dtype=np.float64)))) if wave.size else 0.0
+
+
+def load_reference(
+    audio: AudioLike, bundle: ModelBundle, block: int = 1, where: str = "--ref-audio"
+) -> ReferenceAudio:
+    """Load, downmix, resample and loudness-normalise a reference voice; keep ``nw // hop`` frames, with ``nw`` a
+    multiple of ``block`` samples."""
+    s = bundle.mel
+    wave, source = _read_wave(audio, s.sample_rate, where)
+    if not np.all(np.isfinite(wave)):
+        raise InputError(f"{where}: {source} contains NaN or infinite samples")
+    rms = _rms(wave)
+    if rms < SILENCE_RMS:
+        raise InputError(
+            f"{where}: {source} is silent (RMS {rms:.2e} < {SILENCE_RMS:.0e}); give a recording of the voice"
+        )
+    seconds = wave.shape[0] / s.sample_rate
+    if seconds > MAX_REF_SECONDS:
+        raise InputError(
+            f"{where}: {source} is {seconds:.1f} s long; use a reference of at most {MAX_REF_SECONDS:.0f} s"
+        )
+    keep = (wave.shape[0] // block) * block
+    if keep < max(block, s.n_fft):
+        raise InputError(f"{where}: {source} is too short ({seconds:.3f} s); give at least 0.2 s of speech")
+    wave = wave[:keep]
+    if rms < TARGET_RMS:
+        wave = wave * (TARGET_RMS / rms)
+    mel = log_mel(wave, s)[: keep // s.hop_length]
+    return ReferenceAudio(wave=wave.astype(np.float32), rms=rms, mel=mel, source=source)
+
+
+def _fps_from_sidecar(path: Path) -> tuple[float | None, Path | None]:
+    for cand in (path.with_suffix(".json"), path.parent / "motion.json", path.parent.parent / "dataset.json"):
+        if cand.is_file():
+            try:
+                obj = json.loads(cand.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError) as err:
+                raise InputError(f"--motion: cannot read {cand} ({err})") from err
+            fps = obj.get("fps") if "fps" in obj else (obj.get("motion") or {}).get("fps")
+            if fps is not None:
+                return float(fps), cand
+    return None, None
+
+
+def load_motion(path: str | Path, bundle: ModelBundle, where: str = "--motion") -> MotionInput:
+    """Read motion: a dataset clip ``.npz`` (``exp`` [m, 21, 3], optional ``kp``) or a keypoint ``.npy`` [m, 21, 3].
+
+    A sidecar ``<stem>.json`` / ``motion.json`` (or the dataset's ``dataset.json``) with an ``fps`` other than the
+    model's is refused."""
+    path = Path(path)
+    k = bundle.motion.num_kp
+    if not path.is_file():
+        raise InputError(f"{where}: {path} does not exist")
+    kp = None
+    try:
+        if path.suffix == ".npz":
+            with np.load(path) as z:
+                if "exp" not in z.files:
+                    raise InputError(f"{where}: {path} has no 'exp' array (keys: {sorted(z.files)})")
+                exp = np.asarray(z["exp"], dtype=np.float32)
+                kp = np.asarray(z["kp"], dtype=np.float32) if "kp" in z.files else None
+        elif path.suffix == ".npy":
+            exp = np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
+        else:
+            raise InputError(
+                f"{where}: expected a motion .npy [m, {k}, 3] or a dataset clip .npz, got {path.name}"
+            )
+    except (ValueError, OSError) as err:
+        raise InputError(f"{where}: cannot read {path} ({err})") from err
+    if exp.ndim != 3 or exp.shape[1:] != (k, 3) or exp.shape[0] < 1:
+        raise InputError(
+            f"{where}: expected an array [m, {k}, 3] or a motion .npz, got shape {tuple(exp.shape)}"
+        )
+    if not np.all(np.isfinite(exp)):
+        raise InputError(f"{where}: {path} contains NaN or infinite values")
+    if kp is not None and kp.shape != exp.shape:
+        kp = None  # canonical keypoints only feed the preview; a mismatched track is ignored
+    fps, sidecar = _fps_from_sidecar(path)
+    if fps is not None and abs(fps - bundle.motion.fps) > 1e-6:
+        raise InputError(
+            f"{where}: {sidecar} says fps {fps:g}, but the model runs at {bundle.motion.fps} fps; "
+            f"resample the motion to {bundle.motion.fps} fps"
+        )
+    seconds = exp.shape[0] / bundle.motion.fps
+    if not MIN_SECONDS <= seconds <= MAX_SECONDS:
+        raise InputError(
+            f"{where}: {exp.shape[0]} frames = {seconds:.2f} s; expected {MIN_SECONDS}-{MAX_SECONDS:.0f} s"
+        )
+    return MotionInput(exp=exp, kp=kp, source=str(path))
+
+
+def _encode_text(bundle: ModelBundle, text: str, where: str = "--text") -> list[int]:
+    if text is None or not text.strip():
+        raise InputError(f"{where}: the text is empty")
+    if len(text) > MAX_TEXT_CHARS:
+        raise InputError(
+            f"{where}: {len(text)} characters is too long (at most {MAX_TEXT_CHARS}; split the text)"
+        )
+    return bundle.vocab.encode(text, where=where)
+
+
+def _check_duration(seconds: float, where: str = "--duration") -> float:
+    if not math.isfinite(seconds) or not MIN_SECONDS <= seconds <= MAX_SECONDS:
+        raise InputError(f"{where}: {seconds} s is out of range; expected {MIN_SECONDS}-{MAX_SECONDS:.0f} s")
+    return float(seconds)
+
+
+def _generated_frames(
+    bundle: ModelBundle,
+    gen_text: str | None,
+    ref: ReferenceAudio | None,
+    ref_text: str | None,
+    duration: float | None,
+) -> int:
+    """Mel frames of generated speech: ``duration``, else F5's rule, else the chars-per-second rule."""
+    s = bundle.mel
+    if duration is not None:
+        seconds = _check_duration(duration)
+        return max(1, round(seconds * s.sample_rate / s.hop_length))
+    gen_bytes = len((gen_text or "").encode("utf-8"))
+    if ref is not None and ref_text:
+        ref_len = ref.mel.shape[0]
+        speed = 0.3 if gen_bytes < 10 else 1.0  # F5-TTS utils_infer
+        frames = int(ref_len / len(ref_text.encode("utf-8")) * gen_bytes / speed)
+    else:
+        frames = round(gen_bytes / CHARS_PER_SECOND * s.frame_rate)
+    frames = max(frames, math.ceil(MIN_SECONDS * s.frame_rate))  # a very short text still gets 0.3 s
+    seconds = frames * s.hop_length / s.sample_rate
+    if seconds > MAX_SECONDS:
+        raise InputError(
+            f"--text: the estimated duration {seconds:.1f} s exceeds {MAX_SECONDS:.0f} s; "
+            f"split the text or set --duration"
+        )
+    return frames
+
+
+def _join_text(ref_text: str | None, gen_text: str) -> str:
+    if not ref_text:
+        return gen_text
+    if len(ref_text[-1].encode("utf-8")) == 1 and not ref_text.endswith(" "):
+        ref_text = ref_text + " "  # F5-TTS appends a space after a 1-byte final character
+    return ref_text + gen_text
+
+
+def _mel_frames_for_motion(bundle: ModelBundle, m: int) -> int:
+    s, f = bundle.mel, bundle.motion
+    return -(-m * s.sample_rate // (s.hop_length * f.fps))
+
+
+def _motion_frames_for_mel(bundle: ModelBundle, n: int) -> int:
+    s, f = bundle.mel, bundle.motion
+    return int(audio_to_motion_frame(n - 1, s.sample_rate, s.hop_length, f.fps)) + 1
+
+
+def _ref_block(bundle: ModelBundle) -> int:
+    """Samples in the shortest span that is a whole number of mel hops and of motion frames (3840 at defaults)."""
+    s, f = bundle.mel, bundle.motion
+    return math.lcm(s.hop_length, s.sample_rate // math.gcd(s.sample_rate, f.fps))
+
+
+def _fit_frames(arr: np.ndarray, m: int, where: str, crop: bool = True) -> np.ndarray:
+    """Bring a motion track to ``m`` frames: one missing frame is padded by repeating the last one; extra frames
+    are cropped (``crop=True``) or, for a clip that must match its audio (``crop=False``), at most one."""
+    extra = arr.shape[0] - m
+    if extra < -1:
+        raise InputError(f"{where}: {arr.shape[0]} motion frames, but the audio needs {m}")
+    if extra > 1 and not crop:
+        raise InputError(
+            f"{where}: {arr.shape[0]} motion frames, but the audio covers {m}; give the clip's own motion"
+        )
+    if extra >= 0:
+        return arr[:m]
+    return np.concatenate([arr, np.repeat(arr[-1:], -extra, axis=0)])

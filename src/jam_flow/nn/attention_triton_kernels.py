@@ -1,0 +1,544 @@
+"""Triton kernels (forward, dq, dk/dv) of the ``fused`` backend; the launchers and autograd functions that call
+them are in :mod:`jam_flow.nn.attention_triton`, which documents the algorithm.
+
+Dimension legend: b batch, h heads, d head dim (padded to D2 in the kernel), BM query rows / BN key rows per tile.
+Pair rules: ``FULL`` every valid key, ``ALIGN`` audio query -> its motion frame, ``BAND`` motion local window,
+``XWIN`` motion query -> audio keys inside the window. Masks mean True = valid.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+__all__ = ["FULL", "ALIGN", "BAND", "XWIN"]
+
+FULL, ALIGN, BAND, XWIN = 0, 1, 2, 3
+
+
+@triton.jit
+def _frame(i, NUM, DEN):
+    return (i * NUM) // DEN
+
+
+@triton.jit
+def _first_audio(j, NUM, DEN):
+    """Smallest audio frame with ``f(i) >= j`` (``j`` clamped at 0: only non-negative integer division)."""
+    j = tl.maximum(j, 0)
+    return (j * DEN + NUM - 1) // NUM
+
+
+@triton.jit
+def _rule(KIND: tl.constexpr, qpos, kpos, W, NUM, DEN):
+    """Element rule of a pair, ``qpos [BM, 1]`` against ``kpos [1, BN]``."""
+    if KIND == 1:
+        ok = _frame(qpos, NUM, DEN) == kpos
+    elif KIND == 2:
+        ok = tl.abs(qpos - kpos) <= W
+    elif KIND == 3:
+        ok = tl.abs(_frame(kpos, NUM, DEN) - qpos) <= W
+    else:
+        ok = (qpos >= 0) & (kpos >= 0)
+    return ok
+
+
+@triton.jit
+def _key_range(KIND: tl.constexpr, q_lo, q_hi, klen, W, NUM, DEN):
+    """Keys ``[lo, hi)`` any of the valid query rows ``[q_lo, q_hi)`` may see (empty when ``q_hi <= q_lo``)."""
+    last = q_hi - 1
+    if KIND == 1:
+        lo = _frame(q_lo, NUM, DEN)
+        hi = _frame(last, NUM, DEN) + 1
+    elif KIND == 2:
+        lo = q_lo - W
+        hi = last + W + 1
+    elif KIND == 3:
+        lo = _first_audio(q_lo - W, NUM, DEN)
+        hi = _first_audio(last + W + 1, NUM, DEN)
+    else:
+        lo = q_lo * 0
+        hi = klen
+    lo = tl.maximum(lo, 0)
+    hi = tl.minimum(hi, klen)
+    hi = tl.where(q_hi > q_lo, hi, 0)
+    return lo, hi
+
+
+@triton.jit
+def _query_range(KIND: tl.constexpr, k_lo, k_hi, qlen, W, NUM, DEN):
+    """Query rows ``[lo, hi)`` that may see any of the valid keys ``[k_lo, k_hi)`` of a pair."""
+    last = k_hi - 1
+    if KIND == 1:
+        lo = _first_audio(k_lo, NUM, DEN)
+        hi = _first_audio(last + 1, NUM, DEN)
+    elif KIND == 2:
+        lo = k_lo - W
+        hi = last + W + 1
+    elif KIND == 3:
+        lo = _frame(k_lo, NUM, DEN) - W
+        hi = _frame(last, NUM, DEN) + W + 1
+    else:
+        lo = k_lo * 0
+        hi = qlen
+    lo = tl.maximum(lo, 0)
+    hi = tl.minimum(hi, qlen)
+    hi = tl.where(k_hi > k_lo, hi, 0)
+    return lo, hi
+
+
+@triton.jit
+def _fwd_pair(
+    acc,
+    m_i,
+    l_i,
+    q,
+    offs_m,
+    q_ok,
+    K,
+    V,
+    kbase,
+    klen,
+    lo,
+    hi,
+    W,
+    NUM,
+    DEN,
+    scale,
+    KIND: tl.constexpr,
+    BN: tl.constexpr,
+    D: tl.constexpr,
+    D2: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    offs_d = tl.arange(0, D2)
+    start = (lo // BN) * BN
+    for s0 in range(start, hi, BN):
+        offs_n = s0 + tl.arange(0, BN)
+        kmask = (offs_n[:, None] < hi) & (offs_d[None, :] < D)
+        k = tl.load(K + kbase + offs_n[:, None] * D + offs_d[None, :], mask=kmask, other=0.0)
+        v = tl.load(V + kbase + offs_n[:, None] * D + offs_d[None, :], mask=kmask, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=PREC) * scale
+        ok = _rule(KIND, offs_m[:, None], offs_n[None, :], W, NUM, DEN)
+        ok = ok & q_ok[:, None] & (offs_n[None, :] < hi)
+        s = tl.where(ok, s, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(s, 1))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.exp(s - m_safe[:, None])
+        alpha = tl.exp(m_i - m_safe)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PREC)
+        m_i = m_new
+    return acc, m_i, l_i
+
+
+@triton.jit
+def _fwd_kernel(
+    Q,
+    K1,
+    V1,
+    K2,
+    V2,
+    OUT,
+    LSE,
+    QLEN,
+    K1LEN,
+    K2LEN,
+    SW,
+    H,
+    Lq,
+    Lk1,
+    Lk2,
+    W,
+    NUM,
+    DEN,
+    scale,
+    KIND1: tl.constexpr,
+    KIND2: tl.constexpr,
+    HAS2: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    D: tl.constexpr,
+    D2: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    qlen = tl.load(QLEN + b)
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_d = tl.arange(0, D2)
+    q_ok = offs_m < qlen
+    qbase = bh.to(tl.int64) * Lq * D
+    q = tl.load(
+        Q + qbase + offs_m[:, None] * D + offs_d[None, :],
+        mask=(offs_m[:, None] < Lq) & (offs_d[None, :] < D),
+        other=0.0,
+    )
+    acc = tl.zeros([BM, D2], dtype=tl.float32)
+    m_i = tl.full([BM], float("-inf"), dtype=tl.float32)
+    l_i = tl.zeros([BM], dtype=tl.float32)
+    q_lo = pid_m * BM
+    q_hi = tl.minimum(q_lo + BM, qlen)
+    k1len = tl.load(K1LEN + b)
+    lo, hi = _key_range(KIND1, q_lo, q_hi, k1len, W, NUM, DEN)
+    acc, m_i, l_i = _fwd_pair(
+        acc,
+        m_i,
+        l_i,
+        q,
+        offs_m,
+        q_ok,
+        K1,
+        V1,
+        bh.to(tl.int64) * Lk1 * D,
+        k1len,
+        lo,
+        hi,
+        W,
+        NUM,
+        DEN,
+        scale,
+        KIND1,
+        BN,
+        D,
+        D2,
+        PREC,
+    )
+    if HAS2:
+        k2len = tl.load(K2LEN + b) * tl.load(SW + b)  # switch off: no key of the other stream
+        lo, hi = _key_range(KIND2, q_lo, q_hi, k2len, W, NUM, DEN)
+        acc, m_i, l_i = _fwd_pair(
+            acc,
+            m_i,
+            l_i,
+            q,
+            offs_m,
+            q_ok,
+            K2,
+            V2,
+            bh.to(tl.int64) * Lk2 * D,
+            k2len,
+            lo,
+            hi,
+            W,
+            NUM,
+            DEN,
+            scale,
+            KIND2,
+            BN,
+            D,
+            D2,
+            PREC,
+        )
+    live = q_ok & (l_i > 0)
+    l_safe = tl.where(live, l_i, 1.0)
+    out = tl.where(live[:, None], acc / l_safe[:, None], 0.0)
+    lse = tl.where(live, m_i + tl.log(l_safe), 0.0)
+    omask = (offs_m[:, None] < Lq) & (offs_d[None, :] < D)
+    tl.store(OUT + qbase + offs_m[:, None] * D + offs_d[None, :], out.to(OUT.dtype.element_ty), mask=omask)
+    tl.store(LSE + bh.to(tl.int64) * Lq + offs_m, lse, mask=offs_m < Lq)
+
+
+@triton.jit
+def _dq_pair(
+    dq,
+    q,
+    do,
+    lse,
+    delta,
+    offs_m,
+    q_ok,
+    K,
+    V,
+    kbase,
+    klen,
+    lo,
+    hi,
+    W,
+    NUM,
+    DEN,
+    scale,
+    KIND: tl.constexpr,
+    BN: tl.constexpr,
+    D: tl.constexpr,
+    D2: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    offs_d = tl.arange(0, D2)
+    start = (lo // BN) * BN
+    for s0 in range(start, hi, BN):
+        offs_n = s0 + tl.arange(0, BN)
+        kmask = (offs_n[:, None] < hi) & (offs_d[None, :] < D)
+        k = tl.load(K + kbase + offs_n[:, None] * D + offs_d[None, :], mask=kmask, other=0.0)
+        v = tl.load(V + kbase + offs_n[:, None] * D + offs_d[None, :], mask=kmask, other=0.0)
+        s = tl.dot(q, tl.trans(k), input_precision=PREC) * scale
+        ok = _rule(KIND, offs_m[:, None], offs_n[None, :], W, NUM, DEN)
+        ok = ok & q_ok[:, None] & (offs_n[None, :] < hi)
+        p = tl.where(ok, tl.exp(s - lse[:, None]), 0.0)
+        dp = tl.dot(do, tl.trans(v), input_precision=PREC)
+        ds = p * (dp - delta[:, None])
+        dq += tl.dot(ds.to(k.dtype), k, input_precision=PREC) * scale
+    return dq
+
+
+@triton.jit
+def _dq_kernel(
+    Q,
+    K1,
+    V1,
+    K2,
+    V2,
+    DO,
+    LSE,
+    DELTA,
+    DQ,
+    QLEN,
+    K1LEN,
+    K2LEN,
+    SW,
+    H,
+    Lq,
+    Lk1,
+    Lk2,
+    W,
+    NUM,
+    DEN,
+    scale,
+    KIND1: tl.constexpr,
+    KIND2: tl.constexpr,
+    HAS2: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    D: tl.constexpr,
+    D2: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    pid_m = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    qlen = tl.load(QLEN + b)
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_d = tl.arange(0, D2)
+    q_ok = offs_m < qlen
+    qbase = bh.to(tl.int64) * Lq * D
+    qmask = (offs_m[:, None] < Lq) & (offs_d[None, :] < D)
+    q = tl.load(Q + qbase + offs_m[:, None] * D + offs_d[None, :], mask=qmask, other=0.0)
+    do = tl.load(DO + qbase + offs_m[:, None] * D + offs_d[None, :], mask=qmask, other=0.0)
+    lse = tl.load(LSE + bh.to(tl.int64) * Lq + offs_m, mask=offs_m < Lq, other=0.0)
+    delta = tl.load(DELTA + bh.to(tl.int64) * Lq + offs_m, mask=offs_m < Lq, other=0.0)
+    dq = tl.zeros([BM, D2], dtype=tl.float32)
+    q_lo = pid_m * BM
+    q_hi = tl.minimum(q_lo + BM, qlen)
+    k1len = tl.load(K1LEN + b)
+    lo, hi = _key_range(KIND1, q_lo, q_hi, k1len, W, NUM, DEN)
+    dq = _dq_pair(
+        dq,
+        q,
+        do,
+        lse,
+        delta,
+        offs_m,
+        q_ok,
+        K1,
+        V1,
+        bh.to(tl.int64) * Lk1 * D,
+        k1len,
+        lo,
+        hi,
+        W,
+        NUM,
+        DEN,
+        scale,
+        KIND1,
+        BN,
+        D,
+        D2,
+        PREC,
+    )
+    if HAS2:
+        k2len = tl.load(K2LEN + b) * tl.load(SW + b)
+        lo, hi = _key_range(KIND2, q_lo, q_hi, k2len, W, NUM, DEN)
+        dq = _dq_pair(
+            dq,
+            q,
+            do,
+            lse,
+            delta,
+            offs_m,
+            q_ok,
+            K2,
+            V2,
+            bh.to(tl.int64) * Lk2 * D,
+            k2len,
+            lo,
+            hi,
+            W,
+            NUM,
+            DEN,
+            scale,
+            KIND2,
+            BN,
+            D,
+            D2,
+            PREC,
+        )
+    tl.store(DQ + qbase + offs_m[:, None] * D + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=qmask)
+
+
+@triton.jit
+def _dkdv_pair(
+    dk,
+    dv,
+    k,
+    v,
+    offs_n,
+    k_ok,
+    Q,
+    DO,
+    LSE,
+    DELTA,
+    bh,
+    Lq,
+    qlen,
+    lo,
+    hi,
+    W,
+    NUM,
+    DEN,
+    scale,
+    KIND: tl.constexpr,
+    BM: tl.constexpr,
+    D: tl.constexpr,
+    D2: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    offs_d = tl.arange(0, D2)
+    qbase = bh.to(tl.int64) * Lq * D
+    start = (lo // BM) * BM
+    for s0 in range(start, hi, BM):
+        offs_m = s0 + tl.arange(0, BM)
+        qmask = (offs_m[:, None] < hi) & (offs_d[None, :] < D)
+        q = tl.load(Q + qbase + offs_m[:, None] * D + offs_d[None, :], mask=qmask, other=0.0)
+        do = tl.load(DO + qbase + offs_m[:, None] * D + offs_d[None, :], mask=qmask, other=0.0)
+        lse = tl.load(LSE + bh.to(tl.int64) * Lq + offs_m, mask=offs_m < hi, other=0.0)
+        delta = tl.load(DELTA + bh.to(tl.int64) * Lq + offs_m, mask=offs_m < hi, other=0.0)
+        s = tl.dot(k, tl.trans(q), input_precision=PREC) * scale  # [BN, BM]: keys x queries
+        ok = _rule(KIND, offs_m[None, :], offs_n[:, None], W, NUM, DEN)
+        ok = ok & k_ok[:, None] & (offs_m[None, :] < hi)
+        p = tl.where(ok, tl.exp(s - lse[None, :]), 0.0)
+        dv += tl.dot(p.to(do.dtype), do, input_precision=PREC)
+        dp = tl.dot(v, tl.trans(do), input_precision=PREC)
+        ds = p * (dp - delta[None, :])
+        dk += tl.dot(ds.to(q.dtype), q, input_precision=PREC) * scale
+    return dk, dv
+
+
+@triton.jit
+def _dkdv_kernel(
+    K,
+    V,
+    Q1,
+    DO1,
+    LSE1,
+    DELTA1,
+    Q2,
+    DO2,
+    LSE2,
+    DELTA2,
+    DK,
+    DV,
+    KLEN,
+    Q1LEN,
+    Q2LEN,
+    SW,
+    H,
+    Lk,
+    Lq1,
+    Lq2,
+    W,
+    NUM,
+    DEN,
+    scale,
+    KIND1: tl.constexpr,
+    KIND2: tl.constexpr,
+    HAS2: tl.constexpr,
+    BM: tl.constexpr,
+    BN: tl.constexpr,
+    D: tl.constexpr,
+    D2: tl.constexpr,
+    PREC: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    klen = tl.load(KLEN + b)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    offs_d = tl.arange(0, D2)
+    k_ok = offs_n < klen
+    kbase = bh.to(tl.int64) * Lk * D
+    kmask = (offs_n[:, None] < Lk) & (offs_d[None, :] < D)
+    k = tl.load(K + kbase + offs_n[:, None] * D + offs_d[None, :], mask=kmask, other=0.0)
+    v = tl.load(V + kbase + offs_n[:, None] * D + offs_d[None, :], mask=kmask, other=0.0)
+    dk = tl.zeros([BN, D2], dtype=tl.float32)
+    dv = tl.zeros([BN, D2], dtype=tl.float32)
+    k_lo = pid_n * BN
+    k_hi = tl.minimum(k_lo + BN, klen)
+    q1len = tl.load(Q1LEN + b)
+    lo, hi = _query_range(KIND1, k_lo, k_hi, q1len, W, NUM, DEN)
+    dk, dv = _dkdv_pair(
+        dk,
+        dv,
+        k,
+        v,
+        offs_n,
+        k_ok,
+        Q1,
+        DO1,
+        LSE1,
+        DELTA1,
+        bh,
+        Lq1,
+        q1len,
+        lo,
+        hi,
+        W,
+        NUM,
+        DEN,
+        scale,
+        KIND1,
+        BM,
+        D,
+        D2,
+        PREC,
+    )
+    if HAS2:
+        q2len = tl.load(Q2LEN + b) * tl.load(SW + b)
+        lo, hi = _query_range(KIND2, k_lo, k_hi, q2len, W, NUM, DEN)
+        dk, dv = _dkdv_pair(
+            dk,
+            dv,
+            k,
+            v,
+            offs_n,
+            k_ok,
+            Q2,
+            DO2,
+            LSE2,
+            DELTA2,
+            bh,
+            Lq2,
+            q2len,
+            lo,
+            hi,
+            W,
+            NUM,
+            DEN,
+            scale,
+            KIND2,
+            BM,
+            D,
+            D2,
+            PREC,
+        )
+    tl.store(DK + kbase + offs_n[:, None] * D + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=kmask)
+    tl.store(DV + kbase + offs_n[:, None] * D + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=kmask)
