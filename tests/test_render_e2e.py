@@ -261,3 +261,42 @@ def test_render_cli_published_sizes_random_weights(tmp_path, capsys):
     info = _probe(tmp_path / "out" / "talk.mp4")
     assert info["frames"] == 2 and info["size"] == (260, 300)
     assert info["audio_seconds"] == pytest.approx(0.08, abs=0.01)
+
+
+def test_generate_with_source_renders_the_generated_clip(tmp_path, monkeypatch):
+    """`jam-flow generate --source IMAGE --liveportrait DIR`: the generated motion + speech are handed to the real
+    renderer (toy-width networks, full-frame face box, 128 px crop) and come back as a talking-head mp4 whose video
+    and audio match the generated clip's length."""
+    from inference_fixtures import write_export
+
+    import jam_flow.render as render_pkg
+
+    calls = []
+
+    def render_small(source, motion, audio, weights_dir, out_path, device="cpu"):
+        calls.append((Path(source), Path(motion), Path(audio), Path(weights_dir)))
+        return render_talking_head(
+            source,
+            motion,
+            audio,
+            None,
+            out_path,
+            device=device,
+            face_model="full-frame",
+            crop_size=128,
+            models=tiny_models(),
+        )
+
+    monkeypatch.setattr(render_pkg, "render_talking_head", render_small)
+    out = tmp_path / "gen"
+    argv = [
+        "generate", "--task", "text2av", "--ckpt", str(write_export(tmp_path)), "--out", str(out),
+        "--text", "Hi.", "--duration", "0.4", "--nfe", "2", "--seed", "0",
+        "--source", str(_face_image(tmp_path / "face.png")), "--liveportrait", str(_weights_dir(tmp_path / "lp")),
+    ]  # fmt: skip
+    assert cli_main(argv) == 0
+    assert calls == [(tmp_path / "face.png", out / "motion.npy", out / "audio.wav", tmp_path / "lp")]
+    m = np.load(out / "motion.npy").shape[0]
+    info = _probe(out / "talking_head.mp4")
+    assert info["frames"] == m
+    assert info["audio_seconds"] == pytest.approx(sf.info(str(out / "audio.wav")).duration, abs=0.03)
