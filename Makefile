@@ -50,9 +50,9 @@ format: setup
 bench: setup
 	$(BIN)/python benchmarks/attention.py --device cpu --seconds 5 20 --json benchmarks/results/attention_cpu.json
 	$(BIN)/python benchmarks/train_step.py --device cpu --json benchmarks/results/train_step_cpu.json
-	$(BIN)/python benchmarks/sample.py --device cpu --json benchmarks/results/sample_cpu.json
-	$(BIN)/python benchmarks/inference.py --device cpu --json benchmarks/results/inference_cpu.json
-	$(BIN)/python benchmarks/render.py --device cpu --json benchmarks/results/render_cpu.json
+	$(BIN)/python benchmarks/sample.py --device cpu --size tiny paper --json benchmarks/results/sample_cpu.json
+	$(BIN)/python benchmarks/inference.py --device cpu
+	$(BIN)/python benchmarks/render.py --device cpu
 
 synth-recipe: setup
 	$(BIN)/python -m jam_flow.eval.recipe
