@@ -156,3 +156,15 @@ def table(rows: list[dict], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(r.get(c, "")) for c in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def report(records: list[dict], columns: list[str], device: str, json_path: str | Path | None) -> None:
+    """Print the machine line and a table of ``records``; write ``{"machine", "records"}`` to ``json_path``."""
+    meta = machine(device)
+    print(
+        f"machine: {meta.get('gpu') or meta.get('cpu')} | torch {meta['torch']} | load {meta['loadavg_1_5_15']}"
+    )
+    print(table(records, columns))
+    if json_path:
+        write_json(json_path, {"machine": meta, "records": records})
+        print(f"wrote {json_path}")

@@ -105,18 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     dev = args.device
     records = [measure(size, backend, args) for size in args.size for backend in args.backend]
-    meta = common.machine(dev)
-    print(
-        f"machine: {meta.get('gpu') or meta.get('cpu')} | torch {meta['torch']} | load {meta['loadavg_1_5_15']}"
+    common.report(
+        records,
+        ["size", "backend", "seconds", "nfe", "measured_nfe", "ms", "ms_per_nfe", "peak_mb"],
+        dev,
+        args.json,
     )
-    print(
-        common.table(
-            records, ["size", "backend", "seconds", "nfe", "measured_nfe", "ms", "ms_per_nfe", "peak_mb"]
-        )
-    )
-    if args.json:
-        common.write_json(args.json, {"machine": meta, "records": records})
-        print(f"wrote {args.json}")
     return 0
 
 
