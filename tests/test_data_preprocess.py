@@ -207,3 +207,21 @@ def test_bad_arguments_fail_fast(tmp_path, capsys):
         )
         == 2
     )
+
+
+def test_preprocessed_dataset_trains(tmp_path, extractor_ckpt):
+    """A folder of mp4 files -> `jam-flow preprocess` -> `jam-flow fit` runs on it and leaves last.ckpt."""
+    root, out = tmp_path / "videos", tmp_path / "out"
+    root.mkdir()
+    for name in ("a.mp4", "b.mp4", "c.mp4"):
+        make_video(root / name, 0.64)
+    argv = ["preprocess", "--dataset", "folder", "--root", str(root), "--out", str(out),
+            "--motion-extractor", str(extractor_ckpt), "--face-detector", "full-frame", "--crop-size", "32"]  # fmt: skip
+    assert cli_main(argv) == 0
+    assert validate_dataset(out) == []
+    config = Path(__file__).resolve().parents[1] / "configs" / "tests" / "tiny_stage2.yaml"
+    fit = ["fit", "--config", str(config), "--data.data_dir", str(out), "--trainer.max_steps", "2",
+           "--trainer.default_root_dir", str(tmp_path / "run"), "--media.num_clips", "0",
+           "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    assert cli_main(fit) == 0
+    assert len(list((tmp_path / "run").glob("**/checkpoints/last.ckpt"))) == 1
