@@ -35,15 +35,6 @@ VOCOS_TINY = {
 }
 
 
-def one_thread():
-    """Generator for a module fixture: run torch on one thread. The tiny models are far too small to gain from
-    intra-op threads, and on a loaded shared machine thread contention made them ~10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_meta(with_stats: bool = True) -> dict:
     from jam_flow.models import tiny_joint_config
 

@@ -29,15 +29,6 @@ from jam_flow.models import JointDiT, tiny_joint_config
 TEXTS = ["hello there", "a tiny clip", "lips and sound", "four of them", "one more line"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run far faster on one thread than on two busy cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _write_dataset(root, source: str = "synth") -> None:
     rng = np.random.default_rng(0)
     mel_s, motion_s = MelSettings(), MotionSettings()

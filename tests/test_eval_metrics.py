@@ -21,15 +21,6 @@ from jam_flow.eval.signals import lagged_pearson, masked_pearson, speech_envelop
 from jam_flow.features import audio_to_motion_frame
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run far faster on one thread than on two busy cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _smooth_noise(b: int, t: int, seed: int) -> torch.Tensor:
     """Band-limited random signals [b, t]: white noise through a short moving average (so lags are resolvable)."""
     g = torch.Generator().manual_seed(seed)

@@ -31,15 +31,6 @@ _CONV_LIP = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors run far faster on one thread than on two busy cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _public_layout_state(embed: int = 1024) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(embed)
     state: dict[str, torch.Tensor] = {}

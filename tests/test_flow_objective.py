@@ -20,15 +20,6 @@ from jam_flow.flow.masking import (
 from jam_flow.flow.objective import FlowBatch, FlowObjective, interpolate, masked_mse, sample_time
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and two threads collapse when the cores are shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Recorder(nn.Module):
     """Stand-in with the JointDiT keyword interface: returns learnable predictions and records its inputs."""
 

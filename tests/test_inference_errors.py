@@ -8,11 +8,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import yaml
-from inference_fixtures import one_thread, write_export, write_inputs
+from inference_fixtures import write_export, write_inputs
 
 from jam_flow.cli import main
-
-_single_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
 
 
 @pytest.fixture(scope="module")

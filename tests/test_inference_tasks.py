@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from inference_fixtures import one_thread, tiny_meta, tiny_net, write_export, write_inputs, write_vocos
+from inference_fixtures import tiny_meta, tiny_net, write_export, write_inputs, write_vocos
 
 from jam_flow.cli import main
 from jam_flow.features import audio_to_motion_frame
@@ -21,9 +21,6 @@ from jam_flow.inference.bundle import load_bundle
 from jam_flow.inference.vocoder import load_vocos
 
 FAST = SamplerSettings(nfe=2)
-
-
-_single_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
 
 
 @pytest.fixture(scope="module")

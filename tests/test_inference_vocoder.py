@@ -7,13 +7,10 @@ import logging
 import pytest
 import torch
 import yaml
-from inference_fixtures import one_thread
 
 from jam_flow.errors import InputError
 from jam_flow.features import MelSettings
 from jam_flow.inference.vocoder import GriffinLimVocoder, VocosVocoder, load_vocoder, load_vocos
-
-_single_thread = pytest.fixture(scope="module", autouse=True)(one_thread)
 
 
 def _vocos_config(dim: int = 16) -> dict:

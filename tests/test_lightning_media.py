@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from lightning_support import make_dataset
 
@@ -10,15 +9,6 @@ from jam_flow.lightning.callbacks import ValidationMedia
 from jam_flow.lightning.datamodule import JAMFlowDataModule
 from jam_flow.lightning.module import JAMFlowModule
 from jam_flow.models import JointDiT
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and two threads collapse when the cores are shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 class Writer:

@@ -18,15 +18,6 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "tests"
 TINY = str(CONFIGS / "tiny_stage2.yaml")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread (and two threads collapse when the cores are shared)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> str:
     return str(

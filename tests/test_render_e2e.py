@@ -30,15 +30,6 @@ SR = 24000
 FPS = 25
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """The shared 2-core test machine runs many jobs at once; one intra-op thread is ~3x faster there."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_models(seed: int = 0) -> LivePortraitModels:
     """The five LivePortrait networks at toy widths (same code paths, ~1 s per frame on a loaded CPU)."""
     with torch.random.fork_rng(devices=[]):
