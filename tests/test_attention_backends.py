@@ -101,6 +101,32 @@ def test_fused_matches_reference_at_default_window_larger_sizes():
     _close(_run("fused", ins, kw, grads), _run("reference", ins, kw, grads), "fused 301/81")
 
 
+@pytest.mark.parametrize("window", [0, 4, 20])
+@pytest.mark.parametrize("rates", [(24000, 256, 25), (16000, 160, 30), (22050, 256, 25)])
+def test_fused_multi_block_matches_reference(rates, window):
+    """Several motion blocks (block size rounded to the frame ratio's numerator: 4, 3 and 128 here), padding in
+    the second sample, every switch combination: values and gradients equal ``reference``."""
+    sr, hop, fps = rates
+    m = 150
+    n = -(-m * sr // (hop * fps))  # audio frames covering the motion frames
+    ins = _inputs(n, m, seed=7)
+    g = torch.Generator().manual_seed(8)
+    grads = [torch.randn(2, 2, n, 8, generator=g), torch.randn(2, 2, m, 8, generator=g)]
+    for a_sw, m_sw in SWITCHES:
+        kw = dict(
+            audio_lens=torch.tensor([n, n - 37]),
+            motion_lens=torch.tensor([m, m - 41]),
+            window=window,
+            audio_sees_motion=a_sw,
+            motion_sees_audio=m_sw,
+            sample_rate=sr,
+            hop_length=hop,
+            fps=fps,
+        )
+        what = f"fused {rates} W={window} switches={a_sw},{m_sw}"
+        _close(_run("fused", ins, kw, grads), _run("reference", ins, kw, grads), what)
+
+
 @pytest.mark.parametrize("window", WINDOWS)
 def test_self_attention_backends_match_reference(window):
     g = torch.Generator().manual_seed(4)
@@ -177,3 +203,63 @@ def test_reference_masks_follow_the_rules():
     j = torch.arange(8)
     assert torch.equal(mask_m[0, :, :8], (j[:, None] - j[None]).abs() <= 1)
     assert torch.equal(mask_m[0, :, 8:], (f[None] - j[:, None]).abs() <= 1)
+
+
+def test_fused_non_contiguous_inputs_and_larger_batch():
+    """Inputs laid out ``[b, L, h, d]`` (as the model's projections give them) and a batch of 3 with several
+    motion blocks: values and gradients equal ``reference``."""
+    n, m, b = 190, 70, 3
+    g = torch.Generator().manual_seed(11)
+    ins = [torch.randn(b, L, 2, 8, generator=g).transpose(1, 2) for L in (n, n, n, m, m, m)]
+    assert not ins[0].is_contiguous()
+    grads = [torch.randn(b, 2, n, 8, generator=g), torch.randn(b, 2, m, 8, generator=g)]
+    kw = dict(audio_lens=torch.tensor([n, 150, 9]), motion_lens=torch.tensor([m, 40, 70]), window=3)
+
+    def run(backend):
+        xs = [t.detach().requires_grad_(True) for t in ins]
+        out = joint_attention(*xs, **kw, backend=backend)
+        sum((o * gr).sum() for o, gr in zip(out, grads, strict=True)).backward()
+        return list(out) + [x.grad for x in xs]
+
+    _close(run("fused"), run("reference"), "fused non-contiguous b=3")
+
+
+def test_fused_bfloat16_on_cpu():
+    """bf16 inputs: the fused backend stays within bf16 rounding of the fp32 reference (values and gradients)."""
+    n, m = 150, 40
+    ins = _inputs(n, m, seed=12)
+    g = torch.Generator().manual_seed(13)
+    grads = [torch.randn(2, 2, n, 8, generator=g), torch.randn(2, 2, m, 8, generator=g)]
+    kw = dict(audio_lens=torch.tensor([n, 101]), motion_lens=torch.tensor([m, 27]), window=4)
+    want = _run("reference", ins, kw, grads)
+    got = _run("fused", [t.bfloat16() for t in ins], kw, [t.bfloat16() for t in grads])
+    for i, (a, w) in enumerate(zip(got, want, strict=True)):
+        assert a.dtype == torch.bfloat16, i
+        torch.testing.assert_close(
+            a.float(), w, atol=3e-2, rtol=3e-2, msg=lambda s, i=i: f"bf16 tensor {i}: {s}"
+        )
+
+
+@pytest.mark.parametrize(
+    ("start", "stride", "size", "nb", "L"),
+    [(-4, 32, 40, 5, 150), (-15, 120, 150, 3, 300), (-3, 9, 9, 1, 4), (2, 5, 12, 4, 20)],
+)
+def test_window_gather_and_scatter_are_adjoint(start, stride, size, nb, L):
+    """``<gather(x), g> == <x, scatter(g)>`` for strided overlapping windows that run past either end, into a
+    non-contiguous destination; rows outside the source read as zeros."""
+    from jam_flow.nn.attention_cpu import _gather_windows, _scatter_windows
+
+    gen = torch.Generator().manual_seed(start + L)
+    x = torch.randn(2, L, 3, 4, generator=gen, dtype=torch.float64).transpose(1, 2)  # [b, h, L, d], strided
+    dst = torch.full((2, nb, 3, size + 2, 4), float("nan"), dtype=torch.float64).transpose(1, 2)
+    _gather_windows(dst, x, start, stride, size, 1)
+    win = dst[:, :, :, 1 : 1 + size]
+    for c in range(nb):
+        for r in range(size):
+            p = start + c * stride + r
+            want = x[:, :, p] if 0 <= p < L else torch.zeros_like(x[:, :, 0])
+            assert torch.equal(win[:, :, c, r], want), (c, r)
+    g = torch.randn(2, 3, nb, size + 2, 4, generator=gen, dtype=torch.float64)
+    acc = torch.zeros(2, L, 3, 4, dtype=torch.float64).transpose(1, 2)
+    _scatter_windows(acc, g, start, stride, size, 1)
+    torch.testing.assert_close((win * g[:, :, :, 1 : 1 + size]).sum(), (x * acc).sum())
