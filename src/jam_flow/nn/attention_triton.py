@@ -22,6 +22,8 @@ Runs on the CPU through Triton's interpreter when ``TRITON_INTERPRET=1`` is set 
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import triton
 from torch import Tensor
@@ -41,11 +43,25 @@ from jam_flow.nn.masks import as_batch_flags
 __all__ = ["joint_attention_triton", "self_attention_triton", "FULL", "ALIGN", "BAND", "XWIN"]
 
 
-def _tiles(device: torch.device, d: int) -> tuple[int, int, int]:
-    """``(BM, BN, num_warps)``: small tiles in the interpreter (CPU tests), FlashAttention-2 sized on a GPU."""
+def _tiles(device: torch.device, d: int, dtype: torch.dtype = torch.bfloat16) -> tuple[int, int, int]:
+    """``(BM, BN, num_warps)``: small tiles in the interpreter (CPU tests), FlashAttention-2 sized on a GPU.
+
+    fp32 runs IEEE dots on the FMA units (no tensor cores); 64-row fp32 tiles compile for sm_90 to 7-16 KiB of
+    local-memory stack per thread (ptxas register spills), 32 x 32 tiles to (almost) none.
+    """
     if device.type != "cuda":
         return 16, 16, 1
+    if dtype == torch.float32:
+        return 32, 32, 4
     return (64, 64, 4) if d <= 64 else (64, 32, 4)
+
+
+_MAX_GRID_Y = 65535  # CUDA limit of gridDim.y, which holds b * h
+
+
+def _on_device(t: Tensor):
+    """Launch on ``t``'s GPU: Triton launches on the *current* CUDA device, not on the device of the tensors."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
 
 class _JointAttention(torch.autograd.Function):
@@ -164,9 +180,11 @@ class _SelfAttention(torch.autograd.Function):
         return dq, dk, dv, None, None, None
 
 
-def _common(q: Tensor) -> tuple[int, int, int, int, int, int, str]:
+def _common(q: Tensor) -> tuple[int, int, int, int, int, int, int, str]:
     b, h, L, d = q.shape
-    BM, BN, warps = _tiles(q.device, d)
+    if b * h > _MAX_GRID_Y:
+        raise ValueError(f"batch * heads = {b * h} exceeds the CUDA grid limit {_MAX_GRID_Y}")
+    BM, BN, warps = _tiles(q.device, d, q.dtype)
     prec = "ieee" if q.dtype == torch.float32 else "tf32"
     return b, h, L, d, BM, BN, warps, prec
 
@@ -177,36 +195,37 @@ def _launch_fwd(q, k, v, k2, v2, qlen, klen, k2len, sw, kind1, kind2, W, num, de
     o = torch.empty_like(q)
     lse = torch.empty(b, h, L, dtype=torch.float32, device=q.device)
     grid = (triton.cdiv(max(L, 1), BM), b * h)
-    _fwd_kernel[grid](
-        q,
-        k,
-        v,
-        k2 if has2 else k,
-        v2 if has2 else v,
-        o,
-        lse,
-        qlen,
-        klen,
-        k2len if has2 else klen,
-        sw if has2 else klen,
-        h,
-        L,
-        k.shape[2],
-        k2.shape[2] if has2 else 0,
-        W,
-        num,
-        den,
-        d**-0.5,
-        KIND1=kind1,
-        KIND2=kind2 if has2 else 0,
-        HAS2=has2,
-        BM=BM,
-        BN=BN,
-        D=d,
-        D2=max(16, triton.next_power_of_2(d)),
-        PREC=prec,
-        num_warps=warps,
-    )
+    with _on_device(q):
+        _fwd_kernel[grid](
+            q,
+            k,
+            v,
+            k2 if has2 else k,
+            v2 if has2 else v,
+            o,
+            lse,
+            qlen,
+            klen,
+            k2len if has2 else klen,
+            sw if has2 else klen,
+            h,
+            L,
+            k.shape[2],
+            k2.shape[2] if has2 else 0,
+            W,
+            num,
+            den,
+            d**-0.5,
+            KIND1=kind1,
+            KIND2=kind2 if has2 else 0,
+            HAS2=has2,
+            BM=BM,
+            BN=BN,
+            D=d,
+            D2=max(16, triton.next_power_of_2(d)),
+            PREC=prec,
+            num_warps=warps,
+        )
     return o, lse
 
 
@@ -215,38 +234,39 @@ def _launch_dq(q, k, v, k2, v2, do, lse, delta, qlen, klen, k2len, sw, kind1, ki
     has2 = k2 is not None
     dq = torch.empty_like(q)
     grid = (triton.cdiv(max(L, 1), BM), b * h)
-    _dq_kernel[grid](
-        q,
-        k,
-        v,
-        k2 if has2 else k,
-        v2 if has2 else v,
-        do,
-        lse,
-        delta,
-        dq,
-        qlen,
-        klen,
-        k2len if has2 else klen,
-        sw if has2 else klen,
-        h,
-        L,
-        k.shape[2],
-        k2.shape[2] if has2 else 0,
-        W,
-        num,
-        den,
-        d**-0.5,
-        KIND1=kind1,
-        KIND2=kind2 if has2 else 0,
-        HAS2=has2,
-        BM=BM,
-        BN=BN,
-        D=d,
-        D2=max(16, triton.next_power_of_2(d)),
-        PREC=prec,
-        num_warps=warps,
-    )
+    with _on_device(q):
+        _dq_kernel[grid](
+            q,
+            k,
+            v,
+            k2 if has2 else k,
+            v2 if has2 else v,
+            do,
+            lse,
+            delta,
+            dq,
+            qlen,
+            klen,
+            k2len if has2 else klen,
+            sw if has2 else klen,
+            h,
+            L,
+            k.shape[2],
+            k2.shape[2] if has2 else 0,
+            W,
+            num,
+            den,
+            d**-0.5,
+            KIND1=kind1,
+            KIND2=kind2 if has2 else 0,
+            HAS2=has2,
+            BM=BM,
+            BN=BN,
+            D=d,
+            D2=max(16, triton.next_power_of_2(d)),
+            PREC=prec,
+            num_warps=warps,
+        )
     return dq
 
 
@@ -257,41 +277,42 @@ def _launch_dkdv(k, v, first, second, klen, sw, kind1, kind2, W, num, den):
     q2, do2, lse2, delta2, q2len = second if has2 else first
     dk, dv = torch.empty_like(k), torch.empty_like(v)
     grid = (triton.cdiv(max(Lk, 1), BN), b * h)
-    _dkdv_kernel[grid](
-        k,
-        v,
-        q1,
-        do1,
-        lse1,
-        delta1,
-        q2,
-        do2,
-        lse2,
-        delta2,
-        dk,
-        dv,
-        klen,
-        q1len,
-        q2len,
-        sw if has2 else klen,
-        h,
-        Lk,
-        q1.shape[2],
-        q2.shape[2],
-        W,
-        num,
-        den,
-        d**-0.5,
-        KIND1=kind1,
-        KIND2=kind2 if has2 else 0,
-        HAS2=has2,
-        BM=BM,
-        BN=BN,
-        D=d,
-        D2=max(16, triton.next_power_of_2(d)),
-        PREC=prec,
-        num_warps=warps,
-    )
+    with _on_device(k):
+        _dkdv_kernel[grid](
+            k,
+            v,
+            q1,
+            do1,
+            lse1,
+            delta1,
+            q2,
+            do2,
+            lse2,
+            delta2,
+            dk,
+            dv,
+            klen,
+            q1len,
+            q2len,
+            sw if has2 else klen,
+            h,
+            Lk,
+            q1.shape[2],
+            q2.shape[2],
+            W,
+            num,
+            den,
+            d**-0.5,
+            KIND1=kind1,
+            KIND2=kind2 if has2 else 0,
+            HAS2=has2,
+            BM=BM,
+            BN=BN,
+            D=d,
+            D2=max(16, triton.next_power_of_2(d)),
+            PREC=prec,
+            num_warps=warps,
+        )
     return dk, dv
 
 
@@ -325,8 +346,12 @@ def joint_attention_triton(
     m_sw = as_batch_flags(motion_sees_audio, b, dev).to(torch.int32)
     audio_lens = _lens(audio_lens, dev).clamp(max=q_a.shape[2])
     motion_lens = _lens(motion_lens, dev).clamp(max=q_m.shape[2])
+    # |j - j'| <= W (BAND) and |f(i) - j| <= W (XWIN) hold for every pair once W >= m + f(n): the cap changes no
+    # mask and keeps the kernel's int32 bounds ((j + W + 1) * den in particular) far from overflow.
+    n, m = q_a.shape[2], q_m.shape[2]
+    W = 0 if window is None else min(window, m + (n * num) // den + 1)
     c = [t.contiguous() for t in (q_a, k_a, v_a, q_m, k_m, v_m)]
-    return _JointAttention.apply(*c, audio_lens, motion_lens, a_sw, m_sw, kinds, window or 0, num, den)
+    return _JointAttention.apply(*c, audio_lens, motion_lens, a_sw, m_sw, kinds, W, num, den)
 
 
 def self_attention_triton(q: Tensor, k: Tensor, v: Tensor, lens: Tensor, window: int | None = None) -> Tensor:
@@ -335,4 +360,5 @@ def self_attention_triton(q: Tensor, k: Tensor, v: Tensor, lens: Tensor, window:
         raise ValueError(f"window must be >= 0 or None, got {window}")
     lens = _lens(lens, q.device).clamp(max=q.shape[2])
     kind = FULL if window is None else BAND
-    return _SelfAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), lens, kind, window or 0)
+    W = 0 if window is None else min(window, q.shape[2])  # any W >= L masks the same; keeps the bounds small
+    return _SelfAttention.apply(q.contiguous(), k.contiguous(), v.contiguous(), lens, kind, W)
