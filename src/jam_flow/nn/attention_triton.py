@@ -189,84 +189,59 @@ def _common(q: Tensor) -> tuple[int, int, int, int, int, int, int, str]:
     return b, h, L, d, BM, BN, warps, prec
 
 
-def _launch_fwd(q, k, v, k2, v2, qlen, klen, k2len, sw, kind1, kind2, W, num, den):
+def _meta(kind1, kind2, has2, BM, BN, d, prec, warps) -> dict:
+    """Compile-time parameters of a kernel launch."""
+    return dict(
+        KIND1=kind1,
+        KIND2=kind2 if has2 else 0,
+        HAS2=has2,
+        BM=BM,
+        BN=BN,
+        D=d,
+        D2=max(16, triton.next_power_of_2(d)),
+        PREC=prec,
+        num_warps=warps,
+    )
+
+
+def _query_side(q, k, v, k2, v2, qlen, klen, k2len, sw, kind1, kind2, W, num, den):
+    """Grid, key / value tensors, scalar arguments and meta-parameters shared by the forward and dq kernels
+    (which take the same arguments around their own outputs)."""
     b, h, L, d, BM, BN, warps, prec = _common(q)
     has2 = k2 is not None
-    o = torch.empty_like(q)
-    lse = torch.empty(b, h, L, dtype=torch.float32, device=q.device)
+    kv = (k, v, k2 if has2 else k, v2 if has2 else v)
+    scalars = (
+        qlen,
+        klen,
+        k2len if has2 else klen,
+        sw if has2 else klen,
+        h,
+        L,
+        k.shape[2],
+        k2.shape[2] if has2 else 0,
+        W,
+        num,
+        den,
+        d**-0.5,
+    )
     grid = (triton.cdiv(max(L, 1), BM), b * h)
+    return grid, kv, scalars, _meta(kind1, kind2, has2, BM, BN, d, prec, warps)
+
+
+def _launch_fwd(q, k, v, k2, v2, qlen, klen, k2len, sw, kind1, kind2, W, num, den):
+    grid, kv, scalars, meta = _query_side(q, k, v, k2, v2, qlen, klen, k2len, sw, kind1, kind2, W, num, den)
+    o = torch.empty_like(q)
+    lse = torch.empty(q.shape[:3], dtype=torch.float32, device=q.device)
     with _on_device(q):
-        _fwd_kernel[grid](
-            q,
-            k,
-            v,
-            k2 if has2 else k,
-            v2 if has2 else v,
-            o,
-            lse,
-            qlen,
-            klen,
-            k2len if has2 else klen,
-            sw if has2 else klen,
-            h,
-            L,
-            k.shape[2],
-            k2.shape[2] if has2 else 0,
-            W,
-            num,
-            den,
-            d**-0.5,
-            KIND1=kind1,
-            KIND2=kind2 if has2 else 0,
-            HAS2=has2,
-            BM=BM,
-            BN=BN,
-            D=d,
-            D2=max(16, triton.next_power_of_2(d)),
-            PREC=prec,
-            num_warps=warps,
-        )
+        _fwd_kernel[grid](q, *kv, o, lse, *scalars, **meta)
     return o, lse
 
 
 def _launch_dq(q, k, v, k2, v2, do, lse, delta, qlen, klen, k2len, sw, kind1, kind2, W, num, den):
-    b, h, L, d, BM, BN, warps, prec = _common(q)
-    has2 = k2 is not None
+    grid, kv, scalars, meta = _query_side(q, k, v, k2, v2, qlen, klen, k2len, sw, kind1, kind2, W, num, den)
     dq = torch.empty_like(q)
-    grid = (triton.cdiv(max(L, 1), BM), b * h)
     with _on_device(q):
-        _dq_kernel[grid](
-            q,
-            k,
-            v,
-            k2 if has2 else k,
-            v2 if has2 else v,
-            do,
-            lse,
-            delta,
-            dq,
-            qlen,
-            klen,
-            k2len if has2 else klen,
-            sw if has2 else klen,
-            h,
-            L,
-            k.shape[2],
-            k2.shape[2] if has2 else 0,
-            W,
-            num,
-            den,
-            d**-0.5,
-            KIND1=kind1,
-            KIND2=kind2 if has2 else 0,
-            HAS2=has2,
-            BM=BM,
-            BN=BN,
-            D=d,
-            D2=max(16, triton.next_power_of_2(d)),
-            PREC=prec,
-            num_warps=warps,
-        )
+        _dq_kernel[grid](q, *kv, do, lse, delta, dq, *scalars, **meta)
     return dq
 
 
@@ -303,15 +278,7 @@ def _launch_dkdv(k, v, first, second, klen, sw, kind1, kind2, W, num, den):
             num,
             den,
             d**-0.5,
-            KIND1=kind1,
-            KIND2=kind2 if has2 else 0,
-            HAS2=has2,
-            BM=BM,
-            BN=BN,
-            D=d,
-            D2=max(16, triton.next_power_of_2(d)),
-            PREC=prec,
-            num_warps=warps,
+            **_meta(kind1, kind2, has2, BM, BN, d, prec, warps),
         )
     return dk, dv
 
