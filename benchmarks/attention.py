@@ -76,8 +76,7 @@ def peak(backend: str, seconds: float, pass_name: str, fn, args: argparse.Namesp
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p = common.parser(__doc__)
     p.add_argument("--seconds", type=float, nargs="+", default=[5.0, 20.0])
     p.add_argument("--backends", nargs="+", default=["floor", *BACKENDS])
     p.add_argument(
@@ -87,14 +86,10 @@ def main(argv: list[str] | None = None) -> int:
         help="default: float32 on the CPU, bfloat16 on CUDA",
     )
     p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--json", type=Path, default=None)
     p.add_argument(
         "--peak-of", nargs=3, metavar=("BACKEND", "SECONDS", "PASS"), default=None, help=argparse.SUPPRESS
     )  # internal: print one CPU peak measured in a fresh process
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = common.parse_args(p, argv)
     dtype = getattr(torch, args.dtype or ("float32" if args.device == "cpu" else "bfloat16"))
     if args.peak_of is not None:
         common.ensure_malloc_env()

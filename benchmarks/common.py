@@ -12,6 +12,7 @@ RSS during the call (freed memory that glibc keeps and reuses is not counted aga
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -29,6 +30,23 @@ RESULTS = Path(__file__).resolve().parent / "results"
 
 # dense bf16 tensor-core peak (FLOP/s), from the vendors' data sheets (SXM parts, without sparsity)
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser with the options every model benchmark shares: ``--device``, ``--threads``, ``--json``."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--json", type=Path, default=None)
+    return p
+
+
+def parse_args(p: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` and apply ``--threads``."""
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
 
 
 def ensure_malloc_env() -> None:

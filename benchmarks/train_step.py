@@ -179,8 +179,7 @@ def measure(size: str, backend: str, args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    p = common.parser(__doc__)
     p.add_argument("--size", nargs="+", choices=sorted(CONFIGS), default=["tiny", "paper"])
     p.add_argument("--backend", nargs="+", default=["auto"], help="attention backends to compare")
     p.add_argument("--seconds", type=float, default=20.0, help="clip length of every sample")
@@ -197,11 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="forward + backward only (no AdamW update; always so for the paper-size model on the CPU)",
     )
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--json", type=Path, default=None)
-    args = p.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = common.parse_args(p, argv)
     dev = args.device
     records = [measure(size, backend, args) for size in args.size for backend in args.backend]
     common.report(
