@@ -82,6 +82,7 @@ def machine(device: str) -> dict:
         info["triton"] = None
     if device == "cuda" and torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
+        info["cuda"] = torch.version.cuda
         try:
             info["driver"] = subprocess.run(
                 ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],

@@ -19,7 +19,7 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,42 +27,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
 from jam_flow.features import MotionSettings
 from jam_flow.liveportrait import load_liveportrait
 from jam_flow.liveportrait.face import crop_face, paste_back, rescale_crop_affine, warp_mask
 from jam_flow.liveportrait.keypoints import transform_keypoints
 from jam_flow.liveportrait.testing import write_random_weights
 from jam_flow.render.animate import assemble_expression
-
-RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def machine(device: torch.device) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-    return info
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def run(models, src, frame, m_c2o, motion, batch_size: int, feather: float = 0.12) -> dict:
@@ -82,11 +55,11 @@ def run(models, src, frame, m_c2o, motion, batch_size: int, feather: float = 0.1
             src["t"].expand(b, -1),
         )  # fmt: skip
         x_d = models.stitch(src["x_s"], x_d)
-        sync(device)
+        common.sync(device.type)
         stages["keypoints_stitch"] += time.perf_counter() - t
         t = time.perf_counter()
         faces = models.warp_decode(src["f_s"], src["x_s"], x_d)
-        sync(device)
+        common.sync(device.type)
         stages["warp_decode"] += time.perf_counter() - t
         t = time.perf_counter()
         faces = faces.clamp(0, 1).cpu().numpy()
@@ -161,14 +134,17 @@ def main(argv: list[str] | None = None) -> int:
         "device": str(device),
         "half": args.half,
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "machine": machine(device),
+        "machine": common.machine(device.type),
         "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "note": args.note,
         "results": results,
     }
-    out = Path(args.out) if args.out else RESULTS / f"render_{device.type}{'_half' if args.half else ''}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(record, indent=2) + "\n")
+    out = common.write_json(
+        Path(args.out)
+        if args.out
+        else common.RESULTS / f"render_{device.type}{'_half' if args.half else ''}.json",
+        record,
+    )
     print(f"wrote {out}")
     return 0
 

@@ -146,6 +146,17 @@ def _ensure_corpus(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _spawn(cmd: list[str], log_path: Path, threads: int) -> tuple[subprocess.Popen, Any]:
+    """Start ``cmd`` in the repository root with its output in ``log_path``; returns the process and the open log
+    (the caller closes it when the process ends). Each process gets its own session: on a shared machine with
+    autogroup scheduling, each then gets a session's CPU share."""
+    logf = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed by the caller when the process ends
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=_env(threads), stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    return proc, logf
+
+
 def _env(threads: int) -> dict[str, str]:
     env = dict(os.environ)
     env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -201,16 +212,7 @@ def _train_all(variants: list[Variant], args: argparse.Namespace) -> dict[str, d
             root.mkdir(parents=True, exist_ok=True)
             cmd = _train_command(v, args, root)
             log.info("train %s: %s", v.name, shlex.join(cmd))
-            logf = open(root / "train.log", "w", encoding="utf-8")  # noqa: SIM115 - closed when the run ends
-            # its own session: on a shared machine with autogroup scheduling each run gets a session's CPU share
-            proc = subprocess.Popen(
-                cmd,
-                cwd=REPO_ROOT,
-                env=_env(args.threads),
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            proc, logf = _spawn(cmd, root / "train.log", args.threads)
             running.append((v, proc, time.perf_counter(), root, logf))
         time.sleep(2.0)
         for item in list(running):
@@ -321,15 +323,7 @@ def _evaluate_all(
             out = _eval_cache(ckpt, task, args)
             cmd = _eval_command(ckpt, task, out, args)
             log.info("evaluate: %s", shlex.join(cmd))
-            logf = open(out.with_suffix(".log"), "w", encoding="utf-8")  # noqa: SIM115 - closed when it ends
-            proc = subprocess.Popen(
-                cmd,
-                cwd=REPO_ROOT,
-                env=_env(args.threads),
-                stdout=logf,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+            proc, logf = _spawn(cmd, out.with_suffix(".log"), args.threads)
             running.append((ckpt, task, proc, logf))
         time.sleep(1.0)
         for item in list(running):
