@@ -288,9 +288,8 @@ class _JointCPU(torch.autograd.Function):
         if m_plan is None:  # no motion frames
             out_m, m_saved = q_m.new_zeros(q_m.shape), ()
         else:
-            two = len(m_plan[2]) == 2
-            srcs_k, srcs_v = ((k_m, k_a), (v_m, v_a)) if two else ((k_m,), (v_m,))
-            out_m, m_saved = _blocks_forward(q_m, srcs_k, srcs_v, m_plan)
+            n_src = len(m_plan[2])  # motion windows, and audio windows unless n = 0
+            out_m, m_saved = _blocks_forward(q_m, (k_m, k_a)[:n_src], (v_m, v_a)[:n_src], m_plan)
         ctx.save_for_backward(*a_saved, *m_saved)
         ctx.plans, ctx.n_audio_saved, ctx.m = (a_plan, m_plan), len(a_saved), q_m.shape[2]
         return out_a, out_m
@@ -307,10 +306,9 @@ class _JointCPU(torch.autograd.Function):
         gq_a, gk_a, gv_a = _audio_backward(g_a, a_saved, a_plan, g_km, g_vm)
         if m_plan is None:
             gq_m = g_km.new_zeros(b, h, 0, d)
-        elif len(m_plan[2]) == 2:
-            gq_m = _blocks_backward(g_m, m_saved, m_plan, [g_km, gk_a], [g_vm, gv_a])
         else:
-            gq_m = _blocks_backward(g_m, m_saved, m_plan, [g_km], [g_vm])
+            n_src = len(m_plan[2])
+            gq_m = _blocks_backward(g_m, m_saved, m_plan, [g_km, gk_a][:n_src], [g_vm, gv_a][:n_src])
         return None, None, gq_a, gk_a, gv_a, gq_m, g_km, g_vm
 
 
@@ -352,11 +350,11 @@ def joint_attention_cpu(
     _check_cpu(q_a)
     n, m = q_a.shape[2], q_m.shape[2]
     a_lens, m_lens = tuple(audio_lens.tolist()), tuple(motion_lens.tolist())
-    key = (num, den, q_a.dtype, q_a.device)
-    a_plan = _audio_plan(n, m, num, den, a_lens, m_lens, tuple(a_sees.tolist()), *key[2:])
+    dtype, dev = q_a.dtype, q_a.device
+    a_plan = _audio_plan(n, m, num, den, a_lens, m_lens, tuple(a_sees.tolist()), dtype, dev)
     m_plan = None
     if m:
-        m_plan = _motion_plan(m, n, window, num, den, m_lens, a_lens, tuple(m_sees.tolist()), *key[2:])
+        m_plan = _motion_plan(m, n, window, num, den, m_lens, a_lens, tuple(m_sees.tolist()), dtype, dev)
     return _JointCPU.apply(a_plan, m_plan, q_a, k_a, v_a, q_m, k_m, v_m)
 
 
