@@ -17,7 +17,6 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from jam_flow.errors import InputError
 from jam_flow.models.validation import (
@@ -29,7 +28,13 @@ from jam_flow.models.validation import (
     constructor_args,
 )
 from jam_flow.nn.embeddings import InputEmbedding, TextEmbedding, TimestepEmbedding
-from jam_flow.nn.modules import AdaLayerNormFinal, DiTBlock, zero_init_adaln
+from jam_flow.nn.modules import (
+    AdaLayerNormFinal,
+    check_dit_sizes,
+    dit_blocks,
+    maybe_checkpoint,
+    zero_init_adaln,
+)
 from jam_flow.nn.rope import RotaryEmbedding
 
 __all__ = ["AudioDiT", "AudioState"]
@@ -94,13 +99,7 @@ class AudioDiT(nn.Module):
                 "AudioDiT: text_embedding_average_upsampling=True requires text_mask_padding=True"
             )
         check_backend("AudioDiT", attention_backend)
-        for name, value in (("dim", dim), ("depth", depth), ("heads", heads), ("dim_head", dim_head)):
-            if value <= 0:
-                raise InputError(f"AudioDiT: {name} must be positive, got {value}")
-        if dim % 16:
-            raise InputError(
-                f"AudioDiT: dim must be a multiple of 16 (grouped conv position embedding), got {dim}"
-            )
+        check_dit_sizes("AudioDiT", dim, depth, heads, dim_head)
         # constructor arguments as plain values (written into checkpoints to rebuild the network)
         self.init_args = constructor_args(AudioDiT.__init__, locals())
         text_dim = mel_dim if text_dim is None else text_dim
@@ -120,11 +119,8 @@ class AudioDiT(nn.Module):
         )
         self.input_embed = InputEmbedding(mel_dim, text_dim, dim)
         self.rotary_embed = RotaryEmbedding(dim_head)
-        self.transformer_blocks = nn.ModuleList(
-            [
-                DiTBlock(dim, heads, dim_head, ff_mult, dropout, qk_norm=qk_norm, rotary_heads=pe_attn_head)
-                for _ in range(depth)
-            ]
+        self.transformer_blocks = dit_blocks(
+            depth, dim, heads, dim_head, ff_mult, dropout, qk_norm, pe_attn_head
         )
         self.long_skip_connection = nn.Linear(dim * 2, dim, bias=False) if long_skip_connection else None
         self.norm_out = AdaLayerNormFinal(dim)
@@ -180,9 +176,7 @@ class AudioDiT(nn.Module):
         """Block ``i`` as a plain self-attention block (global attention over the key frames)."""
         block = self.transformer_blocks[i]
         args = (s.h, s.t, s.key_lens, s.mask, rope, None, self.attention_backend)
-        if self.checkpoint_activations and torch.is_grad_enabled():
-            return checkpoint(block, *args, use_reentrant=False)
-        return block(*args)
+        return maybe_checkpoint(block, *args, enabled=self.checkpoint_activations)
 
     def head(self, s: AudioState) -> Tensor:
         """Long skip (if any), final adaLN and projection to ``mel_dim``."""

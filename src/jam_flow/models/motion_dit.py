@@ -19,7 +19,6 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from jam_flow.errors import InputError
 from jam_flow.features import DEFAULT_MOUTH_INDICES, MotionSettings
@@ -32,7 +31,13 @@ from jam_flow.models.validation import (
     constructor_args,
 )
 from jam_flow.nn.embeddings import MotionInputEmbedding, TimestepEmbedding
-from jam_flow.nn.modules import AdaLayerNormFinal, DiTBlock, zero_init_adaln
+from jam_flow.nn.modules import (
+    AdaLayerNormFinal,
+    check_dit_sizes,
+    dit_blocks,
+    maybe_checkpoint,
+    zero_init_adaln,
+)
 from jam_flow.nn.rope import RotaryEmbedding
 
 __all__ = ["MotionDiT", "MotionState"]
@@ -89,13 +94,7 @@ class MotionDiT(nn.Module):
         except ValueError as err:
             raise InputError(f"MotionDiT: {err}") from err
         check_backend("MotionDiT", attention_backend)
-        for name, value in (("dim", dim), ("depth", depth), ("heads", heads), ("dim_head", dim_head)):
-            if value <= 0:
-                raise InputError(f"MotionDiT: {name} must be positive, got {value}")
-        if dim % 16:
-            raise InputError(
-                f"MotionDiT: dim must be a multiple of 16 (grouped conv position embedding), got {dim}"
-            )
+        check_dit_sizes("MotionDiT", dim, depth, heads, dim_head)
         if window is not None and window < 0:
             raise InputError(f"MotionDiT: window must be >= 0 frames or None (global), got {window}")
         if audio_feat_dim < 0:
@@ -116,11 +115,8 @@ class MotionDiT(nn.Module):
             self.motion_dim, self.rest_dim, audio_feat_dim, dim, conv_kernel_size=conv_pos_kernel
         )
         self.rotary_embed = RotaryEmbedding(dim_head)
-        self.transformer_blocks = nn.ModuleList(
-            [
-                DiTBlock(dim, heads, dim_head, ff_mult, dropout, qk_norm=qk_norm, rotary_heads=pe_attn_head)
-                for _ in range(depth)
-            ]
+        self.transformer_blocks = dit_blocks(
+            depth, dim, heads, dim_head, ff_mult, dropout, qk_norm, pe_attn_head
         )
         self.norm_out = AdaLayerNormFinal(dim)
         self.proj_out = nn.Linear(dim, self.motion_dim)
@@ -179,9 +175,7 @@ class MotionDiT(nn.Module):
         """Block ``i`` with local-window self-attention over the valid motion frames."""
         block = self.transformer_blocks[i]
         args = (s.h, s.t, s.lens, s.mask, rope, self.window, self.attention_backend)
-        if self.checkpoint_activations and torch.is_grad_enabled():
-            return checkpoint(block, *args, use_reentrant=False)
-        return block(*args)
+        return maybe_checkpoint(block, *args, enabled=self.checkpoint_activations)
 
     def head(self, s: MotionState) -> Tensor:
         return self.proj_out(self.norm_out(s.h, s.t))

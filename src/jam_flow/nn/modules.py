@@ -8,16 +8,20 @@ Submodule names, shapes, epsilons and operation order follow F5-TTS's DiT exactl
 ``docs/architecture.md``), so that an F5-TTS checkpoint loads strictly into the audio branch and gives the same
 numbers. A block is split into ``modulate`` (adaLN), the attention call and ``finish`` (gated residuals and
 feed-forward) so that :mod:`jam_flow.models.joint_dit` can run two blocks around one joint attention
-(Algorithm 1) while each branch keeps its own projections, norms and feed-forward.
+(Algorithm 1) while each branch keeps its own projections, norms and feed-forward. ``check_dit_sizes``,
+``dit_blocks``, ``zero_init_adaln`` and ``maybe_checkpoint`` are the pieces both DiT branches build and run their
+block stack with.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from jam_flow.errors import InputError
 from jam_flow.nn.attention import self_attention
@@ -34,7 +38,10 @@ __all__ = [
     "Attention",
     "Modulation",
     "DiTBlock",
+    "check_dit_sizes",
+    "dit_blocks",
     "zero_init_adaln",
+    "maybe_checkpoint",
 ]
 
 _LN_EPS = 1e-6
@@ -273,6 +280,37 @@ class DiTBlock(nn.Module):
         return self.finish(x, self_attention(q, k, v, key_lens, window, backend), mod, mask)
 
 
+def check_dit_sizes(owner: str, dim: int, depth: int, heads: int, dim_head: int) -> None:
+    """Constructor checks of a DiT branch (``owner`` names it in the message): positive sizes and ``dim`` a
+    multiple of 16, the groups of the branch's :class:`ConvPositionEmbedding`."""
+    for name, value in (("dim", dim), ("depth", depth), ("heads", heads), ("dim_head", dim_head)):
+        if value <= 0:
+            raise InputError(f"{owner}: {name} must be positive, got {value}")
+    if dim % 16:
+        raise InputError(
+            f"{owner}: dim must be a multiple of 16 (grouped conv position embedding), got {dim}"
+        )
+
+
+def dit_blocks(
+    depth: int,
+    dim: int,
+    heads: int,
+    dim_head: int,
+    ff_mult: float,
+    dropout: float,
+    qk_norm: str | None,
+    rotary_heads: int | None,
+) -> nn.ModuleList:
+    """``depth`` :class:`DiTBlock` s with the same arguments (a branch's ``transformer_blocks``)."""
+    return nn.ModuleList(
+        [
+            DiTBlock(dim, heads, dim_head, ff_mult, dropout, qk_norm=qk_norm, rotary_heads=rotary_heads)
+            for _ in range(depth)
+        ]
+    )
+
+
 def zero_init_adaln(blocks: nn.ModuleList, norm_out: AdaLayerNormFinal, proj_out: nn.Linear) -> None:
     """adaLN-Zero initialisation (F5-TTS ``initialize_weights``): every block's modulation and the output head
     start at zero, so a fresh DiT outputs zeros and each block starts as the identity."""
@@ -282,3 +320,11 @@ def zero_init_adaln(blocks: nn.ModuleList, norm_out: AdaLayerNormFinal, proj_out
     for layer in (norm_out.linear, proj_out):
         nn.init.zeros_(layer.weight)
         nn.init.zeros_(layer.bias)
+
+
+def maybe_checkpoint(fn: Callable[..., Any], *args: Any, enabled: bool) -> Any:
+    """``fn(*args)``, recomputed in backward (non-reentrant activation checkpointing) when ``enabled`` and
+    gradients are on."""
+    if enabled and torch.is_grad_enabled():
+        return checkpoint(fn, *args, use_reentrant=False)
+    return fn(*args)
