@@ -34,36 +34,15 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import yaml
 
-from jam_flow.data.text import Vocab
-from jam_flow.features import MelSettings, MotionSettings
 from jam_flow.flow.sampler import SamplerSettings
 from jam_flow.inference import tasks
-from jam_flow.inference.bundle import FORMAT_VERSION, load_bundle, save_export
+from jam_flow.inference.bundle import load_bundle
+from jam_flow.inference.testing import joint_meta, vocos_config, write_random_export, write_random_vocos
 from jam_flow.inference.vocoder import load_vocos
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank. "
-VOCOS_PUBLISHED = {
-    "feature_extractor": {
-        "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
-        "init_args": {
-            "sample_rate": 24000,
-            "n_fft": 1024,
-            "hop_length": 256,
-            "n_mels": 100,
-            "padding": "center",
-        },
-    },
-    "backbone": {
-        "class_path": "vocos.models.VocosBackbone",
-        "init_args": {"input_channels": 100, "dim": 512, "intermediate_dim": 1536, "num_layers": 8},
-    },
-    "head": {
-        "class_path": "vocos.heads.ISTFTHead",
-        "init_args": {"dim": 512, "n_fft": 1024, "hop_length": 256, "padding": "center"},
-    },
-}
+VOCOS_PUBLISHED = vocos_config(512, 1536, 8)  # charactr/vocos-mel-24khz
 
 
 class ForwardTimer(torch.nn.Module):
@@ -118,24 +97,7 @@ def model_config(name: str) -> dict:
 
 
 def build_export(name: str, root: Path) -> Path:
-    from jam_flow.models import JointDiT
-
-    cfg = model_config(name)
-    torch.manual_seed(0)
-    net = JointDiT(**cfg)
-    meta = {
-        "format_version": FORMAT_VERSION,
-        "model": {"class_path": "jam_flow.models.JointDiT", "init_args": cfg},
-        "mel": MelSettings().to_dict(),
-        "motion": MotionSettings().to_dict(),
-        "stats": None,
-        "vocab": Vocab.default().to_list(),
-        "normalize_mel": False,
-    }
-    out = root / f"export_{name}"
-    save_export(out, net, meta)
-    del net
-    return out
+    return write_random_export(root / f"export_{name}", joint_meta(model_config(name)))
 
 
 def make_inputs(root: Path, seconds: float) -> dict:
@@ -250,13 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         vocos_dir = root / "vocos"
-        vocos_dir.mkdir()
-        (vocos_dir / "config.yaml").write_text(yaml.safe_dump(VOCOS_PUBLISHED))
-        from vocos import Vocos
-
-        torch.save(
-            Vocos.from_hparams(str(vocos_dir / "config.yaml")).state_dict(), vocos_dir / "pytorch_model.bin"
-        )
+        write_random_vocos(vocos_dir, VOCOS_PUBLISHED)
         vocoder = load_vocos(vocos_dir, device)
         for name in args.configs:
             export = build_export(name, root)

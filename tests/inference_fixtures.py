@@ -7,32 +7,14 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import yaml
 
-from jam_flow.data.text import Vocab
-from jam_flow.features import MelSettings, MotionSettings
-from jam_flow.inference.bundle import FORMAT_VERSION, save_export
-
-VOCOS_TINY = {
-    "feature_extractor": {
-        "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
-        "init_args": {
-            "sample_rate": 24000,
-            "n_fft": 1024,
-            "hop_length": 256,
-            "n_mels": 100,
-            "padding": "center",
-        },
-    },
-    "backbone": {
-        "class_path": "vocos.models.VocosBackbone",
-        "init_args": {"input_channels": 100, "dim": 16, "intermediate_dim": 32, "num_layers": 1},
-    },
-    "head": {
-        "class_path": "vocos.heads.ISTFTHead",
-        "init_args": {"dim": 16, "n_fft": 1024, "hop_length": 256, "padding": "center"},
-    },
-}
+from jam_flow.inference.testing import (
+    joint_meta,
+    random_joint_net,
+    vocos_config,
+    write_random_export,
+    write_random_vocos,
+)
 
 
 def tiny_meta(with_stats: bool = True) -> dict:
@@ -48,37 +30,20 @@ def tiny_meta(with_stats: bool = True) -> dict:
                 "exp_std": (0.02 + 0.01 * rng.random((21, 3))).tolist(),
             },
         }
-    return {
-        "format_version": FORMAT_VERSION,
-        "model": {"class_path": "jam_flow.models.JointDiT", "init_args": tiny_joint_config()},
-        "mel": MelSettings().to_dict(),
-        "motion": MotionSettings().to_dict(),
-        "stats": stats,
-        "vocab": Vocab.default().to_list(),
-        "normalize_mel": False,
-    }
+    return joint_meta(tiny_joint_config(), stats)
 
 
 def tiny_net(meta: dict) -> torch.nn.Module:
-    from jam_flow.models import JointDiT
-
-    torch.manual_seed(0)
-    return JointDiT(**meta["model"]["init_args"])
+    return random_joint_net(meta)
 
 
 def write_export(root: Path, with_stats: bool = True) -> Path:
-    meta = tiny_meta(with_stats)
-    return save_export(root / "export", tiny_net(meta), meta)
+    return write_random_export(root / "export", tiny_meta(with_stats))
 
 
 def write_vocos(root: Path) -> Path:
-    from vocos import Vocos
-
     path = root / "vocos"
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.yaml").write_text(yaml.safe_dump(VOCOS_TINY))
-    torch.manual_seed(0)
-    torch.save(Vocos.from_hparams(str(path / "config.yaml")).state_dict(), path / "pytorch_model.bin")
+    write_random_vocos(path, vocos_config())
     return path
 
 

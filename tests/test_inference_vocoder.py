@@ -6,53 +6,15 @@ import logging
 
 import pytest
 import torch
-import yaml
 
 from jam_flow.errors import InputError
 from jam_flow.features import MelSettings
+from jam_flow.inference.testing import vocos_config, write_random_vocos
 from jam_flow.inference.vocoder import GriffinLimVocoder, VocosVocoder, load_vocoder, load_vocos
 
 
-def _vocos_config(dim: int = 16) -> dict:
-    return {
-        "feature_extractor": {
-            "class_path": "vocos.feature_extractors.MelSpectrogramFeatures",
-            "init_args": {
-                "sample_rate": 24000,
-                "n_fft": 1024,
-                "hop_length": 256,
-                "n_mels": 100,
-                "padding": "center",
-            },
-        },
-        "backbone": {
-            "class_path": "vocos.models.VocosBackbone",
-            "init_args": {"input_channels": 100, "dim": dim, "intermediate_dim": 2 * dim, "num_layers": 1},
-        },
-        "head": {
-            "class_path": "vocos.heads.ISTFTHead",
-            "init_args": {"dim": dim, "n_fft": 1024, "hop_length": 256, "padding": "center"},
-        },
-    }
-
-
-def write_tiny_vocos(path, dim: int = 16, weights_dim: int | None = None):
-    """A random Vocos written as charactr/vocos-mel-24khz is: config.yaml + torch.save(state_dict)."""
-    from vocos import Vocos
-
-    path.mkdir(parents=True, exist_ok=True)
-    (path / "config.yaml").write_text(yaml.safe_dump(_vocos_config(dim)))
-    torch.manual_seed(0)
-    src = path / "src.yaml"
-    src.write_text(yaml.safe_dump(_vocos_config(weights_dim or dim)))
-    model = Vocos.from_hparams(str(src))
-    src.unlink()
-    torch.save(model.state_dict(), path / "pytorch_model.bin")
-    return model.eval()
-
-
 def test_vocos_loads_strictly_from_local_dir(tmp_path):
-    reference = write_tiny_vocos(tmp_path / "vocos")
+    reference = write_random_vocos(tmp_path / "vocos", vocos_config())
     vocoder = load_vocoder(tmp_path / "vocos", MelSettings())
     assert isinstance(vocoder, VocosVocoder) and vocoder.sample_rate == 24000
     mel = torch.randn(20, 100) * 0.5 - 4
@@ -66,7 +28,7 @@ def test_vocos_loads_strictly_from_local_dir(tmp_path):
 
 
 def test_vocos_weight_mismatch_and_missing_files(tmp_path):
-    write_tiny_vocos(tmp_path / "bad", dim=16, weights_dim=8)
+    write_random_vocos(tmp_path / "bad", vocos_config(16), weights_config=vocos_config(8))
     with pytest.raises(InputError, match="does not match"):
         load_vocos(tmp_path / "bad")
     (tmp_path / "empty").mkdir()

@@ -35,7 +35,7 @@ from jam_flow.data.text import Vocab
 from jam_flow.errors import InputError
 from jam_flow.features import MelSettings, MotionSettings
 
-__all__ = ["FORMAT_VERSION", "ModelBundle", "load_bundle", "save_export", "check_state_dict"]
+__all__ = ["FORMAT_VERSION", "AudioOnly", "ModelBundle", "load_bundle", "save_export", "check_state_dict"]
 
 FORMAT_VERSION = 1
 # std floor for motion and mel standardisation, the same as training (jam_flow.lightning.module)
@@ -54,6 +54,37 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
+
+
+class AudioOnly:
+    """An F5-style ``AudioDiT`` behind ``JointDiT.forward``'s keyword interface: returns ``(audio velocity, None)``
+    and ignores the motion arguments. Used by :meth:`ModelBundle.joint_net` and for stage 1 audio training
+    (:func:`jam_flow.lightning.adapters.joint_interface`)."""
+
+    def __init__(self, net: nn.Module) -> None:
+        self.net = net
+
+    def __call__(
+        self,
+        audio_x,
+        audio_cond,
+        text,
+        time,
+        audio_mask=None,
+        drop_audio_cond=False,
+        drop_text=False,
+        **_: Any,
+    ) -> tuple[Tensor, None]:
+        v = self.net(
+            audio_x,
+            audio_cond,
+            text,
+            time,
+            mask=audio_mask,
+            drop_audio_cond=drop_audio_cond,
+            drop_text=drop_text,
+        )
+        return v, None
 
 
 @dataclass
@@ -85,32 +116,14 @@ class ModelBundle:
         (audio only). ``task`` names what needs it, for the error when a motion task meets an audio checkpoint."""
         if self.has_motion:
             return self.model
-        net = self.model
+        net = AudioOnly(self.model)
 
-        def audio_only(
-            audio_x,
-            audio_cond,
-            text,
-            time,
-            motion_x=None,
-            audio_mask=None,
-            drop_audio_cond=False,
-            drop_text=False,
-            **_: Any,
-        ) -> tuple[Tensor, None]:
+        def audio_only(audio_x, audio_cond, text, time, motion_x=None, **kw: Any) -> tuple[Tensor, None]:
             if motion_x is not None:
                 raise InputError(
                     f"--task {task}: {self.source} is an audio-only (stage-1) model; use --task tts"
                 )
-            return net(
-                audio_x,
-                audio_cond,
-                text,
-                time,
-                mask=audio_mask,
-                drop_audio_cond=drop_audio_cond,
-                drop_text=drop_text,
-            ), None
+            return net(audio_x, audio_cond, text, time, **kw)
 
         return audio_only
 

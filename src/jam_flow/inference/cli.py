@@ -217,18 +217,9 @@ def main(argv: list[str]) -> int:
     # Griffin-Lim (with its warning) only once they have speech to decode
     vocoder = load_vocoder(args.vocoder, bundle.mel, device=args.device) if args.vocoder is not None else None
     common = {"settings": settings, "seed": args.seed}
-    if args.task == "tts":
-        result = tasks.tts(
-            bundle,
-            args.text,
-            args.ref_audio,
-            args.ref_text,
-            duration=args.duration,
-            vocoder=vocoder,
-            **common,
-        )
-    elif args.task == "text2av":
-        result = tasks.text2av(
+    if args.task in ("tts", "text2av"):
+        speak = tasks.tts if args.task == "tts" else tasks.text2av  # the same arguments
+        result = speak(
             bundle,
             args.text,
             args.ref_audio,

@@ -271,6 +271,16 @@ def _result(bundle: ModelBundle, task: str, **kw: Any) -> GenerationResult:
     )
 
 
+def _clip_seconds(wave: np.ndarray, source: str, sample_rate: int) -> float:
+    """The length of an ``--audio`` clip in seconds; ``InputError`` outside ``[MIN_SECONDS, MAX_SECONDS]``."""
+    seconds = wave.shape[0] / sample_rate
+    if not MIN_SECONDS <= seconds <= MAX_SECONDS:
+        raise InputError(
+            f"--audio: {source} is {seconds:.2f} s long; expected {MIN_SECONDS}-{MAX_SECONDS:.0f} s"
+        )
+    return seconds
+
+
 def _speech_timeline(
     bundle: ModelBundle,
     text: str | None,
@@ -395,11 +405,7 @@ def audio2motion(
     """Speech [+ e_rest track from a motion file, + transcript] -> lip motion (talking head)."""
     seed = _seed(seed)
     wave, source = _read_wave(audio, bundle.mel.sample_rate, "--audio")
-    seconds = wave.shape[0] / bundle.mel.sample_rate
-    if not MIN_SECONDS <= seconds <= MAX_SECONDS:
-        raise InputError(
-            f"--audio: {source} is {seconds:.2f} s long; expected {MIN_SECONDS}-{MAX_SECONDS:.0f} s"
-        )
+    _clip_seconds(wave, source, bundle.mel.sample_rate)
     mel = log_mel(wave, bundle.mel)
     n = mel.shape[0]
     m = _motion_frames_for_mel(bundle, n)
@@ -548,11 +554,7 @@ def edit(
     rms = _rms(wave)
     if rms < SILENCE_RMS and streams != "motion":
         raise InputError(f"--audio: {source} is silent (RMS {rms:.2e})")
-    seconds = wave.shape[0] / s.sample_rate
-    if not MIN_SECONDS <= seconds <= MAX_SECONDS:
-        raise InputError(
-            f"--audio: {source} is {seconds:.2f} s long; expected {MIN_SECONDS}-{MAX_SECONDS:.0f} s"
-        )
+    seconds = _clip_seconds(wave, source, s.sample_rate)
     if not (math.isfinite(start) and math.isfinite(end) and 0.0 <= start < end <= seconds + 1e-9):
         raise InputError(
             f"--edit-start/--edit-end: need 0 <= start < end <= {seconds:.3f} s (the clip), got [{start}, {end}]"

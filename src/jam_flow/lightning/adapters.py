@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from jam_flow.errors import InputError
 from jam_flow.features import audio_to_motion_frame
+from jam_flow.inference.bundle import AudioOnly, check_state_dict
 
 __all__ = [
     "joint_interface",
@@ -63,35 +64,6 @@ class _Direct:
 
     def __call__(self, **kwargs: Any) -> tuple[Tensor, Tensor | None]:
         return self.net(**kwargs)
-
-
-class _AudioOnly:
-    """An F5-style ``AudioDiT`` behind the joint interface (stage 1 audio)."""
-
-    def __init__(self, net: nn.Module) -> None:
-        self.net = net
-
-    def __call__(
-        self,
-        audio_x,
-        audio_cond,
-        text,
-        time,
-        audio_mask=None,
-        drop_audio_cond=False,
-        drop_text=False,
-        **_: Any,
-    ) -> tuple[Tensor, None]:
-        v = self.net(
-            audio_x,
-            audio_cond,
-            text,
-            time,
-            mask=audio_mask,
-            drop_audio_cond=drop_audio_cond,
-            drop_text=drop_text,
-        )
-        return v, None
 
 
 class _MotionOnly:
@@ -157,7 +129,7 @@ def joint_interface(net: nn.Module, stage: str) -> Callable[..., tuple[Tensor | 
     if _accepts(net.forward, "motion_x"):
         return _Direct(net)
     if stage == "stage1_audio":
-        return _AudioOnly(net)
+        return AudioOnly(net)  # stage 1 audio: an F5-style AudioDiT
     raise InputError(
         f"{stage} needs a JointDiT (a network with the joint forward interface), got {type(net).__name__}"
     )
@@ -264,8 +236,6 @@ def load_audio_init(net: nn.Module, path: str) -> None:
 
         load_f5tts_checkpoint(net, p)
         return
-    from jam_flow.inference.bundle import check_state_dict
-
     class_path, state = read_weights(p, "--model.init_audio_from")
     if class_path.endswith(".JointDiT"):
         state = {k[len("audio.") :]: v for k, v in state.items() if k.startswith("audio.")}
