@@ -87,76 +87,24 @@ class _JointAttention(torch.autograd.Function):
     def backward(ctx, do_a, do_m):
         q_a, k_a, v_a, q_m, k_m, v_m, alen, mlen, a_sw, m_sw, o_a, o_m, lse_a, lse_m = ctx.saved_tensors
         kinds, W, num, den = ctx.cfg
-        do_a, do_m = do_a.contiguous(), do_m.contiguous()
-        delta_a = (do_a.float() * o_a.float()).sum(-1).contiguous()
-        delta_m = (do_m.float() * o_m.float()).sum(-1).contiguous()
-        dq_a = _launch_dq(
-            q_a,
-            k_a,
-            v_a,
-            k_m,
-            v_m,
-            do_a,
-            lse_a,
-            delta_a,
-            alen,
-            alen,
-            mlen,
-            a_sw,
-            kinds[0],
-            kinds[1],
-            W,
-            num,
-            den,
-        )
-        dq_m = _launch_dq(
-            q_m,
-            k_m,
-            v_m,
-            k_a,
-            v_a,
-            do_m,
-            lse_m,
-            delta_m,
-            mlen,
-            mlen,
-            alen,
-            m_sw,
-            kinds[2],
-            kinds[3],
-            W,
-            num,
-            den,
-        )
-        # audio keys: seen by audio queries (aa) and, gated by motion_sees_audio, motion queries (ma)
-        dk_a, dv_a = _launch_dkdv(
-            k_a,
-            v_a,
-            (q_a, do_a, lse_a, delta_a, alen),
-            (q_m, do_m, lse_m, delta_m, mlen),
-            alen,
-            m_sw,
-            kinds[0],
-            kinds[3],
-            W,
-            num,
-            den,
-        )
-        # motion keys: seen by motion queries (mm) and, gated by audio_sees_motion, audio queries (am)
-        dk_m, dv_m = _launch_dkdv(
-            k_m,
-            v_m,
-            (q_m, do_m, lse_m, delta_m, mlen),
-            (q_a, do_a, lse_a, delta_a, alen),
-            mlen,
-            a_sw,
-            kinds[2],
-            kinds[1],
-            W,
-            num,
-            den,
-        )
-        return dq_a, dk_a, dv_a, dq_m, dk_m, dv_m, None, None, None, None, None, None, None, None
+        # per stream: (q, do, lse, delta, lengths), the query side of both backward kernels
+        sides = []
+        for q, do, o, lse, qlen in ((q_a, do_a, o_a, lse_a, alen), (q_m, do_m, o_m, lse_m, mlen)):
+            do = do.contiguous()
+            sides.append((q, do, lse, (do.float() * o.float()).sum(-1).contiguous(), qlen))
+        keys, sws = ((k_a, v_a), (k_m, v_m)), (a_sw, m_sw)
+        grads = []
+        for s, t in ((0, 1), (1, 0)):  # t: the other stream
+            (k, v), (k2, v2) = keys[s], keys[t]
+            q, do, lse, delta, qlen = sides[s]
+            own, cross, incoming = kinds[2 * s], kinds[2 * s + 1], kinds[2 * t + 1]
+            dq = _launch_dq(
+                q, k, v, k2, v2, do, lse, delta, qlen, qlen, sides[t][4], sws[s], own, cross, W, num, den
+            )
+            # stream s's keys: seen by its own queries (aa / mm) and, gated by stream t's switch, t's queries (ma / am)
+            dk, dv = _launch_dkdv(k, v, sides[s], sides[t], qlen, sws[t], own, incoming, W, num, den)
+            grads += [dq, dk, dv]
+        return (*grads, *[None] * 8)
 
 
 class _SelfAttention(torch.autograd.Function):

@@ -87,6 +87,28 @@ def _query_range(KIND: tl.constexpr, k_lo, k_hi, qlen, W, NUM, DEN):
 
 
 @triton.jit
+def _tile(LEN, H, L, BLOCK: tl.constexpr, D: tl.constexpr, D2: tl.constexpr):
+    """This program's row tile of a ``[b, h, L, D]`` tensor (grid: row tiles x ``b * h``), the rows ``< LEN[b]`` valid.
+
+    Returns ``bh``, the batch index ``b``, the rows ``offs [BLOCK]`` and their validity ``ok``, the tile's element
+    offsets ``base + idx`` (scalar int64 ``base``, int32 ``idx [BLOCK, D2]``) and load / store ``mask``, and its valid
+    rows ``[lo, hi)``.
+    """
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    n = tl.load(LEN + b)
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    offs_d = tl.arange(0, D2)
+    base = bh.to(tl.int64) * L * D
+    idx = offs[:, None] * D + offs_d[None, :]
+    mask = (offs[:, None] < L) & (offs_d[None, :] < D)
+    lo = pid * BLOCK
+    hi = tl.minimum(lo + BLOCK, n)
+    return bh, b, offs, offs < n, base, idx, mask, lo, hi
+
+
+@triton.jit
 def _fwd_pair(
     acc,
     m_i,
@@ -94,12 +116,12 @@ def _fwd_pair(
     q,
     offs_m,
     q_ok,
+    q_lo,
+    q_hi,
     K,
     V,
     kbase,
     klen,
-    lo,
-    hi,
     W,
     NUM,
     DEN,
@@ -110,6 +132,8 @@ def _fwd_pair(
     D2: tl.constexpr,
     PREC: tl.constexpr,
 ):
+    """Online-softmax update of the query tile over the key tiles of one pair that rows ``[q_lo, q_hi)`` may see."""
+    lo, hi = _key_range(KIND, q_lo, q_hi, klen, W, NUM, DEN)
     offs_d = tl.arange(0, D2)
     start = (lo // BN) * BN
     for s0 in range(start, hi, BN):
@@ -161,26 +185,12 @@ def _fwd_kernel(
     D2: tl.constexpr,
     PREC: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    qlen = tl.load(QLEN + b)
-    offs_m = pid_m * BM + tl.arange(0, BM)
-    offs_d = tl.arange(0, D2)
-    q_ok = offs_m < qlen
-    qbase = bh.to(tl.int64) * Lq * D
-    q = tl.load(
-        Q + qbase + offs_m[:, None] * D + offs_d[None, :],
-        mask=(offs_m[:, None] < Lq) & (offs_d[None, :] < D),
-        other=0.0,
-    )
+    bh, b, offs_m, q_ok, base, idx, qmask, q_lo, q_hi = _tile(QLEN, H, Lq, BM, D, D2)
+    q = tl.load(Q + base + idx, mask=qmask, other=0.0)
     acc = tl.zeros([BM, D2], dtype=tl.float32)
     m_i = tl.full([BM], float("-inf"), dtype=tl.float32)
     l_i = tl.zeros([BM], dtype=tl.float32)
-    q_lo = pid_m * BM
-    q_hi = tl.minimum(q_lo + BM, qlen)
     k1len = tl.load(K1LEN + b)
-    lo, hi = _key_range(KIND1, q_lo, q_hi, k1len, W, NUM, DEN)
     acc, m_i, l_i = _fwd_pair(
         acc,
         m_i,
@@ -188,12 +198,12 @@ def _fwd_kernel(
         q,
         offs_m,
         q_ok,
+        q_lo,
+        q_hi,
         K1,
         V1,
         bh.to(tl.int64) * Lk1 * D,
         k1len,
-        lo,
-        hi,
         W,
         NUM,
         DEN,
@@ -206,7 +216,6 @@ def _fwd_kernel(
     )
     if HAS2:
         k2len = tl.load(K2LEN + b) * tl.load(SW + b)  # switch off: no key of the other stream
-        lo, hi = _key_range(KIND2, q_lo, q_hi, k2len, W, NUM, DEN)
         acc, m_i, l_i = _fwd_pair(
             acc,
             m_i,
@@ -214,12 +223,12 @@ def _fwd_kernel(
             q,
             offs_m,
             q_ok,
+            q_lo,
+            q_hi,
             K2,
             V2,
             bh.to(tl.int64) * Lk2 * D,
             k2len,
-            lo,
-            hi,
             W,
             NUM,
             DEN,
@@ -234,8 +243,7 @@ def _fwd_kernel(
     l_safe = tl.where(live, l_i, 1.0)
     out = tl.where(live[:, None], acc / l_safe[:, None], 0.0)
     lse = tl.where(live, m_i + tl.log(l_safe), 0.0)
-    omask = (offs_m[:, None] < Lq) & (offs_d[None, :] < D)
-    tl.store(OUT + qbase + offs_m[:, None] * D + offs_d[None, :], out.to(OUT.dtype.element_ty), mask=omask)
+    tl.store(OUT + base + idx, out.to(OUT.dtype.element_ty), mask=qmask)
     tl.store(LSE + bh.to(tl.int64) * Lq + offs_m, lse, mask=offs_m < Lq)
 
 
@@ -248,12 +256,12 @@ def _dq_pair(
     delta,
     offs_m,
     q_ok,
+    q_lo,
+    q_hi,
     K,
     V,
     kbase,
     klen,
-    lo,
-    hi,
     W,
     NUM,
     DEN,
@@ -264,6 +272,8 @@ def _dq_pair(
     D2: tl.constexpr,
     PREC: tl.constexpr,
 ):
+    """dq of the query tile accumulated over the key tiles of one pair that rows ``[q_lo, q_hi)`` may see."""
+    lo, hi = _key_range(KIND, q_lo, q_hi, klen, W, NUM, DEN)
     offs_d = tl.arange(0, D2)
     start = (lo // BN) * BN
     for s0 in range(start, hi, BN):
@@ -313,24 +323,13 @@ def _dq_kernel(
     D2: tl.constexpr,
     PREC: tl.constexpr,
 ):
-    pid_m = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    qlen = tl.load(QLEN + b)
-    offs_m = pid_m * BM + tl.arange(0, BM)
-    offs_d = tl.arange(0, D2)
-    q_ok = offs_m < qlen
-    qbase = bh.to(tl.int64) * Lq * D
-    qmask = (offs_m[:, None] < Lq) & (offs_d[None, :] < D)
-    q = tl.load(Q + qbase + offs_m[:, None] * D + offs_d[None, :], mask=qmask, other=0.0)
-    do = tl.load(DO + qbase + offs_m[:, None] * D + offs_d[None, :], mask=qmask, other=0.0)
+    bh, b, offs_m, q_ok, base, idx, qmask, q_lo, q_hi = _tile(QLEN, H, Lq, BM, D, D2)
+    q = tl.load(Q + base + idx, mask=qmask, other=0.0)
+    do = tl.load(DO + base + idx, mask=qmask, other=0.0)
     lse = tl.load(LSE + bh.to(tl.int64) * Lq + offs_m, mask=offs_m < Lq, other=0.0)
     delta = tl.load(DELTA + bh.to(tl.int64) * Lq + offs_m, mask=offs_m < Lq, other=0.0)
     dq = tl.zeros([BM, D2], dtype=tl.float32)
-    q_lo = pid_m * BM
-    q_hi = tl.minimum(q_lo + BM, qlen)
     k1len = tl.load(K1LEN + b)
-    lo, hi = _key_range(KIND1, q_lo, q_hi, k1len, W, NUM, DEN)
     dq = _dq_pair(
         dq,
         q,
@@ -339,12 +338,12 @@ def _dq_kernel(
         delta,
         offs_m,
         q_ok,
+        q_lo,
+        q_hi,
         K1,
         V1,
         bh.to(tl.int64) * Lk1 * D,
         k1len,
-        lo,
-        hi,
         W,
         NUM,
         DEN,
@@ -357,7 +356,6 @@ def _dq_kernel(
     )
     if HAS2:
         k2len = tl.load(K2LEN + b) * tl.load(SW + b)
-        lo, hi = _key_range(KIND2, q_lo, q_hi, k2len, W, NUM, DEN)
         dq = _dq_pair(
             dq,
             q,
@@ -366,12 +364,12 @@ def _dq_kernel(
             delta,
             offs_m,
             q_ok,
+            q_lo,
+            q_hi,
             K2,
             V2,
             bh.to(tl.int64) * Lk2 * D,
             k2len,
-            lo,
-            hi,
             W,
             NUM,
             DEN,
@@ -382,7 +380,7 @@ def _dq_kernel(
             D2,
             PREC,
         )
-    tl.store(DQ + qbase + offs_m[:, None] * D + offs_d[None, :], dq.to(DQ.dtype.element_ty), mask=qmask)
+    tl.store(DQ + base + idx, dq.to(DQ.dtype.element_ty), mask=qmask)
 
 
 @triton.jit
@@ -393,6 +391,8 @@ def _dkdv_pair(
     v,
     offs_n,
     k_ok,
+    k_lo,
+    k_hi,
     Q,
     DO,
     LSE,
@@ -400,8 +400,6 @@ def _dkdv_pair(
     bh,
     Lq,
     qlen,
-    lo,
-    hi,
     W,
     NUM,
     DEN,
@@ -412,6 +410,8 @@ def _dkdv_pair(
     D2: tl.constexpr,
     PREC: tl.constexpr,
 ):
+    """dk, dv of the key tile accumulated over the query tiles of one pair that may see keys ``[k_lo, k_hi)``."""
+    lo, hi = _query_range(KIND, k_lo, k_hi, qlen, W, NUM, DEN)
     offs_d = tl.arange(0, D2)
     qbase = bh.to(tl.int64) * Lq * D
     start = (lo // BM) * BM
@@ -468,23 +468,12 @@ def _dkdv_kernel(
     D2: tl.constexpr,
     PREC: tl.constexpr,
 ):
-    pid_n = tl.program_id(0)
-    bh = tl.program_id(1)
-    b = bh // H
-    klen = tl.load(KLEN + b)
-    offs_n = pid_n * BN + tl.arange(0, BN)
-    offs_d = tl.arange(0, D2)
-    k_ok = offs_n < klen
-    kbase = bh.to(tl.int64) * Lk * D
-    kmask = (offs_n[:, None] < Lk) & (offs_d[None, :] < D)
-    k = tl.load(K + kbase + offs_n[:, None] * D + offs_d[None, :], mask=kmask, other=0.0)
-    v = tl.load(V + kbase + offs_n[:, None] * D + offs_d[None, :], mask=kmask, other=0.0)
+    bh, b, offs_n, k_ok, base, idx, kmask, k_lo, k_hi = _tile(KLEN, H, Lk, BN, D, D2)
+    k = tl.load(K + base + idx, mask=kmask, other=0.0)
+    v = tl.load(V + base + idx, mask=kmask, other=0.0)
     dk = tl.zeros([BN, D2], dtype=tl.float32)
     dv = tl.zeros([BN, D2], dtype=tl.float32)
-    k_lo = pid_n * BN
-    k_hi = tl.minimum(k_lo + BN, klen)
     q1len = tl.load(Q1LEN + b)
-    lo, hi = _query_range(KIND1, k_lo, k_hi, q1len, W, NUM, DEN)
     dk, dv = _dkdv_pair(
         dk,
         dv,
@@ -492,6 +481,8 @@ def _dkdv_kernel(
         v,
         offs_n,
         k_ok,
+        k_lo,
+        k_hi,
         Q1,
         DO1,
         LSE1,
@@ -499,8 +490,6 @@ def _dkdv_kernel(
         bh,
         Lq1,
         q1len,
-        lo,
-        hi,
         W,
         NUM,
         DEN,
@@ -513,7 +502,6 @@ def _dkdv_kernel(
     )
     if HAS2:
         q2len = tl.load(Q2LEN + b) * tl.load(SW + b)
-        lo, hi = _query_range(KIND2, k_lo, k_hi, q2len, W, NUM, DEN)
         dk, dv = _dkdv_pair(
             dk,
             dv,
@@ -521,6 +509,8 @@ def _dkdv_kernel(
             v,
             offs_n,
             k_ok,
+            k_lo,
+            k_hi,
             Q2,
             DO2,
             LSE2,
@@ -528,8 +518,6 @@ def _dkdv_kernel(
             bh,
             Lq2,
             q2len,
-            lo,
-            hi,
             W,
             NUM,
             DEN,
@@ -540,5 +528,5 @@ def _dkdv_kernel(
             D2,
             PREC,
         )
-    tl.store(DK + kbase + offs_n[:, None] * D + offs_d[None, :], dk.to(DK.dtype.element_ty), mask=kmask)
-    tl.store(DV + kbase + offs_n[:, None] * D + offs_d[None, :], dv.to(DV.dtype.element_ty), mask=kmask)
+    tl.store(DK + base + idx, dk.to(DK.dtype.element_ty), mask=kmask)
+    tl.store(DV + base + idx, dv.to(DV.dtype.element_ty), mask=kmask)
