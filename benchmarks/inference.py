@@ -39,7 +39,7 @@ from jam_flow.flow.sampler import SamplerSettings
 from jam_flow.inference import tasks
 from jam_flow.inference.bundle import load_bundle
 from jam_flow.inference.testing import joint_meta, vocos_config, write_random_export, write_random_vocos
-from jam_flow.inference.vocoder import load_vocos
+from jam_flow.data.vocoder import load_vocos
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank. "
 VOCOS_PUBLISHED = vocos_config(512, 1536, 8)  # charactr/vocos-mel-24khz

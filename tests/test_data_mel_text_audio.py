@@ -13,6 +13,7 @@ from jam_flow.data.mel import MelSpectrogram, log_mel
 from jam_flow.data.text import Vocab
 from jam_flow.errors import InputError
 from jam_flow.features import MelSettings
+from jam_flow.models.configs import BUNDLED_VOCAB_SIZE
 
 
 def _reference(wave: torch.Tensor) -> torch.Tensor:
@@ -111,6 +112,7 @@ def test_default_vocab_layout_and_encoding():
     assert vocab.decode(ids + [-1, -1]) == "Hi, you!"
     assert len(vocab) == len(set(vocab.to_list()))
     assert Vocab.from_list(vocab.to_list()) == vocab
+    assert len(vocab) == BUNDLED_VOCAB_SIZE  # the models layer's copy of the size (tiny_joint_config default)
 
 
 def test_vocab_unknown_characters_are_named():

@@ -14,11 +14,11 @@ import torch
 from inference_fixtures import tiny_meta, tiny_net, write_export, write_inputs, write_vocos
 
 from jam_flow.cli import main
+from jam_flow.data.vocoder import load_vocos
 from jam_flow.features import audio_to_motion_frame
 from jam_flow.flow.sampler import SamplerSettings
 from jam_flow.inference import tasks
 from jam_flow.inference.bundle import load_bundle
-from jam_flow.inference.vocoder import load_vocos
 
 FAST = SamplerSettings(nfe=2)
 

@@ -7,10 +7,11 @@ import pytest
 import torch
 from lightning_support import make_dataset
 
+from jam_flow.data.batching import DynamicBatchSampler, build_batches
+from jam_flow.data.dataset import collate_clips, fit_motion_length
 from jam_flow.errors import InputError
 from jam_flow.features import MelSettings, MotionSettings, audio_to_motion_frame
-from jam_flow.lightning.datamodule import JAMFlowDataModule, collate_clips, fit_motion_length
-from jam_flow.lightning.sampler import DynamicBatchSampler, build_batches
+from jam_flow.lightning.datamodule import JAMFlowDataModule
 
 LENGTHS = [int(x) for x in np.random.default_rng(0).integers(20, 400, size=97)] + [900]
 

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from jam_flow.data.dataset import ClipDataset, collate_clips
 from jam_flow.data.format import read_dataset_json, read_manifest
 from jam_flow.errors import InputError
 from jam_flow.eval.generation import EVAL_TASKS, generate_batch
@@ -42,7 +43,6 @@ from jam_flow.eval.metrics import (
 from jam_flow.eval.signals import speech_envelope
 from jam_flow.flow.sampler import SamplerSettings
 from jam_flow.inference.bundle import ModelBundle, load_bundle
-from jam_flow.lightning.datamodule import ClipDataset, collate_clips
 
 __all__ = ["EvalSettings", "evaluate", "MouthOpening"]
 
@@ -317,8 +317,8 @@ def _external_metrics(
     if (settings.asr or settings.speaker_model) and speech_task:
         from torchmetrics.text import WordErrorRate
 
+        from jam_flow.data.vocoder import load_vocoder
         from jam_flow.eval.external import load_asr, load_speaker_model, normalise_text
-        from jam_flow.inference.vocoder import load_vocoder
 
         vocoder = load_vocoder(settings.vocoder, bundle.mel, settings.device)
         asr = load_asr(settings.asr, settings.device)

@@ -1,10 +1,10 @@
-"""Inference (layer 4): model bundles, the JAM-Flow tasks, the vocoder and the output writers.
+"""Inference (layer 5): model bundles, the JAM-Flow tasks and the output writers (the vocoder is
+:mod:`jam_flow.data.vocoder`).
 
 Dimension legend: n mel frames, c mel channels (100), m motion frames, k keypoints (21). Masks mean True = valid.
 
 * :mod:`jam_flow.inference.bundle`: ``load_bundle`` / ``save_export`` / ``ModelBundle``;
 * :mod:`jam_flow.inference.tasks`: ``tts``, ``text2av``, ``audio2motion``, ``dub``, ``motion2audio``, ``edit``;
-* :mod:`jam_flow.inference.vocoder`: Vocos from a local directory, Griffin-Lim fallback;
 * :mod:`jam_flow.inference.outputs`: ``audio.wav``, ``motion.npy`` + ``motion.json``, ``preview.mp4``;
 * :mod:`jam_flow.inference.cli`: ``jam-flow generate``.
 

@@ -199,10 +199,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     _check_args(args)
 
+    from jam_flow.data.vocoder import load_vocoder
     from jam_flow.flow.sampler import SamplerSettings
     from jam_flow.inference import tasks
     from jam_flow.inference.bundle import load_bundle
-    from jam_flow.inference.vocoder import load_vocoder
 
     settings = SamplerSettings(
         nfe=args.nfe,

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from jam_flow.data.mel import log_mel
+from jam_flow.data.vocoder import Vocoder, load_vocoder
 from jam_flow.errors import InputError
 from jam_flow.flow.sampler import JointConditions, SamplerSettings, sample
 from jam_flow.inference.bundle import ModelBundle
@@ -78,7 +79,6 @@ from jam_flow.inference.inputs import (
     load_reference,
 )
 from jam_flow.inference.outputs import write_motion, write_preview, write_wav
-from jam_flow.inference.vocoder import Vocoder, load_vocoder
 
 __all__ = [
     "TASKS",

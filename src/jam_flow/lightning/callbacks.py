@@ -43,7 +43,7 @@ class ValidationMedia(L.Callback):
         cfg: classifier-free guidance scale (paper: 2.0).
         sway_coef: F5-TTS sway sampling coefficient.
         prompt_frac: fraction of each clip given as the reference.
-        vocoder_path: local Vocos directory; None: the Griffin-Lim fallback (jam_flow.inference.vocoder).
+        vocoder_path: local Vocos directory; None: the Griffin-Lim fallback (jam_flow.data.vocoder).
         seed: noise seed of the sampler (the same noise every validation, so the images are comparable).
     """
 
@@ -72,7 +72,7 @@ class ValidationMedia(L.Callback):
 
     def _get_vocoder(self, mel_settings):
         if self._vocoder is None:
-            from jam_flow.inference.vocoder import load_vocoder
+            from jam_flow.data.vocoder import load_vocoder
 
             self._vocoder = load_vocoder(self.vocoder_path, mel_settings)
         return self._vocoder

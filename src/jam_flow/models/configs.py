@@ -16,9 +16,19 @@ from typing import Any, Literal
 
 from jam_flow.features import DEFAULT_MOUTH_INDICES
 
-__all__ = ["AudioDiTConfig", "MotionDiTConfig", "tiny_joint_config", "paper_joint_config", "F5TTS_VOCAB_SIZE"]
+__all__ = [
+    "AudioDiTConfig",
+    "MotionDiTConfig",
+    "tiny_joint_config",
+    "paper_joint_config",
+    "F5TTS_VOCAB_SIZE",
+    "BUNDLED_VOCAB_SIZE",
+]
 
 F5TTS_VOCAB_SIZE = 2545  # tokens in F5-TTS's bundled vocab.txt (the pretrained text embedding has 2546 rows)
+# tokens in jam_flow/assets/vocab.txt (``len(jam_flow.data.text.Vocab.default())``, checked by a test); a constant
+# because the models layer does not import ``jam_flow.data`` (docs/CONVENTIONS.md "Layers")
+BUNDLED_VOCAB_SIZE = 102
 
 
 @dataclass(frozen=True)
@@ -63,19 +73,12 @@ class MotionDiTConfig:
     checkpoint_activations: bool = False
 
 
-def _default_vocab_size() -> int:
-    # jam_flow.data sits beside jam_flow.models (layer 2); imported lazily so that the network never needs it
-    from jam_flow.data.text import Vocab
-
-    return len(Vocab.default())
-
-
 def tiny_joint_config(text_num_embeds: int | None = None) -> dict[str, Any]:
     """Init kwargs of a tiny JointDiT for tests (both branches dim 64, depth 4, 2 heads of 32, half joint).
 
     ``text_num_embeds`` defaults to the size of the bundled vocabulary (``Vocab.default()``).
     """
-    vocab = _default_vocab_size() if text_num_embeds is None else text_num_embeds
+    vocab = BUNDLED_VOCAB_SIZE if text_num_embeds is None else text_num_embeds
     return {
         "audio": {
             "dim": 64,

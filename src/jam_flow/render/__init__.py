@@ -1,4 +1,4 @@
-"""Talking-head rendering with LivePortrait from generated motion (layer 5): ``jam-flow render``.
+"""Talking-head rendering with LivePortrait from generated motion (layer 6): ``jam-flow render``.
 
 Dimension legend: m motion frames, k keypoints (21). See docs/render.md.
 

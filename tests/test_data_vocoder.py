@@ -7,10 +7,10 @@ import logging
 import pytest
 import torch
 
+from jam_flow.data.vocoder import GriffinLimVocoder, VocosVocoder, load_vocoder, load_vocos
 from jam_flow.errors import InputError
 from jam_flow.features import MelSettings
 from jam_flow.inference.testing import vocos_config, write_random_vocos
-from jam_flow.inference.vocoder import GriffinLimVocoder, VocosVocoder, load_vocoder, load_vocos
 
 
 def test_vocos_loads_strictly_from_local_dir(tmp_path):
