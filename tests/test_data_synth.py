@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from jam_flow.cli import main as cli_main
-from jam_flow.data.format import load_clip, read_manifest, read_stats, validate_dataset
+from jam_flow.data.format import DatasetInfo, load_clip, read_manifest, read_stats, validate_dataset
 from jam_flow.data.synth import mouth_opening
 from jam_flow.data.synth.corpus import SPEAKERS, build_corpus, plan_clip, split_for_index
 from jam_flow.data.synth.espeak import synthesize
@@ -23,6 +24,7 @@ from jam_flow.data.synth.visemes import (
     classify,
     mouth_from_articulation,
 )
+from jam_flow.features import MelSettings, MotionSettings
 
 SHORT = ["We met at noon.", "Papa baked a big apple pie.", "Bob saw a map of Rome.", "Mom paid for the boat."]
 
@@ -188,6 +190,18 @@ def test_cli_writes_a_valid_dataset(tmp_path, capsys):
     assert cli_main(["data", "validate", str(out)]) == 0
     assert "2 clips (train 1, val 1, test 0): OK" in capsys.readouterr().out
     assert cli_main(["synth-corpus", "--out", str(out), "--n-clips", "2"]) == 2  # refuses a non-empty dir
+    before = _tree_bytes(out)
+    # issue 13: a bad input under --overwrite fails before anything is touched
+    missing = ["--sentences", str(tmp_path / "missing.txt")]
+    assert cli_main(["synth-corpus", "--out", str(out), "--n-clips", "1", "--overwrite", *missing]) == 2
+    assert "--sentences" in capsys.readouterr().err
+    assert _tree_bytes(out) == before
+    # --overwrite replaces the whole dataset (no stale clip of the old one stays) and leaves no temporary behind
+    one = ["--n-clips", "1", "--seed", "5", "--sentences", str(sentences), "--workers", "1", "--overwrite"]
+    assert cli_main(["synth-corpus", "--out", str(out), *one]) == 0
+    assert sorted(p.name for p in (out / "clips").iterdir()) == ["synth_000000.npz", "synth_000000.wav"]
+    assert (out / "clips" / "synth_000000.npz").read_bytes() == before["clips/synth_000000.npz"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     bad = tmp_path / "bad.txt"
     bad.write_text("ok line\nna\u00efve caf\u00e9\n")
     assert (
@@ -195,3 +209,50 @@ def test_cli_writes_a_valid_dataset(tmp_path, capsys):
         == 2
     )
     assert "bad.txt:2" in capsys.readouterr().err
+
+
+def _tree_bytes(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_dataset(tmp_path, capsys):
+    """issue 13: a file named dataset.json does not make a folder a dataset; nothing is deleted."""
+    foreign = tmp_path / "mine"
+    (foreign / "clips").mkdir(parents=True)
+    (foreign / "dataset.json").write_text('{"format": "something-else"}')
+    (foreign / "clips" / "holiday.jpg").write_bytes(b"\xff\xd8 photo")
+    (foreign / "notes.txt").write_text("keep me")
+    before = _tree_bytes(foreign)
+    argv = ["synth-corpus", "--out", str(foreign), "--n-clips", "1", "--overwrite"]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out: refusing to replace") and err.count("\n") == 1
+    assert _tree_bytes(foreign) == before
+    # a real dataset.json but foreign files beside it: still refused
+    (foreign / "dataset.json").write_text(
+        json.dumps(DatasetInfo(MelSettings(), MotionSettings(), 0, "synth").to_json())
+    )
+    (foreign / "manifest.jsonl").write_text("")
+    assert cli_main(argv) == 2
+    assert "notes.txt" in capsys.readouterr().err
+    (foreign / "notes.txt").unlink()
+    assert cli_main(argv) == 2
+    assert "holiday.jpg" in capsys.readouterr().err
+    assert (foreign / "clips" / "holiday.jpg").is_file()
+
+
+def test_bad_sentence_files_and_seeds_are_one_line_errors(tmp_path, capsys):
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(bytes(range(256)) * 4)
+    out = tmp_path / "out"
+    cases = [
+        (["--sentences", str(junk)], "--sentences"),
+        (["--sentences", str(tmp_path)], "--sentences"),
+        (["--seed", str(2**64)], "--seed"),
+        (["--seed", "-1"], "--seed"),
+    ]
+    for extra, name in cases:
+        assert cli_main(["synth-corpus", "--out", str(out), "--n-clips", "1", *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {name}") and err.count("\n") == 1, err
+    assert not out.exists() and list(tmp_path.iterdir()) == [junk]

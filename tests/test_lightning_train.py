@@ -9,6 +9,7 @@ import pytest
 import torch
 from lightning_support import make_dataset, read_losses
 
+from jam_flow.atomic import default_file_mode
 from jam_flow.cli import main as jam_flow_main
 from jam_flow.inference.bundle import load_bundle
 from jam_flow.lightning.cli import fit_main, run_cli
@@ -115,6 +116,14 @@ def test_contract_resume_and_export(dataset, tmp_path):
         assert torch.equal(v, meta["ema_state_dict"][k]), k
     assert bundle.config["motion"]["mouth_indices"] == [14, 17, 19, 20] and bundle.stats is not None
     assert jam_flow_main(["export", "--ckpt", str(ckpt), "--out", str(out)]) == 2  # refuses to overwrite
+    # issue 13: --overwrite swaps in a complete export with the usual file modes and no temporary left behind
+    assert jam_flow_main(["export", "--ckpt", str(ckpt), "--out", str(out), "--overwrite"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "model.safetensors"]
+    assert all(p.stat().st_mode & 0o777 == default_file_mode() for p in out.iterdir())
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".export")]
+    (out / "notes.txt").write_text("mine")  # not an export any more: --overwrite refuses to delete it
+    assert jam_flow_main(["export", "--ckpt", str(ckpt), "--out", str(out), "--overwrite"]) == 2
+    assert (out / "notes.txt").read_text() == "mine"
     # validate / test subcommands on the checkpoint
     val = run_cli(
         "validate",

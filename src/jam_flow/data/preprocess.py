@@ -44,7 +44,7 @@ from jam_flow.data.format import (
 )
 from jam_flow.data.mel import log_mel
 from jam_flow.data.sources import DATASETS, SourceClip, discover
-from jam_flow.errors import InputError
+from jam_flow.errors import ArgumentParser, InputError
 from jam_flow.features import MelSettings, MotionSettings, num_motion_frames
 
 __all__ = ["PreprocessConfig", "ClipFailure", "process_clip", "run", "main"]
@@ -345,7 +345,7 @@ def run(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="jam-flow preprocess",
         description="Turn talking-face videos into a jam-flow dataset (format v1).",
     )

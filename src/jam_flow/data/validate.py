@@ -12,13 +12,13 @@ from collections import Counter
 from pathlib import Path
 
 from jam_flow.data.format import SPLITS, validate_dataset
-from jam_flow.errors import InputError
+from jam_flow.errors import ArgumentParser, InputError
 
 __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="jam-flow data", description="dataset tools")
+    p = ArgumentParser(prog="jam-flow data", description="dataset tools")
     sub = p.add_subparsers(dest="action", required=True)
     v = sub.add_parser("validate", help="check a dataset directory and list every problem")
     v.add_argument(

@@ -13,7 +13,7 @@ import json
 import logging
 from pathlib import Path
 
-from jam_flow.errors import InputError
+from jam_flow.errors import ArgumentParser, InputError
 from jam_flow.eval.evaluate import EvalSettings, evaluate
 from jam_flow.eval.generation import EVAL_TASKS
 
@@ -21,7 +21,7 @@ __all__ = ["main", "build_parser", "write_tensorboard"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="jam-flow evaluate",
         description="Generate on a held-out split for one task and report lip-sync / audio metrics "
         "(docs/evaluation.md).",

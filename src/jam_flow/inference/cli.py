@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from jam_flow.errors import InputError
+from jam_flow.errors import ArgumentParser, InputError
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +55,10 @@ _REQUIRED = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error becomes one ``InputError`` line (the dispatcher prints it, exit 2)."""
-
-    def error(self, message: str):  # type: ignore[override]
-        raise InputError(f"{message} (see `jam-flow generate --help`)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from jam_flow.inference.tasks import TASKS
 
-    p = _Parser(
+    p = ArgumentParser(
         prog="jam-flow generate",
         description="Generate speech and/or lip motion with a JAM-Flow model.",
         epilog="tasks:\n" + "\n".join(f"  {k:<13} {v}" for k, v in TASK_HELP.items()),

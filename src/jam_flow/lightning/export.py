@@ -9,34 +9,54 @@ rebuilds the network and loads the EMA weights strictly) and written with
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
-from jam_flow.errors import InputError
+from jam_flow.errors import ArgumentParser, InputError
 
 __all__ = ["main", "export_checkpoint"]
 
 
+_EXPORT_FILES = {"model.safetensors", "config.yaml"}
+
+
+def export_owned(root: Path) -> str | None:
+    """None when ``root`` is an export directory this project wrote (only ``model.safetensors`` + ``config.yaml``,
+    the weights' header saying ``format: jam-flow``), so ``--overwrite`` may replace it; else why it is not."""
+    from safetensors import SafetensorError, safe_open
+
+    foreign = sorted(p.name for p in root.iterdir() if p.name not in _EXPORT_FILES)
+    if foreign:
+        return f"it holds files that are not part of a jam-flow export: {', '.join(foreign[:5])}"
+    try:
+        with safe_open(str(root / "model.safetensors"), framework="pt") as f:
+            fmt = (f.metadata() or {}).get("format")
+    except (SafetensorError, OSError) as err:
+        return f"its model.safetensors is not a jam-flow export ({err})"
+    if fmt != "jam-flow":
+        return f"its model.safetensors is not a jam-flow export (format {fmt!r})"
+    return None
+
+
 def export_checkpoint(ckpt: str | Path, out: str | Path, overwrite: bool = False) -> Path:
-    """Write the export directory ``out`` from the Lightning checkpoint ``ckpt``; returns ``out``."""
+    """Write the export directory ``out`` from the Lightning checkpoint ``ckpt``; returns ``out``.
+
+    The export is written into a temporary sibling folder and swapped in when complete (:mod:`jam_flow.atomic`);
+    ``overwrite`` replaces only a folder :func:`export_owned` recognises."""
+    from jam_flow.atomic import check_out_dir, replace_dir
     from jam_flow.inference.bundle import load_bundle, save_export
 
     ckpt, out = Path(ckpt), Path(out)
     if not ckpt.is_file():
         raise InputError(f"--ckpt: {ckpt} is not a file (expected a .ckpt written by `jam-flow fit`)")
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out: {out} exists and is not a directory")
-    existing = [p.name for p in (out / "model.safetensors", out / "config.yaml") if p.exists()]
-    if existing and not overwrite:
-        raise InputError(
-            f"--out: {out} already holds {', '.join(existing)} (pass --overwrite to replace them)"
-        )
+    check_out_dir(out, overwrite, export_owned)
     bundle = load_bundle(ckpt, device="cpu")
-    return save_export(out, bundle.model, bundle.config)
+    with replace_dir(out, overwrite, export_owned) as tmp:
+        save_export(tmp, bundle.model, bundle.config)
+    return out
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="jam-flow export",
         description="Write the EMA weights of a jam-flow training checkpoint as model.safetensors + config.yaml.",
     )

@@ -8,20 +8,13 @@ from __future__ import annotations
 import argparse
 import logging
 
-from jam_flow.errors import InputError
+from jam_flow.errors import ArgumentParser
 
 __all__ = ["build_parser", "main"]
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises ``InputError`` (one ``error:`` line, exit status 2) instead of exiting itself."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise InputError(f"jam-flow render: {message}")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(
+    p = ArgumentParser(
         prog="jam-flow render",
         description="Render a talking head with LivePortrait: the source's face with the generated mouth motion, "
         "pasted back into the frame, as an H.264 mp4 with the audio (AAC).",

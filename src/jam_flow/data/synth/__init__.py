@@ -7,20 +7,46 @@ returns the scalar opening ``[...]`` that the corpus's mouth keypoints were buil
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
 from pathlib import Path
 
 from jam_flow.data.synth.visemes import VISEME_NAMES, mouth_opening
-from jam_flow.errors import InputError
+from jam_flow.errors import ArgumentParser, InputError
 
-__all__ = ["main", "mouth_opening", "VISEME_NAMES"]
+__all__ = ["main", "mouth_opening", "VISEME_NAMES", "dataset_owned"]
 
-_OUTPUTS = ("dataset.json", "manifest.jsonl", "stats.json")
+# what a dataset folder written by this project may hold (failures.jsonl: `jam-flow preprocess`'s report)
+_TOP_LEVEL = {"dataset.json", "manifest.jsonl", "stats.json", "clips", "failures.jsonl"}
+MAX_SEED = 2**64 - 1
+
+
+def dataset_owned(root: Path) -> str | None:
+    """None when ``root`` is a dataset this project wrote (format v1: a valid dataset.json and manifest.jsonl,
+    nothing else at the top level, and ``clips/`` holding only the manifest's files); else why it is not.
+    Only such a folder may be replaced by ``synth-corpus --overwrite``."""
+    from jam_flow.data.format import read_dataset_json, read_manifest
+
+    try:
+        read_dataset_json(root)
+        records = read_manifest(root)
+    except InputError as err:
+        return f"it is not a jam-flow dataset ({err})"
+    foreign = sorted(p.name for p in root.iterdir() if p.name not in _TOP_LEVEL)
+    if foreign:
+        return f"it holds files that are not part of a jam-flow dataset: {', '.join(foreign[:5])}"
+    clips = root / "clips"
+    if clips.exists():
+        known = {Path(f).name for r in records for f in (r.features, r.audio) if f and f.startswith("clips/")}
+        if not clips.is_dir():
+            return f"{clips} is not a directory"
+        extra = sorted(p.name for p in clips.iterdir() if p.name not in known and not p.name.endswith(".tmp"))
+        if extra:
+            return f"{clips} holds files the manifest does not list: {', '.join(extra[:5])}"
+    return None
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="jam-flow synth-corpus",
         description="Build the offline synthetic speech + lip-motion corpus (dataset format v1).",
     )
@@ -41,6 +67,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    from jam_flow.atomic import replace_dir
     from jam_flow.data.synth.corpus import build_corpus, load_sentences
 
     args = _parser().parse_args(argv)
@@ -48,22 +75,15 @@ def main(argv: list[str]) -> int:
         raise InputError(f"--n-clips: expected a positive number of clips, got {args.n_clips}")
     if args.workers is not None and args.workers < 1:
         raise InputError(f"--workers: expected at least 1, got {args.workers}")
-    if args.seed < 0:
-        raise InputError(f"--seed: expected a non-negative integer, got {args.seed}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise InputError(f"--seed: expected an integer in [0, 2**64 - 1], got {args.seed}")
     out: Path = args.out
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out: {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not args.overwrite:
-            raise InputError(f"--out: {out} is not empty (pass --overwrite to replace the dataset there)")
-        if not (out / "dataset.json").is_file():
-            raise InputError(f"--out: {out} is not empty and holds no dataset; refusing to delete it")
-        shutil.rmtree(out / "clips", ignore_errors=True)
-        for name in _OUTPUTS:
-            (out / name).unlink(missing_ok=True)
+    # every input is checked before anything is written; the corpus is built in a temporary sibling folder and
+    # swapped in only when complete, so a failure leaves the previous dataset untouched
     sentences = load_sentences(args.sentences)
     start = time.perf_counter()
-    records = build_corpus(out, args.n_clips, seed=args.seed, sentences=sentences, workers=args.workers)
+    with replace_dir(out, args.overwrite, dataset_owned) as tmp:
+        records = build_corpus(tmp, args.n_clips, seed=args.seed, sentences=sentences, workers=args.workers)
     hours = sum(r.duration for r in records) / 3600
     print(
         f"synth-corpus: wrote {len(records)} clips ({hours:.2f} h of speech) to {out} "

@@ -166,7 +166,14 @@ def load_sentences(path: str | Path | None) -> list[str]:
         path = Path(path)
         if not path.is_file():
             raise InputError(f"--sentences: {path} does not exist")
-        text, name = path.read_text(encoding="utf-8"), str(path)
+        try:
+            text, name = path.read_text(encoding="utf-8"), str(path)
+        except UnicodeDecodeError as err:
+            raise InputError(
+                f"--sentences: {path} is not UTF-8 text ({err.reason} at byte {err.start})"
+            ) from err
+        except OSError as err:
+            raise InputError(f"--sentences: cannot read {path} ({err.strerror})") from err
     vocab = Vocab.default()
     out = []
     for lineno, line in enumerate(text.splitlines(), start=1):
