@@ -186,5 +186,5 @@ def test_evaluate_bad_input(tiny_setup, capsys):
         evaluate_main([*base, "--task", "audio2motion", "--videos", str(root)])
     assert cli_main(["evaluate", *base, "--task", "audio2motion", "--ckpt", str(root / "missing")]) == 2
     assert "error: --ckpt" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(InputError, match="--task"):
         evaluate_main([*base, "--task", "tts"])
