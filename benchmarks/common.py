@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
+REPO = RESULTS.parents[1]
 
 # dense bf16 tensor-core peak (FLOP/s), from the vendors' data sheets (SXM parts, without sparsity)
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
@@ -159,10 +160,26 @@ def peak_mb(fn: Callable[[], object], device: str) -> float:
     return (high[0] - base) / 2**20
 
 
+def repo_relative(payload: object, root: Path = REPO) -> object:
+    """``payload`` with every absolute path below the repository ``root`` made relative to it (result files hold
+    no machine-specific paths); ``sys.executable`` is written as ``python``."""
+    if isinstance(payload, dict):
+        return {k: repo_relative(v, root) for k, v in payload.items()}
+    if isinstance(payload, (list, tuple)):
+        return [repo_relative(v, root) for v in payload]
+    if isinstance(payload, Path):
+        payload = str(payload)
+    if isinstance(payload, str):
+        payload = payload.replace(sys.executable, "python")
+        return payload.replace(f"{root}{os.sep}", "").replace(str(root), ".")
+    return payload
+
+
 def write_json(path: str | Path, payload: object) -> Path:
+    """Write ``payload`` (paths made repository-relative, see :func:`repo_relative`) as indented JSON."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=2) + "\n")
+    path.write_text(json.dumps(repo_relative(payload), indent=2) + "\n")
     return path
 
 

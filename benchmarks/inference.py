@@ -35,11 +35,14 @@ import numpy as np
 import soundfile as sf
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import write_json  # noqa: E402  (benchmarks/common.py)
+
+from jam_flow.data.vocoder import load_vocos
 from jam_flow.flow.sampler import SamplerSettings
 from jam_flow.inference import tasks
 from jam_flow.inference.bundle import load_bundle
 from jam_flow.inference.testing import joint_meta, vocos_config, write_random_export, write_random_vocos
-from jam_flow.data.vocoder import load_vocos
 
 SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank. "
 VOCOS_PUBLISHED = vocos_config(512, 1536, 8)  # charactr/vocos-mel-24khz
@@ -179,8 +182,7 @@ def write_results(out: Path, args: argparse.Namespace, rows: list[dict]) -> None
         ),
         "results": kept + rows,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_json(out, result)
 
 
 def main(argv: list[str] | None = None) -> int:

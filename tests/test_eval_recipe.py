@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from jam_flow.eval.recipe import CONFIG_DIR, VARIANTS
+from jam_flow.errors import InputError
+from jam_flow.eval.recipe import VARIANTS, _rel, _shown, main
 from jam_flow.lightning.cli import fit_main
 
-EXPERIMENTS = sorted(CONFIG_DIR.glob("*.yaml"))
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+EXPERIMENTS = sorted((CONFIGS / "experiments").glob("*.yaml"))
 
 
 def _print_config(path: Path, capsys) -> dict:
@@ -31,7 +33,7 @@ def _flatten(obj, prefix: str = "") -> dict:
 
 
 def test_every_variant_has_a_config_and_every_config_a_variant():
-    assert {v.config for v in VARIANTS} == set(EXPERIMENTS)
+    assert {v.config(CONFIGS) for v in VARIANTS} == set(EXPERIMENTS)
 
 
 # the exact differences each ablation may have from synth_main.yaml (after parsing)
@@ -46,7 +48,7 @@ EXPECTED_DIFF = {
 
 
 def test_configs_parse_and_ablate_one_thing(capsys):
-    main_cfg = _flatten(_print_config(CONFIG_DIR / "synth_main.yaml", capsys))
+    main_cfg = _flatten(_print_config(CONFIGS / "experiments" / "synth_main.yaml", capsys))
     assert main_cfg["model.net.init_args.joint_layers"] == "half"
     assert main_cfg["model.net.init_args.rope_alignment"] == "length"
     assert main_cfg["model.net.init_args.window"] == 3
@@ -56,7 +58,7 @@ def test_configs_parse_and_ablate_one_thing(capsys):
     for variant in VARIANTS:
         if variant.name == "main":
             continue
-        cfg = _flatten(_print_config(variant.config, capsys))
+        cfg = _flatten(_print_config(variant.config(CONFIGS), capsys))
         diff = {k: cfg.get(k) for k in set(cfg) | set(main_cfg) if cfg.get(k) != main_cfg.get(k)}
         steps = diff.pop("trainer.max_steps")
         assert diff.pop("trainer.max_time", None) is not None  # every run has a wall-clock cap
@@ -76,3 +78,24 @@ def test_ckpt_at_step_picks_newest_not_after(tmp_path):
     assert _ckpt_at_step(tmp_path, 250) == (ckpts / "step-200.ckpt", 200)
     assert _ckpt_at_step(tmp_path, 300)[1] == 300
     assert _ckpt_at_step(tmp_path, 50) is None
+
+
+def test_configs_dir_comes_from_the_command_line_or_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./configs here
+    with pytest.raises(InputError, match="--configs-dir: configs/experiments is not a directory"):
+        main([])
+    (tmp_path / "mine" / "experiments").mkdir(parents=True)
+    with pytest.raises(InputError, match="missing experiment config mine/experiments/synth_main.yaml"):
+        main(["--configs-dir", "mine", "--only", "main"])
+
+
+def test_result_paths_are_relative_to_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert _rel(tmp_path / "runs" / "main" / "last.ckpt") == "runs/main/last.ckpt"
+    assert _rel("runs/x.ckpt") == "runs/x.ckpt"
+    assert (
+        _rel("/elsewhere/x.ckpt") == "/elsewhere/x.ckpt"
+    )  # outside the repository: kept as the user gave it
+    assert _shown(["/opt/venv/bin/python", "-m", "jam_flow.cli", "fit", "--config", "a b.yaml"]) == (
+        "jam-flow fit --config 'a b.yaml'"
+    )

@@ -4,9 +4,13 @@ Dimension legend: none (orchestration only: subprocesses for the corpus and trai
 
     python -m jam_flow.eval.recipe [--data-dir data/synth_recipe] [--runs-dir runs/synth_recipe]
                                    [--out results/synth_recipe.json] [--only main rope_off ...]
+                                   [--configs-dir configs]
+
+Run it from the repository root (``make synth-recipe``): the configs are read from ``--configs-dir`` and every path
+in the result JSON is written relative to the working directory.
 
 1. builds the synthetic corpus with ``jam-flow synth-corpus`` when ``--data-dir`` has none;
-2. trains the main model and every ablation with ``jam-flow fit --config configs/experiments/synth_<name>.yaml``
+2. trains the main model and every ablation with ``jam-flow fit --config <configs-dir>/experiments/synth_<name>.yaml``
    (each YAML is complete and carries its own step budget; ``--parallel`` runs at once, each limited to
    ``--threads`` torch threads). A run whose ``train_info.json`` says it finished with the same config file
    bytes is reused, so an interrupted recipe resumes where it stopped;
@@ -41,9 +45,6 @@ __all__ = ["VARIANTS", "Variant", "main"]
 
 log = logging.getLogger("jam_flow.eval.recipe")
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-CONFIG_DIR = REPO_ROOT / "configs" / "experiments"
-
 
 @dataclass(frozen=True)
 class Variant:
@@ -54,9 +55,9 @@ class Variant:
     rope: str
     audio_dit: str
 
-    @property
-    def config(self) -> Path:
-        return CONFIG_DIR / f"synth_{self.name}.yaml"
+    def config(self, configs_dir: str | Path) -> Path:
+        """This variant's experiment YAML under ``configs_dir`` (the repository's ``configs/``)."""
+        return Path(configs_dir) / "experiments" / f"synth_{self.name}.yaml"
 
 
 # training order = priority order (the paper's strongest claims first: masks, RoPE, Audio-DiT fine-tuning)
@@ -77,6 +78,20 @@ KEY_A2M = (
     "mouth_kp_l2",
 )
 KEY_M2A = ("envelope_corr", "offset_frames", "av_peak_corr", "mel_l1", "lsd_db")
+
+
+def _rel(path: str | Path) -> str:
+    """``path`` relative to the working directory (the repository) when it lies below it, else as given: result
+    files hold no machine-specific paths."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _shown(cmd: list[str]) -> str:
+    """A ``jam-flow`` command line as recorded in results (without this machine's interpreter path)."""
+    return shlex.join(["jam-flow", *cmd[3:]])
 
 
 def _sha(path: Path) -> str:
@@ -129,30 +144,30 @@ def _ensure_corpus(args: argparse.Namespace) -> dict[str, Any]:
         log.info("corpus: reusing %s", data)
         records = read_manifest(data)
         return {
-            "dir": str(data),
+            "dir": _rel(data),
             "built": False,
             "clips": dict(Counter(r.split for r in records)),
             "hours": round(sum(r.duration for r in records) / 3600, 3),
-            "build_command": shlex.join(["jam-flow", *cmd[3:]]),
+            "build_command": _shown(cmd),
         }
     log.info("corpus: %s", shlex.join(cmd))
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env=_env(args.threads))
     return {
-        "dir": str(data),
+        "dir": _rel(data),
         "built": True,
         "build_s": round(time.perf_counter() - start, 1),
-        "command": shlex.join(cmd),
+        "command": _shown(cmd),
     }
 
 
 def _spawn(cmd: list[str], log_path: Path, threads: int) -> tuple[subprocess.Popen, Any]:
-    """Start ``cmd`` in the repository root with its output in ``log_path``; returns the process and the open log
+    """Start ``cmd`` (in the working directory) with its output in ``log_path``; returns the process and the open log
     (the caller closes it when the process ends). Each process gets its own session: on a shared machine with
     autogroup scheduling, each then gets a session's CPU share."""
     logf = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed by the caller when the process ends
     proc = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, env=_env(threads), stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
+        cmd, env=_env(threads), stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
     )
     return proc, logf
 
@@ -175,7 +190,7 @@ def _train_command(variant: Variant, args: argparse.Namespace, root: Path) -> li
         *_jam_flow(),
         "fit",
         "--config",
-        str(variant.config.relative_to(REPO_ROOT)),
+        _rel(variant.config(args.configs_dir)),
         "--data.data_dir",
         str(args.data_dir),
         "--trainer.default_root_dir",
@@ -196,7 +211,8 @@ def _train_all(variants: list[Variant], args: argparse.Namespace) -> dict[str, d
         if info_path.is_file() and not args.retrain:
             info = json.loads(info_path.read_text())
             ckpt = Path(info.get("ckpt", ""))
-            if info.get("status") == "done" and info.get("config_sha") == _sha(v.config) and ckpt.is_file():
+            config = v.config(args.configs_dir)
+            if info.get("status") == "done" and info.get("config_sha") == _sha(config) and ckpt.is_file():
                 log.info("train %s: reusing %s", v.name, ckpt)
                 infos[v.name] = info
                 continue
@@ -231,13 +247,13 @@ def _train_all(variants: list[Variant], args: argparse.Namespace) -> dict[str, d
                 raise RuntimeError(f"training {v.name} wrote no last.ckpt under {root}")
             info = {
                 "status": "done",
-                "config": str(v.config.relative_to(REPO_ROOT)),
-                "config_sha": _sha(v.config),
-                "command": shlex.join(_train_command(v, args, root)),
+                "config": _rel(v.config(args.configs_dir)),
+                "config_sha": _sha(v.config(args.configs_dir)),
+                "command": _shown(_train_command(v, args, root)),
                 "train_wall_s": wall,
-                "ckpt": str(ckpt),
+                "ckpt": _rel(ckpt),
                 "steps_done": _global_step(ckpt),
-                "max_steps": _max_steps(v.config),
+                "max_steps": _max_steps(v.config(args.configs_dir)),
                 "threads": args.threads,
                 "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             }
@@ -372,6 +388,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", default="runs/synth_recipe", help="training runs (one folder per variant)")
     p.add_argument("--out", default="results/synth_recipe.json", help="result JSON")
     p.add_argument(
+        "--configs-dir",
+        default="configs",
+        help="the repository's configs/ (default: ./configs; experiments/synth_<name>.yaml are read)",
+    )
+    p.add_argument(
         "--only",
         nargs="+",
         choices=[v.name for v in VARIANTS],
@@ -412,9 +433,14 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError("--parallel / --threads: expected positive integers")
     started, t0 = dt.datetime.now(dt.timezone.utc), time.perf_counter()
     variants = [v for v in VARIANTS if args.only is None or v.name in args.only]
+    if not (Path(args.configs_dir) / "experiments").is_dir():
+        raise InputError(
+            f"--configs-dir: {args.configs_dir}/experiments is not a directory (run from the repository root or "
+            "pass --configs-dir PATH/TO/configs)"
+        )
     for v in variants:
-        if not v.config.is_file():
-            raise InputError(f"recipe: missing experiment config {v.config}")
+        if not v.config(args.configs_dir).is_file():
+            raise InputError(f"--configs-dir: missing experiment config {v.config(args.configs_dir)}")
     corpus = _ensure_corpus(args)
     infos = _train_all(variants, args)
     result: dict[str, Any] = {
@@ -451,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
                     (
                         f"main@{found[1]}",
                         VARIANTS[0],
-                        str(found[0]),
+                        _rel(found[0]),
                         {"steps": found[1], "train_wall_s": None, "note": "checkpoint of the main run"},
                     )
                 )
@@ -469,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
         for step in sorted(set(args.curve_steps)):
             found = _ckpt_at_step(main_root, step)
             if found is not None and found[1] == step and step < infos["main"]["steps_done"]:
-                curve.append((step, str(found[0])))
+                curve.append((step, _rel(found[0])))
     evals = _evaluate_all(
         [(ckpt, task) for name, _, ckpt, _ in jobs for task in tasks_of(name)]
         + [(ckpt, "audio2motion") for _, ckpt in curve],
@@ -487,8 +513,8 @@ def main(argv: list[str] | None = None) -> int:
             "masks": v.masks,
             "rope": v.rope,
             "audio_dit": v.audio_dit,
-            "config": str(v.config.relative_to(REPO_ROOT)),
-            "max_steps": _max_steps(v.config),
+            "config": _rel(v.config(args.configs_dir)),
+            "max_steps": _max_steps(v.config(args.configs_dir)),
             "ckpt": ckpt,
             **extra,
         }
