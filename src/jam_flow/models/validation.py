@@ -2,9 +2,16 @@
 
 Dimension legend: b batch, L frames of one stream. Masks mean True = valid and must be prefix masks
 (frames ``< len`` valid, then padding), the only kind a variable-length batch produces.
+
+The checks never synchronise an accelerator: types, shapes and dtypes are host metadata; the one check that reads
+tensor values (a mask is a prefix mask) runs on CPU tensors, and on a GPU only with ``JAM_FLOW_DEBUG_CHECKS=1``
+(batches from :func:`jam_flow.data.dataset.collate_clips` and the inference tasks build prefix masks by
+construction, on the host).
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 from torch import Tensor
@@ -12,7 +19,18 @@ from torch import Tensor
 from jam_flow.errors import InputError
 from jam_flow.nn.masks import lengths_to_mask
 
-__all__ = ["check_frames", "check_mask", "check_flag", "as_time", "check_backend", "constructor_args"]
+__all__ = [
+    "check_frames",
+    "check_mask",
+    "check_flag",
+    "as_time",
+    "check_backend",
+    "constructor_args",
+    "DEBUG_CHECKS",
+]
+
+# value checks on accelerator tensors (each one waits for the device): off unless asked for
+DEBUG_CHECKS = os.environ.get("JAM_FLOW_DEBUG_CHECKS", "") not in ("", "0")
 
 
 def constructor_args(init, scope: dict) -> dict:
@@ -45,7 +63,10 @@ def check_frames(name: str, x: Tensor, batch: int | None, length: int | None, ch
 
 
 def check_mask(name: str, mask: Tensor | None, batch: int, length: int) -> Tensor | None:
-    """Validate a ``[batch, length]`` prefix mask; returns the valid lengths ``[b]`` (None when ``mask`` is None)."""
+    """Validate a ``[batch, length]`` prefix mask; returns the valid lengths ``[b]`` (None when ``mask`` is None).
+
+    The prefix check reads the mask's values, so it runs only where that costs no device sync (CPU tensors) or
+    with :data:`DEBUG_CHECKS`."""
     if mask is None:
         return None
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (batch, length):
@@ -54,7 +75,7 @@ def check_mask(name: str, mask: Tensor | None, batch: int, length: int) -> Tenso
             f"{name}: expected a bool tensor of shape ({batch}, {length}) (True = valid), got {got}"
         )
     lens = mask.sum(dim=1)
-    if not torch.equal(mask, lengths_to_mask(lens, length)):
+    if (mask.device.type == "cpu" or DEBUG_CHECKS) and not torch.equal(mask, lengths_to_mask(lens, length)):
         raise InputError(f"{name}: must be a prefix mask (valid frames first, then padding)")
     return lens
 
