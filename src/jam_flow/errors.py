@@ -7,6 +7,10 @@ class InputError(ValueError):
     """Bad user input: the message names the file, argument or field and says what was expected."""
 
 
+class NonFiniteError(InputError):
+    """A result holds NaN or infinite values (a diverged model, an extreme setting): nothing is written."""
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """``argparse`` whose usage errors are one ``InputError`` line (the dispatcher prints it and exits 2)."""
 

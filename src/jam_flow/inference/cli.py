@@ -6,10 +6,13 @@ Dimension legend: none (argument handling only); see :mod:`jam_flow.inference.ta
         [--audio WAV] [--motion NPY] [--duration SECONDS] [--nfe 32] [--cfg 2.0] [--seed S] [--vocoder DIR]
         [--method euler|midpoint] [--sway -1] [--audio-cfg G] [--motion-cfg G]
         [--edit-start S --edit-end S --edit-streams audio|motion|both] [--device cpu|cuda]
-        [--source IMAGE --liveportrait LP_DIR] [--no-preview]
+        [--source IMAGE --liveportrait LP_DIR] [--no-preview] [--overwrite]
 
 Writes ``DIR/audio.wav`` (speech generated or given), ``DIR/motion.npy`` + ``DIR/motion.json`` (motion generated or
 given), ``DIR/preview.mp4`` when both exist, and ``DIR/talking_head.mp4`` with ``--source`` + ``--liveportrait``.
+``DIR`` must be absent or empty; ``--overwrite`` replaces the output set of an earlier run (a folder holding only
+these files), never anything else. Every output is written into a temporary sibling folder that replaces ``DIR``
+only when the whole set is complete and finite (:mod:`jam_flow.atomic`).
 Bad input raises ``InputError``; the dispatcher prints ``error: ...`` and exits 2.
 """
 
@@ -23,9 +26,13 @@ from pathlib import Path
 
 import torch
 
+from jam_flow.atomic import check_out_dir, replace_dir
 from jam_flow.errors import ArgumentParser, InputError
+from jam_flow.inference.outputs import outputs_owned
 
 log = logging.getLogger(__name__)
+
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 64-bit seeds
 
 TASK_HELP = {
     "tts": "--text + --ref-audio [--ref-text] -> speech",
@@ -72,7 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CKPT_OR_EXPORT_DIR",
         help="Lightning .ckpt from `jam-flow fit` or an export directory",
     )
-    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="output directory")
+    p.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="output directory: absent or empty, or with --overwrite one that `jam-flow generate` wrote",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the whole output set of an earlier run in --out (no stale file stays)",
+    )
     p.add_argument(
         "--text", metavar="STR", help="text to speak (edit: transcript of the whole clip after the edit)"
     )
@@ -165,11 +183,12 @@ def _check_args(args: argparse.Namespace) -> None:
             raise InputError(f"--{name.replace('_', '-')}: expected >= 0, got {value}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device: {args.device} requested but no CUDA device is available")
-    if args.out.exists() and not args.out.is_dir():
-        raise InputError(f"--out: {args.out} exists and is not a directory")
+    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
+        raise InputError(f"--seed: expected an integer in [0, 2**64 - 1], got {args.seed}")
+    check_out_dir(args.out, args.overwrite, outputs_owned)
 
 
-def _render(args: argparse.Namespace, paths: dict[str, Path]) -> Path | None:
+def _render(args: argparse.Namespace, paths: dict[str, Path], out_dir: Path) -> Path | None:
     """Render a talking head through jam_flow.render when --source/--liveportrait are given."""
     if args.source is None:
         return None
@@ -182,7 +201,7 @@ def _render(args: argparse.Namespace, paths: dict[str, Path]) -> Path | None:
         raise InputError(
             f"--source: LivePortrait rendering is not available in this install ({err})"
         ) from err
-    out_path = args.out / "talking_head.mp4"
+    out_path = out_dir / "talking_head.mp4"
     fn(args.source, paths["motion"], paths["audio"], args.liveportrait, out_path, args.device)
     return out_path
 
@@ -192,10 +211,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     _check_args(args)
 
-    from jam_flow.data.vocoder import load_vocoder
     from jam_flow.flow.sampler import SamplerSettings
-    from jam_flow.inference import tasks
-    from jam_flow.inference.bundle import load_bundle
 
     settings = SamplerSettings(
         nfe=args.nfe,
@@ -205,6 +221,20 @@ def main(argv: list[str]) -> int:
         audio_cfg=args.audio_cfg,
         motion_cfg=args.motion_cfg,
     )
+    # the whole output set is written into a temporary sibling of --out (created now, so an unwritable --out fails
+    # before any work) and swapped in only when complete: a failure leaves --out as it was
+    with replace_dir(args.out, args.overwrite, outputs_owned) as tmp:
+        paths = _generate(args, settings, tmp)
+    for name, path in paths.items():
+        print(f"{name}: {args.out / path.relative_to(tmp)}")
+    return 0
+
+
+def _generate(args: argparse.Namespace, settings, out_dir: Path) -> dict[str, Path]:
+    from jam_flow.data.vocoder import load_vocoder
+    from jam_flow.inference import tasks
+    from jam_flow.inference.bundle import load_bundle
+
     bundle = load_bundle(args.ckpt, device=args.device)
     # a given vocoder is loaded now, so a bad directory fails before sampling; without one the tasks fall back to
     # Griffin-Lim (with its warning) only once they have speech to decode
@@ -247,10 +277,8 @@ def main(argv: list[str]) -> int:
     result.meta["sources"]["ckpt"] = str(args.ckpt)
     if args.vocoder is not None:
         result.meta["sources"]["vocoder"] = str(args.vocoder)
-    paths = result.save(args.out, preview=not args.no_preview)
-    rendered = _render(args, paths)
+    paths = result.save(out_dir, preview=not args.no_preview)
+    rendered = _render(args, paths, out_dir)
     if rendered is not None:
         paths["talking_head"] = rendered
-    for name, path in paths.items():
-        print(f"{name}: {path}")
-    return 0
+    return paths

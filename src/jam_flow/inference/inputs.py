@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ MAX_TEXT_CHARS = 600
 MIN_SECONDS = 0.3  # F5-TTS trains on 0.3-30 s clips
 MAX_SECONDS = 30.0  # generated speech / given clip
 MAX_REF_SECONDS = 15.0
+MAX_ABS_EXP = 100.0  # |LivePortrait exp| bound of a --motion file (keypoint space is about [-1, 1])
 
 
 @dataclass
@@ -126,18 +128,18 @@ def load_motion(path: str | Path, bundle: ModelBundle, where: str = "--motion") 
     kp = None
     try:
         if path.suffix == ".npz":
-            with np.load(path) as z:
+            with np.load(path, allow_pickle=False) as z:
                 if "exp" not in z.files:
                     raise InputError(f"{where}: {path} has no 'exp' array (keys: {sorted(z.files)})")
-                exp = np.asarray(z["exp"], dtype=np.float32)
-                kp = np.asarray(z["kp"], dtype=np.float32) if "kp" in z.files else None
+                exp = _float_array(z["exp"], where, path)
+                kp = _float_array(z["kp"], where, path) if "kp" in z.files else None
         elif path.suffix == ".npy":
-            exp = np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
+            exp = _float_array(np.load(path, allow_pickle=False), where, path)
         else:
             raise InputError(
                 f"{where}: expected a motion .npy [m, {k}, 3] or a dataset clip .npz, got {path.name}"
             )
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise InputError(f"{where}: cannot read {path} ({err})") from err
     if exp.ndim != 3 or exp.shape[1:] != (k, 3) or exp.shape[0] < 1:
         raise InputError(
@@ -145,6 +147,11 @@ def load_motion(path: str | Path, bundle: ModelBundle, where: str = "--motion") 
         )
     if not np.all(np.isfinite(exp)):
         raise InputError(f"{where}: {path} contains NaN or infinite values")
+    if np.abs(exp).max() > MAX_ABS_EXP:
+        raise InputError(
+            f"{where}: {path} holds values up to {np.abs(exp).max():.3g}; LivePortrait expression offsets are "
+            f"keypoint-space units (|exp| <= {MAX_ABS_EXP:g}; typically below 0.5)"
+        )
     if kp is not None and kp.shape != exp.shape:
         kp = None  # canonical keypoints only feed the preview; a mismatched track is ignored
     fps, sidecar = _fps_from_sidecar(path)
@@ -159,6 +166,18 @@ def load_motion(path: str | Path, bundle: ModelBundle, where: str = "--motion") 
             f"{where}: {exp.shape[0]} frames = {seconds:.2f} s; expected {MIN_SECONDS}-{MAX_SECONDS:.0f} s"
         )
     return MotionInput(exp=exp, kp=kp, source=str(path))
+
+
+def _float_array(arr: np.ndarray, where: str, path: Path) -> np.ndarray:
+    """A motion array as float32; integer and boolean arrays are refused (LivePortrait values are real numbers,
+    so such a file is not motion), float16/float64 are converted."""
+    arr = np.asarray(arr)
+    if arr.dtype.kind != "f":
+        raise InputError(
+            f"{where}: {path} holds a {arr.dtype} array; expected floating-point LivePortrait expression "
+            f"offsets (float32 [m, k, 3])"
+        )
+    return arr.astype(np.float32)
 
 
 def _encode_text(bundle: ModelBundle, text: str, where: str = "--text") -> list[int]:

@@ -22,9 +22,21 @@ from typing import Any
 import numpy as np
 
 from jam_flow.data.audio import save_wav
-from jam_flow.errors import InputError
+from jam_flow.errors import InputError, NonFiniteError
 
-__all__ = ["NEUTRAL_KP", "neutral_template", "write_wav", "write_motion", "write_preview", "draw_keypoints"]
+__all__ = [
+    "OUTPUT_FILES",
+    "SAMPLING_CAUSES",
+    "VOCODER_CAUSES",
+    "check_finite",
+    "outputs_owned",
+    "NEUTRAL_KP",
+    "neutral_template",
+    "write_wav",
+    "write_motion",
+    "write_preview",
+    "draw_keypoints",
+]
 
 # A schematic frontal face in LivePortrait's canonical-keypoint range ([-1, 1], y down), used by the preview when
 # no canonical keypoints are known. Indices 14, 17, 19, 20 (LivePortrait's lip keypoints, the default mouth set)
@@ -56,6 +68,50 @@ NEUTRAL_KP = np.array(
     ],
     dtype=np.float32,
 )
+
+# every file `jam-flow generate` may write into --out; a folder holding only these is one it wrote
+OUTPUT_FILES = ("audio.wav", "motion.npy", "motion.json", "preview.mp4", "talking_head.mp4")
+SAMPLING_CAUSES = (
+    "a checkpoint with NaN/inf weights (a diverged training run: look at its loss curve), an extreme guidance "
+    "scale (--cfg / --audio-cfg / --motion-cfg) or extreme input values"
+)
+VOCODER_CAUSES = (
+    "a vocoder with NaN/inf weights (--vocoder) or a mel spectrogram far outside the training range"
+)
+
+
+def check_finite(values: Any, what: str, task: str, causes: str = SAMPLING_CAUSES) -> None:
+    """Raise :class:`NonFiniteError` (one line: which stream, which task, likely causes) when ``values`` (an array
+    or a CPU tensor) holds NaN or infinite values. Called after sampling, after vocoding and before writing."""
+    arr = np.asarray(values)
+    if arr.dtype.kind not in "fc":
+        return
+    bad = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+    if bad:
+        raise NonFiniteError(
+            f"--task {task}: the {what} holds {bad} non-finite value(s) of {arr.size} (NaN/inf); nothing was "
+            f"written. Likely causes: {causes}"
+        )
+
+
+def outputs_owned(root: Path) -> str | None:
+    """None when ``root`` holds only files `jam-flow generate` writes (so ``--overwrite`` may replace it)."""
+    entries = sorted(root.iterdir())
+    foreign = [p.name for p in entries if p.name not in OUTPUT_FILES or not p.is_file() or p.is_symlink()]
+    if foreign:
+        return f"it holds entries `jam-flow generate` does not write: {', '.join(foreign[:5])}"
+    info = root / "motion.json"
+    if info.is_file():
+        try:
+            ok = str(json.loads(info.read_text(encoding="utf-8")).get("layout", "")).startswith(
+                "liveportrait"
+            )
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            ok = False
+        if not ok:
+            return f"{info} is not a motion.json written by `jam-flow generate`"
+    return None
+
 
 REST_COLOUR = (200, 200, 200)
 MOUTH_COLOUR = (255, 60, 40)

@@ -78,7 +78,13 @@ from jam_flow.inference.inputs import (
     load_motion,
     load_reference,
 )
-from jam_flow.inference.outputs import write_motion, write_preview, write_wav
+from jam_flow.inference.outputs import (
+    VOCODER_CAUSES,
+    check_finite,
+    write_motion,
+    write_preview,
+    write_wav,
+)
 
 __all__ = [
     "TASKS",
@@ -124,7 +130,13 @@ class GenerationResult:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def save(self, out_dir: str | Path, preview: bool = True) -> dict[str, Path]:
-        """Write ``audio.wav``, ``motion.npy`` + ``motion.json`` and ``preview.mp4`` (when both streams exist)."""
+        """Write ``audio.wav``, ``motion.npy`` + ``motion.json`` and ``preview.mp4`` (when both streams exist).
+
+        Raises :class:`~jam_flow.errors.NonFiniteError` before writing anything when a stream holds NaN/inf."""
+        if self.wave is not None:
+            check_finite(self.wave, "speech (audio.wav)", self.task)
+        if self.motion is not None:
+            check_finite(self.motion, "motion (motion.npy)", self.task)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         paths: dict[str, Path] = {}
@@ -234,6 +246,9 @@ def _run(
     out = sample(bundle.joint_net(task), cond, settings, seed=seed)
     mel = bundle.mel_from_model(out.audio[0]).float().cpu()
     mouth_out = out.motion[0].float().cpu() if out.motion is not None else None
+    check_finite(mel, "sampled mel spectrogram (audio stream)", task)
+    if mouth_out is not None:
+        check_finite(mouth_out, "sampled mouth motion (motion stream)", task)
     return mel, mouth_out, out.nfe
 
 
@@ -256,9 +271,11 @@ def _seed(seed: int | None) -> int:
     return int(seed) if seed is not None else secrets.randbelow(2**31 - 1)
 
 
-def _vocode(mel: torch.Tensor, vocoder: Vocoder | None, bundle: ModelBundle) -> np.ndarray:
+def _vocode(mel: torch.Tensor, vocoder: Vocoder | None, bundle: ModelBundle, task: str = "") -> np.ndarray:
     voc = vocoder if vocoder is not None else load_vocoder(None, bundle.mel)
-    return voc.decode(mel).numpy().astype(np.float32)
+    wave = voc.decode(mel).numpy().astype(np.float32)
+    check_finite(wave, "vocoded waveform (audio stream)", task or "generate", VOCODER_CAUSES)
+    return wave
 
 
 def _result(bundle: ModelBundle, task: str, **kw: Any) -> GenerationResult:
@@ -320,9 +337,9 @@ def _speech_timeline(
 
 
 def _finish_speech(
-    bundle: ModelBundle, mel: torch.Tensor, ref: ReferenceAudio | None, vocoder: Vocoder | None
+    bundle: ModelBundle, mel: torch.Tensor, ref: ReferenceAudio | None, vocoder: Vocoder | None, task: str
 ) -> np.ndarray:
-    wave = _vocode(mel, vocoder, bundle)
+    wave = _vocode(mel, vocoder, bundle, task)
     if ref is not None and ref.rms < TARGET_RMS:
         wave = wave * (ref.rms / TARGET_RMS)  # F5-TTS: back to the reference loudness
     return wave
@@ -347,7 +364,7 @@ def tts(
     plan, ref, n_ref = _speech_timeline(bundle, text, ref_audio, ref_text, None, duration, motion=False)
     mel, _, used = _run(bundle, plan, settings, seed, "tts")
     mel = mel[n_ref:]
-    wave = _finish_speech(bundle, mel, ref, vocoder)
+    wave = _finish_speech(bundle, mel, ref, vocoder, "tts")
     return _result(
         bundle,
         "tts",
@@ -379,7 +396,7 @@ def text2av(
         bundle,
         "text2av",
         mel=mel,
-        wave=_finish_speech(bundle, mel, ref, vocoder),
+        wave=_finish_speech(bundle, mel, ref, vocoder, "text2av"),
         motion=exp,
         meta=_meta(
             "text2av",
@@ -477,7 +494,7 @@ def _motion_to_speech(
         bundle,
         task,
         mel=mel,
-        wave=_finish_speech(bundle, mel, ref, vocoder),
+        wave=_finish_speech(bundle, mel, ref, vocoder, task),
         motion=mi.exp,
         kp=mi.kp,
         has_rest=True,
@@ -581,7 +598,7 @@ def edit(
         plan = replace(plan, motion=True, mouth_given=mouth, motion_known=motion_known, rest=rest)
     out_mel, out_mouth, used = _run(bundle, plan, settings, seed, "edit")
     if streams in ("audio", "both"):
-        generated = _vocode(out_mel, vocoder, bundle) / gain
+        generated = _vocode(out_mel, vocoder, bundle, "edit") / gain
         out_wave = _splice(wave, generated, a0 * s.hop_length, a1 * s.hop_length, s.sample_rate)
     else:
         out_wave, out_mel = wave, log_mel(wave, s)
