@@ -1,28 +1,11 @@
-"""Dynamic batching by total mel frames (F5-TTS ``DynamicBatchSampler``), made DDP-correct and resumable.
+"""Dynamic batching by total mel frames (F5-TTS ``DynamicBatchSampler``), DDP-sharded and exactly resumable.
 
-Dimension legend: n mel frames per clip. No tensors: this module deals in clip indices.
+Dimension legend: n mel frames per clip. No tensors, no masks: this module deals in clip indices.
 
-Batches are built once, globally and identically on every rank (no communication needed):
-
-1. indices are sorted by mel length (ties by index), so a batch holds clips of similar length and little padding;
-2. a batch is filled greedily while ``sum(frames) <= frames_per_batch`` and ``len(batch) < max_samples``
-   (``max_samples = 0``: no sample cap); a clip that does not fit closes the batch and opens the next one; a clip
-   longer than ``frames_per_batch`` on its own is dropped (counted in ``num_dropped``); the last partial batch is
-   kept (F5-TTS ``drop_residual=False``);
-3. each epoch the batch order is shuffled with ``torch.randperm`` seeded by ``seed + epoch``;
-4. DDP: the batch list is padded (by repeating batches from its start) or trimmed to a multiple of the world
-   size (``pad=True`` / ``False``), then rank ``r`` takes batches ``r, r + W, r + 2W, ...``: ranks never share a
-   batch within an epoch (except repeated pad batches) and all run the same number of steps.
-
-Resuming: the data order is a pure function of the *data position* ``(data epoch, batches consumed)``.
-``state_dict()`` records it; after ``load_state_dict()`` the next iteration starts exactly there (the rest of a
-half-finished data epoch, or the next one), so a resumed run trains on exactly the batches an uninterrupted run
-would have. The data epoch follows Lightning's epoch counter (``set_epoch``) up to a constant offset, fixed at the
-first ``set_epoch`` after a resume: Lightning closes an epoch stopped by ``max_steps`` early and resumes with the
-next epoch number, while the data continues where it stopped. With ``tag_positions`` every yielded index is a
-``(index, data_epoch, batch_position)`` tuple; the DataModule's dataset copies it into the batch, the module
-records the position of the last trained batch and ``position_fn`` reports it, which is exact whatever the
-DataLoader and Lightning prefetch. Without ``position_fn`` the count of yielded batches is used.
+Clips are sorted by length and packed greedily under ``frames_per_batch`` (and ``max_samples``); the batch order is
+shuffled per data epoch (seed ``seed + epoch``); rank ``r`` of ``W`` takes batches ``r, r + W, ...`` of a list
+padded or trimmed to a multiple of ``W``. The order is a pure function of the data position ``(data epoch,
+batches consumed)``, which ``state_dict`` records (see docs/training.md "Resumable position").
 """
 
 from __future__ import annotations

@@ -1,25 +1,13 @@
-"""The synthetic-corpus recipe and ablations (``make synth-recipe``; docs/evaluation.md).
+"""The synthetic-corpus recipe and ablations (``make synth-recipe``; steps and result fields: docs/evaluation.md).
 
-Dimension legend: none (orchestration only: subprocesses for the corpus and training, ``eval.evaluate`` in process).
+Dimension legend: none (orchestration only: subprocesses for the corpus, training and ``jam-flow evaluate``).
 
     python -m jam_flow.eval.recipe [--data-dir data/synth_recipe] [--runs-dir runs/synth_recipe]
-                                   [--out results/synth_recipe.json] [--only main rope_off ...]
-                                   [--configs-dir configs]
+                                   [--out results/synth_recipe.json] [--only main rope_off ...] [--configs-dir configs]
 
-Run it from the repository root (``make synth-recipe``): the configs are read from ``--configs-dir`` and every path
-in the result JSON is written relative to the working directory.
-
-1. builds the synthetic corpus with ``jam-flow synth-corpus`` when ``--data-dir`` has none;
-2. trains the main model and every ablation with ``jam-flow fit --config <configs-dir>/experiments/synth_<name>.yaml``
-   (each YAML is complete and carries its own step budget; ``--parallel`` runs at once, each limited to
-   ``--threads`` torch threads). A run whose ``train_info.json`` says it finished with the same config file
-   bytes is reused, so an interrupted recipe resumes where it stopped;
-3. evaluates each model on the held-out test split with ``jam-flow evaluate`` (``audio2motion`` and ``motion2audio``
-   for all; ``text2av`` for the main model; the same seed, NFE and guidance; shuffled-pairs baseline included), also
-   the main run's checkpoint at each ablation's step count (the same-budget reference), ``--parallel`` at once and
-   cached beside the checkpoints;
-4. writes the result JSON (command, seed, machine, wall times, metrics, one entry per ablation) and prints the
-   ablation table.
+Builds the corpus when missing, trains the main model and each ablation (``<configs-dir>/experiments/
+synth_<name>.yaml``; finished runs with the same config bytes are reused), evaluates them on the test split and
+writes the result JSON. Run it from the repository root: every path it records is relative to the working directory.
 """
 
 from __future__ import annotations
