@@ -63,7 +63,7 @@ def make_batch(
         scenario=torch.full((b,), BOTH, dtype=torch.long),
     )
     off = torch.zeros(b, dtype=torch.bool)
-    return batch, masks, DropFlags(off, off, off, off, off)
+    return batch, masks, DropFlags(off, off, off, off, ~off, ~off)
 
 
 def attention_pairs(model: JointDiT, b: int, n: int, m: int) -> tuple[int, int, int]:

@@ -126,7 +126,7 @@ def test_scenario_masks(alignment):
     b, n, m = 400, 200, 54
     a_len = torch.randint(20, n + 1, (b,))
     m_len = audio_to_motion_frame(a_len - 1) + 1
-    cfg = MaskConfig(span_alignment=alignment)
+    cfg = MaskConfig(span_alignment=alignment, p_whole_audio=0.0, p_whole_motion=0.0)
     masks = sample_masks(a_len, n, m_len, m, cfg, torch.Generator().manual_seed(0))
     sc = masks.scenario
     counts = torch.bincount(sc, minlength=3).float() / b
@@ -157,6 +157,22 @@ def test_scenario_masks(alignment):
         assert mismatched > 10
 
 
+def test_whole_stream_hiding_rates():
+    """p_whole_*: a hidden stream is hidden over every valid frame at that rate (task layouts with no given frame)."""
+    b, n, m = 20000, 60, 16
+    a_len = torch.randint(20, n + 1, (b,))
+    m_len = audio_to_motion_frame(a_len - 1) + 1
+    cfg = MaskConfig(p_whole_audio=0.3, p_whole_motion=0.6)
+    masks = sample_masks(a_len, n, m_len, m, cfg, torch.Generator().manual_seed(0))
+    whole_a = masks.audio_gen.sum(1) == a_len
+    whole_m = masks.motion_gen.sum(1) == m_len
+    # a span of a fraction < 1 never covers the whole clip, so "whole" comes from p_whole_* alone
+    assert abs(whole_a[masks.audio_hidden].float().mean().item() - 0.3) < 0.02
+    # (in BOTH, an entirely hidden audio also hides the aligned motion entirely)
+    assert abs(whole_m[masks.scenario == MOTION_ONLY].float().mean().item() - 0.6) < 0.03
+    assert not whole_a[~masks.audio_hidden].any() and not whole_m[~masks.motion_hidden].any()
+
+
 def test_forced_scenario_and_audio_only_batches():
     a_len = torch.tensor([50, 40])
     masks = sample_masks(a_len, 50, None, None, MaskConfig(), torch.Generator().manual_seed(0))
@@ -166,39 +182,45 @@ def test_forced_scenario_and_audio_only_batches():
     assert not masks.audio_gen.any() and masks.motion_gen.any()
 
 
+NO_DROPS = dict(cond_audio=0.0, cond_motion=0.0, text=0.0, rest_motion=0.0, joint_attention=0.0, f5=0.0)
+
+
 @pytest.mark.parametrize(
-    "switch,flag",
+    "switch,flags_on",
     [
-        ("cond_audio", "drop_audio_cond"),
-        ("cond_motion", "drop_motion_cond"),
-        ("text", "drop_text"),
-        ("rest_motion", "drop_rest"),
-        ("joint_attention", "drop_joint"),
+        ("cond_audio", {"drop_audio_cond"}),
+        ("cond_motion", {"drop_motion_cond"}),
+        ("text", {"drop_text"}),
+        ("rest_motion", {"drop_rest"}),
+        ("joint_attention", {"audio_off", "motion_off"}),
     ],
 )
-def test_each_dropout_switch_sets_only_its_flag(switch, flag):
-    probs = dict(cond_audio=0.0, cond_motion=0.0, text=0.0, rest_motion=0.0, joint_attention=0.0)
+def test_each_dropout_switch_sets_only_its_flag(switch, flags_on):
+    probs = dict(NO_DROPS)
     probs[switch] = 1.0
-    flags = sample_dropout(8, DropoutConfig(**probs), torch.Generator().manual_seed(0))
-    for name in ("drop_audio_cond", "drop_motion_cond", "drop_text", "drop_rest", "drop_joint"):
-        assert bool(getattr(flags, name).all()) == (name == flag)
-        assert bool(getattr(flags, name).any()) == (name == flag)
-    kw = flags.network_kwargs()
-    assert torch.equal(kw["audio_sees_motion"], ~flags.drop_joint) and torch.equal(
-        kw["motion_sees_audio"], ~flags.drop_joint
-    )
+    kw = sample_dropout(8, DropoutConfig(**probs), torch.Generator().manual_seed(0)).network_kwargs()
+    observed = {
+        "drop_audio_cond": kw["drop_audio_cond"],
+        "drop_motion_cond": kw["drop_motion_cond"],
+        "drop_text": kw["drop_text"],
+        "drop_rest": kw["drop_rest"],
+        "audio_off": ~kw["audio_sees_motion"],
+        "motion_off": ~kw["motion_sees_audio"],
+    }
+    for name, value in observed.items():
+        assert bool(value.all()) == (name in flags_on) and bool(value.any()) == (name in flags_on), name
 
 
 def test_dropout_rates_match_appendix_a():
-    flags = sample_dropout(20000, DropoutConfig(), torch.Generator().manual_seed(0))
+    flags = sample_dropout(20000, DropoutConfig(f5=0.0), torch.Generator().manual_seed(0))
     for name, p in (
         ("drop_audio_cond", 0.1),
         ("drop_motion_cond", 0.1),
         ("drop_text", 0.2),
         ("drop_rest", 0.8),
-        ("drop_joint", 0.1),
     ):
         assert abs(getattr(flags, name).float().mean().item() - p) < 0.015
+    assert abs((~flags.audio_sees_motion).float().mean().item() - 0.1) < 0.015
 
 
 def test_config_validation():
@@ -237,7 +259,7 @@ def test_each_dropout_switch_turns_off_exactly_its_own_input(switch):
         for p in net.parameters():  # F5-style zero init would hide every dependency
             p.copy_(torch.randn_like(p) * 0.2)
     b, n, m = 2, 45, 12
-    probs = dict(cond_audio=0.0, cond_motion=0.0, text=0.0, rest_motion=0.0, joint_attention=0.0)
+    probs = dict(NO_DROPS)
     probs[switch] = 1.0
     flags = sample_dropout(b, DropoutConfig(**probs), torch.Generator()).network_kwargs()
     g = torch.Generator().manual_seed(1)

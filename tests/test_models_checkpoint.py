@@ -145,3 +145,26 @@ def test_architecture_mismatch_and_bad_files(tmp_path):
         load_f5tts_checkpoint(AudioDiT(**TINY), not_st)
     with pytest.raises(InputError, match="AudioDiT or a JointDiT"):
         load_f5tts_checkpoint(torch.nn.Linear(2, 2), path)
+
+
+def test_old_exports_without_motion_window_layers_keep_the_old_window_and_record_it(tmp_path):
+    """An export written before motion_window_layers existed loads with the old behaviour ("all": the window in
+    every motion layer) and re-exporting it records the key; a new model records its own value."""
+    import yaml
+
+    from jam_flow.inference.bundle import load_bundle, save_export
+    from jam_flow.inference.testing import joint_meta, write_random_export
+    from jam_flow.models import tiny_joint_config
+
+    old_args = tiny_joint_config()
+    assert "motion_window_layers" not in old_args
+    bundle = load_bundle(write_random_export(tmp_path / "old", joint_meta(old_args)))
+    assert bundle.model.motion.motion_window_layers == "all"
+    assert bundle.model.motion.self_attention_window == old_args["window"]
+    save_export(tmp_path / "again", bundle.model, bundle.config)
+    written = yaml.safe_load((tmp_path / "again" / "config.yaml").read_text())
+    assert written["model"]["init_args"]["motion_window_layers"] == "all"
+    new = load_bundle(
+        write_random_export(tmp_path / "new", joint_meta({**old_args, "motion_window_layers": "joint"}))
+    )
+    assert new.model.motion.motion_window_layers == "joint" and new.model.motion.self_attention_window is None

@@ -329,3 +329,34 @@ def test_jsonargparse_builds_the_model_from_yaml():
     assert isinstance(model, JointDiT)
     assert model.joint_layers == (0, 2) and model.window is None
     assert model.audio.text_embed.text_embed.num_embeddings == cfg["audio"]["text_num_embeds"] + 1
+
+
+@pytest.mark.parametrize("window_layers", ["joint", "all"])
+def test_motion_window_only_inside_joint_layers(window_layers):
+    """Algorithm 2 step 4 (M = empty where alpha = 0): with motion_window_layers="joint" (default) a non-joint layer's
+    motion output depends on a frame outside the window; a joint layer's never does ("all": neither does)."""
+    from jam_flow.models.audio_dit import AudioState
+    from jam_flow.models.motion_dit import MotionState
+
+    net = _joint(window=2, motion_window_layers=window_layers)  # tiny: depth 4, joint layers 0 and 1
+    assert net.joint_layers == (0, 1) and net.init_args["motion_window_layers"] == window_layers
+    b, n, m, c = 1, 150, 40, 64
+    g = torch.Generator().manual_seed(3)
+    ha, hm = torch.randn(b, n, c, generator=g), torch.randn(b, m, c, generator=g)
+    hm_far = hm.clone()
+    hm_far[:, 30] += 3.0  # frame 30: far outside frame 0's window of +-2
+    t = torch.randn(b, c, generator=g)
+    full_a, full_m = torch.full((b,), n), torch.full((b,), m)
+    rope_a = net.audio.rope(torch.arange(n, dtype=torch.float32))
+    rope_m = net.motion.rope(torch.arange(m, dtype=torch.float32) * n / m)
+    with torch.no_grad():
+        outs = []
+        for h in (hm, hm_far):
+            sm = MotionState(h=h, t=t, mask=None, lens=full_m)
+            sa = AudioState(h=ha, t=t, mask=None, lens=full_a, key_lens=full_a, residual=None)
+            joint_out = net.joint_block(0, ha, h, sa, sm, rope_a, rope_m, True, True)[1]
+            outs.append((joint_out, net.motion.run_block(2, sm, rope_m)))
+    joint_diff = (outs[1][0] - outs[0][0])[0, :10].abs().max().item()
+    plain_diff = (outs[1][1] - outs[0][1])[0, :10].abs().max().item()
+    assert joint_diff == 0.0  # joint layer: windowed
+    assert (plain_diff > 0) == (window_layers == "joint")  # non-joint layer: global only with "joint"

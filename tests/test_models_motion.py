@@ -86,13 +86,28 @@ def test_local_window_limits_the_receptive_field():
     x2 = x.clone()
     x2[:, 30] += 5.0
     for window, far_changes in ((2, False), (None, True)):
-        model = _random_model(depth=1, window=window)
+        model = _random_model(depth=1, window=window, motion_window_layers="all")
         with torch.no_grad():
             diff = (model(x2, cond, rest, time) - model(x, cond, rest, time)).abs().amax(dim=(0, 2))
         assert diff[30] > 0
         assert bool(diff[:19].max() > 0) == far_changes, window
         if window is not None:
             assert diff[20] > 0  # the edge of the receptive field: 30 - 8 - 2
+
+
+def test_standalone_motion_dit_windows_no_layer_by_default():
+    """Algorithm 2 step 4: no window where alpha = 0; a standalone (stage-1) Motion-DiT has no joint layer, so
+    with the default motion_window_layers="joint" its self-attention is global over the valid frames."""
+    x, cond, rest, time, _ = _inputs(m=40)
+    x2 = x.clone()
+    x2[:, 30] += 5.0
+    model = _random_model(depth=1, window=2)
+    assert model.motion_window_layers == "joint" and model.init_args["motion_window_layers"] == "joint"
+    with torch.no_grad():
+        diff = (model(x2, cond, rest, time) - model(x, cond, rest, time)).abs().amax(dim=(0, 2))
+    assert diff[:19].max() > 0
+    with pytest.raises(InputError, match="motion_window_layers"):
+        MotionDiT(**TINY, motion_window_layers="some")
 
 
 def test_padding_with_garbage_and_padded_batch():
@@ -137,7 +152,7 @@ def test_config_dataclass_mirrors_the_constructor():
     params = {
         name: p.default
         for name, p in inspect.signature(MotionDiT.__init__).parameters.items()
-        if name not in ("self", "attention_backend", "window")
+        if name not in ("self", "attention_backend", "window", "motion_window_layers")
     }
     conf = {f.name: f.default for f in fields(MotionDiTConfig)}
     assert conf == params

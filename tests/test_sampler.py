@@ -185,12 +185,30 @@ def test_midpoint_is_second_order_euler_first_order():
     assert m1 < e2  # at the same NFE, far smaller error
 
 
-def test_batched_cfg_equals_two_separate_passes():
+# the unconditional switches of each guidance mode when both streams are generated (flow.guidance)
+UNCOND = {
+    "joint": dict(audio_sees_motion=False, motion_sees_audio=False),
+    "f5": dict(drop_audio_cond=True, drop_text=True, drop_motion_cond=True, drop_rest=True),
+    "all": dict(
+        drop_audio_cond=True,
+        drop_text=True,
+        drop_motion_cond=True,
+        drop_rest=True,
+        audio_sees_motion=False,
+        motion_sees_audio=False,
+    ),
+}
+
+
+@pytest.mark.parametrize("mode", ["joint", "f5", "all"])
+def test_batched_cfg_equals_two_separate_passes(mode):
     model = ToyJoint()
     cond = _joint_cond()
-    settings = SamplerSettings(nfe=4, method="midpoint", cfg=2.0, audio_cfg=1.5, motion_cfg=3.0)
+    settings = SamplerSettings(
+        nfe=4, method="midpoint", cfg=2.0, audio_cfg=1.5, motion_cfg=3.0, guidance=mode
+    )
     out = sample(model, cond, settings, seed=11)
-    assert out.nfe == 4 and len(model.calls) == 4
+    assert out.nfe == 4 and len(model.calls) == 4 and out.guidance == mode
 
     # reference: the same integration with the two branches as separate, unbatched calls
     g = torch.Generator().manual_seed(11)
@@ -211,17 +229,7 @@ def test_batched_cfg_equals_two_separate_passes():
             motion_time=tt,
         )
         ca, cm = ref(audio_x=xa_, motion_x=xm_, **kw)
-        ua, um = ref(
-            audio_x=xa_,
-            motion_x=xm_,
-            drop_audio_cond=True,
-            drop_text=True,
-            drop_motion_cond=True,
-            drop_rest=True,
-            audio_sees_motion=False,
-            motion_sees_audio=False,
-            **kw,
-        )
+        ua, um = ref(audio_x=xa_, motion_x=xm_, **UNCOND[mode], **kw)
         return ca + 1.5 * (ca - ua), cm + 3.0 * (cm - um)
 
     grid = sway_time_grid(2, -1.0, dtype=torch.float64).tolist()
@@ -233,13 +241,54 @@ def test_batched_cfg_equals_two_separate_passes():
     assert torch.allclose(out.audio, xa, atol=1e-5)
     assert torch.allclose(out.motion, xm, atol=1e-5)
 
-    # the unconditional half drops every conditioning input and both joint-attention directions
+    # the unconditional half switches exactly what the mode drops
     call = model.calls[0]
     assert call["audio_x"].shape[0] == 2 * b
     for key in ("drop_audio_cond", "drop_text", "drop_motion_cond", "drop_rest"):
-        assert call[key][:b].sum() == 0 and call[key][b:].sum() == b, key
-    assert call["sees_m"][:b].all() and not call["sees_m"][b:].any()
-    assert call["sees_a"][:b].all() and not call["sees_a"][b:].any()
+        dropped = UNCOND[mode].get(key, False)
+        assert call[key][:b].sum() == 0 and call[key][b:].sum() == (b if dropped else 0), key
+    for key, arg in (("sees_m", "audio_sees_motion"), ("sees_a", "motion_sees_audio")):
+        on = UNCOND[mode].get(arg, True)
+        assert call[key][:b].all() and bool(call[key][b:].all()) == on and bool(call[key][b:].any()) == on
+
+
+@pytest.mark.parametrize(
+    "fixed,uncond",
+    [
+        ("audio", dict(motion_sees_audio=False)),  # audio -> motion: only the motion branch's alpha goes off
+        ("motion", dict(audio_sees_motion=False)),  # motion -> audio (dubbing): only the audio branch's
+    ],
+)
+def test_joint_guidance_switches_off_only_the_generated_branch(fixed, uncond):
+    b, n, m = 2, 9, 3
+    known_a = torch.full((b, n), fixed == "audio")
+    known_m = torch.full((b, m), fixed == "motion")
+    model = ToyJoint()
+    out = sample(model, _joint_cond(known_a=known_a, known_m=known_m), SamplerSettings(nfe=2), seed=0)
+    assert out.guidance == "joint"
+    call = model.calls[0]
+    for key in ("drop_audio_cond", "drop_text", "drop_motion_cond", "drop_rest"):
+        assert torch.equal(call[key][:b], call[key][b:]), key  # every other condition stays
+    for key, arg in (("sees_m", "audio_sees_motion"), ("sees_a", "motion_sees_audio")):
+        assert bool(call[key][b:].all()) == uncond.get(arg, True), arg
+
+
+def test_joint_guidance_without_motion_falls_back_to_f5():
+    """Plain TTS: no other stream to attend to, so "joint" has nothing to switch off and F5-TTS's CFG is used."""
+    cond = _joint_cond()
+    cond.motion_cond = cond.motion_known = cond.motion_rest = cond.motion_mask = None
+    model = ToyJoint()
+    out = sample(model, cond, SamplerSettings(nfe=2), seed=0)
+    assert out.guidance == "f5" and out.motion is None
+    call = model.calls[0]
+    assert call["drop_audio_cond"][2:].all() and call["drop_text"][2:].all()
+    assert not call["drop_audio_cond"][:2].any()
+    assert sample(ToyJoint(), cond, SamplerSettings(nfe=2, cfg=0.0), seed=0).guidance is None
+
+
+def test_guidance_mode_is_checked():
+    with pytest.raises(ValueError, match="guidance"):
+        SamplerSettings(guidance="none")
 
 
 def test_no_guidance_is_one_unbatched_pass():

@@ -3,7 +3,7 @@
 Dimension legend: none (argument handling only; see ``eval.evaluate``).
 
     jam-flow evaluate --ckpt CKPT --data.data_dir DIR --task audio2motion|motion2audio|text2av --out FILE.json
-        [--split test] [--max-clips N] [--nfe 32] [--cfg 2.0] [--seed 0] [--tb-dir DIR] ...
+        [--split test] [--max-clips N] [--nfe 32] [--cfg 2.0] [--guidance joint] [--seed 0] [--tb-dir DIR] ...
 """
 
 from __future__ import annotations
@@ -39,6 +39,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--cfg", type=float, default=2.0, help="classifier-free guidance scale (default 2, as the paper)"
+    )
+    p.add_argument(
+        "--guidance",
+        choices=("joint", "f5", "all"),
+        default="joint",
+        help="what the unconditional prediction drops (as `jam-flow generate --guidance`; default joint)",
     )
     p.add_argument("--seed", type=int, default=0, help="noise and shuffled-pairs seed (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="clips generated together (default 8)")
@@ -119,6 +125,7 @@ def main(argv: list[str]) -> int:
         max_clips=args.max_clips,
         nfe=args.nfe,
         cfg=args.cfg,
+        guidance=args.guidance,
         seed=args.seed,
         batch_size=args.batch_size,
         max_lag=args.max_lag,

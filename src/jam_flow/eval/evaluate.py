@@ -60,6 +60,7 @@ class EvalSettings:
     max_clips: int | None = None
     nfe: int = 32
     cfg: float = 2.0
+    guidance: Literal["joint", "f5", "all"] = "joint"
     seed: int = 0
     batch_size: int = 8
     max_lag: int = 10
@@ -181,9 +182,9 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
     if settings.videos is not None and settings.syncnet is None:
         raise InputError("--videos: LSE needs --syncnet PATH (the syncnet_v2.model checkpoint)")
     try:
-        sampler = SamplerSettings(nfe=settings.nfe, cfg=settings.cfg)
+        sampler = SamplerSettings(nfe=settings.nfe, cfg=settings.cfg, guidance=settings.guidance)
     except ValueError as err:
-        raise InputError(f"--nfe/--cfg: {err}") from err
+        raise InputError(f"--nfe/--cfg/--guidance: {err}") from err
     started = time.perf_counter()
     bundle = load_bundle(settings.ckpt, settings.device)
     items, skipped, source = _load_items(settings, bundle)

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from jam_flow.features import audio_to_motion_frame
+from jam_flow.flow.guidance import unconditional_flags
 
 __all__ = [
     "BOTH",
@@ -46,10 +47,17 @@ __all__ = [
     "DropoutConfig",
     "TrainingMasks",
     "DropFlags",
+    "CONFIG_NONE",
+    "CONFIG_JOINT",
+    "CONFIG_F5",
+    "CONFIG_ALL",
+    "CONFIG_MODES",
     "lengths_to_mask",
     "random_span",
     "aligned_motion_span",
     "sample_scenarios",
+    "layout_rate",
+    "LAYOUT_STATES",
     "sample_masks",
     "sample_dropout",
 ]
@@ -72,6 +80,10 @@ class MaskConfig:
         p_audio_only: probability that only the audio is hidden (motion fully given).
         span_alignment: ``"aligned"`` (motion span = the audio span's time region when both are hidden) or
             ``"independent"`` (separate random spans).
+        p_whole_audio: probability that a hidden audio stream is hidden entirely (no given frame; ``text2av``
+            without a reference, ``dub`` / ``motion2audio`` without a reference) instead of an F5 span.
+        p_whole_motion: probability that a hidden motion stream is hidden entirely (``audio2motion``, and
+            ``text2av`` with a reference: the reference voice comes without motion, paper case 2).
     """
 
     frac_min: float = 0.7
@@ -80,8 +92,14 @@ class MaskConfig:
     p_motion_only: float = 0.25
     p_audio_only: float = 0.25
     span_alignment: Literal["aligned", "independent"] = "aligned"
+    p_whole_audio: float = 0.1
+    p_whole_motion: float = 0.25
 
     def __post_init__(self) -> None:
+        for name in ("p_whole_audio", "p_whole_motion"):
+            p = getattr(self, name)
+            if not 0.0 <= p <= 1.0:
+                raise ValueError(f"masking.{name}: expected a probability in [0, 1], got {p}")
         if not 0.0 <= self.frac_min <= self.frac_max <= 1.0:
             raise ValueError(
                 f"masking: need 0 <= frac_min <= frac_max <= 1, got {self.frac_min}, {self.frac_max}"
@@ -97,14 +115,29 @@ class MaskConfig:
 
 @dataclass
 class DropoutConfig:
-    """Per-sample conditioning dropout probabilities (paper appendix A).
+    """Conditioning dropout (paper appendix A) as explicit configurations with rates.
+
+    Two independent layers per sample:
+
+    * *availability drops* (the paper's modality-specific dropout, one independent coin each): what the
+      conditional inputs may lack at inference (no reference, no text, no e_rest track, ...);
+    * one *guidance configuration* drawn per sample, exclusively: ``joint_attention`` / ``f5`` / ``all`` with
+      the given rates, else none. A drawn configuration turns the sample's switches into the unconditional
+      switches of that guidance mode for the sample's hidden streams, through the function the sampler uses
+      (:func:`jam_flow.flow.guidance.unconditional_flags`). So ``--guidance joint`` extrapolates away from a
+      prediction trained on ``joint_attention`` of the samples, ``f5`` on ``f5``, ``all`` on ``all``.
 
     Args:
-        cond_audio: drop the masked reference mel (``drop_audio_cond``).
-        cond_motion: drop the masked mouth motion (``drop_motion_cond``).
-        text: drop the text (``drop_text``).
-        rest_motion: drop e_rest (``drop_rest``).
-        joint_attention: switch off both cross-modal attention directions (CFG on joint conditioning).
+        cond_audio: drop the masked reference mel (``drop_audio_cond``; paper 0.1).
+        cond_motion: drop the masked mouth motion (``drop_motion_cond``; paper 0.1).
+        text: drop the text (``drop_text``; paper 0.2).
+        rest_motion: drop e_rest (``drop_rest``; paper 0.8).
+        joint_attention: guidance configuration ``joint``: joint attention off for each hidden branch, the other
+            conditions as drawn (paper: "a 10% dropout on joint-attention conditioning").
+        f5: guidance configuration ``f5``: a hidden audio stream loses reference mel + text, a hidden motion
+            stream masked motion + e_rest (F5-TTS's ``cond_drop_prob`` 0.2).
+        all: guidance configuration ``all``: every condition and both joint-attention directions off (the
+            unconditional input of ``--guidance all``; 0 = never trained, so that mode is refused for validation).
     """
 
     cond_audio: float = 0.1
@@ -112,12 +145,33 @@ class DropoutConfig:
     text: float = 0.2
     rest_motion: float = 0.8
     joint_attention: float = 0.1
+    f5: float = 0.2
+    all: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("cond_audio", "cond_motion", "text", "rest_motion", "joint_attention"):
+        for name in ("cond_audio", "cond_motion", "text", "rest_motion", "joint_attention", "f5", "all"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"dropout.{name}: expected a probability in [0, 1], got {p}")
+        total = self.joint_attention + self.f5 + self.all
+        if total > 1.0 + 1e-9:
+            raise ValueError(
+                "dropout: joint_attention + f5 + all are exclusive configurations and must sum to <= 1, "
+                f"got {total}"
+            )
+
+    def guidance_rates(self) -> dict[str, float]:
+        """The rate at which each guidance mode's unconditional configuration is drawn."""
+        return {"joint": self.joint_attention, "f5": self.f5, "all": self.all}
+
+    def check_trained(self, mode: str, where: str) -> None:
+        """Raise ``ValueError`` when ``mode``'s unconditional configuration is never drawn in training."""
+        field = {"joint": "joint_attention", "f5": "f5", "all": "all"}[mode]
+        if self.guidance_rates()[mode] <= 0:
+            raise ValueError(
+                f"{where}: guidance mode {mode!r} extrapolates from an unconditional prediction this model never "
+                f"trains (dropout.{field} = 0); set dropout.{field} > 0 or pick another guidance mode"
+            )
 
 
 @dataclass
@@ -137,33 +191,40 @@ class TrainingMasks:
         return self.scenario != AUDIO_ONLY
 
 
+# guidance configuration codes (per sample), see DropoutConfig
+CONFIG_NONE, CONFIG_JOINT, CONFIG_F5, CONFIG_ALL = 0, 1, 2, 3
+CONFIG_MODES = {CONFIG_JOINT: "joint", CONFIG_F5: "f5", CONFIG_ALL: "all"}
+
+
 @dataclass
 class DropFlags:
-    """Per-sample ``[b]`` bool switches passed straight to ``JointDiT.forward``."""
+    """Per-sample ``[b]`` bool switches passed straight to ``JointDiT.forward`` (``*_sees_*`` True = joint
+    attention on for that branch), and the guidance configuration drawn for each sample (``[b]`` int64)."""
 
     drop_audio_cond: Tensor
     drop_motion_cond: Tensor
     drop_text: Tensor
     drop_rest: Tensor
-    drop_joint: Tensor  # True: this sample sees no other modality (both directions off)
+    audio_sees_motion: Tensor
+    motion_sees_audio: Tensor
+    config: Tensor | None = None  # [b] CONFIG_* codes
+
+    _SWITCHES = (
+        "drop_audio_cond",
+        "drop_motion_cond",
+        "drop_text",
+        "drop_rest",
+        "audio_sees_motion",
+        "motion_sees_audio",
+    )
 
     def network_kwargs(self) -> dict[str, Tensor]:
-        sees = ~self.drop_joint
-        return {
-            "drop_audio_cond": self.drop_audio_cond,
-            "drop_text": self.drop_text,
-            "drop_motion_cond": self.drop_motion_cond,
-            "drop_rest": self.drop_rest,
-            "audio_sees_motion": sees,
-            "motion_sees_audio": sees.clone(),
-        }
+        return {name: getattr(self, name) for name in self._SWITCHES}
 
     def to(self, device: torch.device | str) -> DropFlags:
         return DropFlags(
-            *(
-                getattr(self, f).to(device)
-                for f in ("drop_audio_cond", "drop_motion_cond", "drop_text", "drop_rest", "drop_joint")
-            )
+            *(getattr(self, f).to(device) for f in self._SWITCHES),
+            config=None if self.config is None else self.config.to(device),
         )
 
 
@@ -209,6 +270,46 @@ def aligned_motion_span(
     return m_start, m_end
 
 
+LAYOUT_STATES = ("given", "partial", "generated", "absent")
+
+
+def layout_rate(layout: tuple[str, str], masking: MaskConfig, dropout: DropoutConfig) -> float:
+    """Probability that a stage-2 training sample shows the network the stream layout ``(audio, motion)``.
+
+    Each stream is ``"given"`` (every valid frame given, time 1), ``"partial"`` (a hidden span with given context),
+    ``"generated"`` (no frame given) or, for motion, ``"absent"`` (the audio branch alone: plain ``tts``, which a
+    JointDiT runs as audio with its joint attention off; training shows it whenever the ``joint_attention``
+    configuration switches off the joint attention of a hidden audio stream, RoPE positions of the audio being
+    the standalone ones). Availability drops (e.g. ``cond_motion``) that also empty a stream's conditioning are
+    not counted: this is the rate stated by the scenario sampler itself."""
+    audio, motion = layout
+    if audio not in LAYOUT_STATES[:3] or motion not in LAYOUT_STATES:
+        raise ValueError(f"layout: expected (audio, motion) states from {LAYOUT_STATES}, got {layout}")
+    total = masking.p_both + masking.p_motion_only + masking.p_audio_only
+    scen = {
+        BOTH: masking.p_both / total,
+        MOTION_ONLY: masking.p_motion_only / total,
+        AUDIO_ONLY: masking.p_audio_only / total,
+    }
+
+    def state(hidden: bool, whole_p: float, want: str) -> float:
+        if not hidden:
+            return 1.0 if want == "given" else 0.0
+        return {"partial": 1.0 - whole_p, "generated": whole_p}.get(want, 0.0)
+
+    if motion == "absent":
+        p_audio = sum(
+            p * state(code != MOTION_ONLY, masking.p_whole_audio, audio) for code, p in scen.items()
+        )
+        return p_audio * dropout.joint_attention if audio != "given" else 0.0
+    return sum(
+        p
+        * state(code != MOTION_ONLY, masking.p_whole_audio, audio)
+        * state(code != AUDIO_ONLY, masking.p_whole_motion, motion)
+        for code, p in scen.items()
+    )
+
+
 def sample_scenarios(b: int, cfg: MaskConfig, generator: torch.Generator | None = None) -> Tensor:
     """``[b]`` int64 scenario codes drawn with probabilities ``(p_both, p_motion_only, p_audio_only)``."""
     probs = torch.tensor([cfg.p_both, cfg.p_motion_only, cfg.p_audio_only], dtype=torch.float64)
@@ -246,6 +347,10 @@ def sample_masks(
     # draw every random number for every sample, whatever its scenario, so the stream of draws does not
     # depend on the scenario outcome (easier to reason about; the cost is a few scalars)
     a_start, a_end = random_span(audio_lengths, n, cfg.frac_min, cfg.frac_max, generator)
+    whole = torch.rand(2, b, generator=generator)
+    whole_audio, whole_motion = whole[0] < cfg.p_whole_audio, whole[1] < cfg.p_whole_motion
+    a_start = torch.where(whole_audio, torch.zeros_like(a_start), a_start)
+    a_end = torch.where(whole_audio, audio_lengths.clamp(max=n), a_end)
     audio_hidden = scen != MOTION_ONLY
     a_start = torch.where(audio_hidden, a_start, torch.zeros_like(a_start))
     a_end = torch.where(audio_hidden, a_end, torch.zeros_like(a_end))
@@ -262,6 +367,8 @@ def sample_masks(
             both = scen == BOTH
             i_start = torch.where(both, al_start, i_start)
             i_end = torch.where(both, al_end, i_end)
+        i_start = torch.where(whole_motion, torch.zeros_like(i_start), i_start)
+        i_end = torch.where(whole_motion, motion_lengths.clamp(max=m), i_end)
         motion_hidden = scen != AUDIO_ONLY
         i_start = torch.where(motion_hidden, i_start, torch.zeros_like(i_start))
         i_end = torch.where(motion_hidden, i_end, torch.zeros_like(i_end))
@@ -269,13 +376,39 @@ def sample_masks(
     return TrainingMasks(audio_gen=audio_gen, motion_gen=motion_gen, scenario=scen)
 
 
-def sample_dropout(b: int, cfg: DropoutConfig, generator: torch.Generator | None = None) -> DropFlags:
-    """Independent per-sample Bernoulli draws for each switch (CPU tensors; move them to the device)."""
-    u = torch.rand(5, b, generator=generator)
-    return DropFlags(
-        drop_audio_cond=u[0] < cfg.cond_audio,
-        drop_motion_cond=u[1] < cfg.cond_motion,
-        drop_text=u[2] < cfg.text,
-        drop_rest=u[3] < cfg.rest_motion,
-        drop_joint=u[4] < cfg.joint_attention,
+def sample_dropout(
+    b: int,
+    cfg: DropoutConfig,
+    generator: torch.Generator | None = None,
+    audio_hidden: Tensor | None = None,
+    motion_hidden: Tensor | None = None,
+) -> DropFlags:
+    """Availability drops (independent coins) and one guidance configuration per sample (CPU tensors).
+
+    ``audio_hidden`` / ``motion_hidden`` ``[b]`` bool say which streams each sample generates (from
+    :class:`TrainingMasks`; default: both), i.e. which branches a drawn guidance configuration acts on, exactly as
+    the sampler applies it to the streams it generates. Draws: 4 availability coins, then one configuration."""
+    u = torch.rand(4, b, generator=generator)
+    probs = torch.tensor(
+        [max(1.0 - cfg.joint_attention - cfg.f5 - cfg.all, 0.0), cfg.joint_attention, cfg.f5, cfg.all],
+        dtype=torch.float64,
     )
+    config = torch.multinomial(probs, b, replacement=True, generator=generator)
+    on = torch.ones(b, dtype=torch.bool)
+    flags = {
+        "drop_audio_cond": u[0] < cfg.cond_audio,
+        "drop_motion_cond": u[1] < cfg.cond_motion,
+        "drop_text": u[2] < cfg.text,
+        "drop_rest": u[3] < cfg.rest_motion,
+        "audio_sees_motion": on.clone(),
+        "motion_sees_audio": on.clone(),
+    }
+    a_hid = on if audio_hidden is None else audio_hidden.cpu().to(torch.bool)
+    m_hid = on if motion_hidden is None else motion_hidden.cpu().to(torch.bool)
+    for code, mode in CONFIG_MODES.items():
+        chosen = config == code
+        if not bool(chosen.any()):
+            continue
+        uncond = unconditional_flags(mode, flags, a_hid, m_hid)
+        flags = {k: torch.where(chosen, uncond[k], v) for k, v in flags.items()}
+    return DropFlags(**{k: flags[k] for k in DropFlags._SWITCHES}, config=config)

@@ -12,12 +12,15 @@ Convention (F5-TTS, paper eq. 1-3): ``x_0 ~ N(0, I)`` is noise, ``x_1`` is data,
 * **NFE** counts network forward calls. A guided step evaluates the conditional and the unconditional branch in
   ONE batched forward (batch ``2b``), which counts as one evaluation, as in F5-TTS. Euler uses one evaluation per
   step (``steps = nfe``); midpoint uses two (``steps = nfe / 2``, so ``nfe`` must be even).
-* **Classifier-free guidance** (paper appendix A, "dropout on joint conditioning"): the unconditional branch drops
-  *all* conditioning: ``drop_audio_cond`` (masked reference mel), ``drop_text``, ``drop_motion_cond`` (masked mouth
-  motion), ``drop_rest`` (e_rest) and both joint-attention switches (``audio_sees_motion = motion_sees_audio =
-  False``), so each stream only sees its own noisy state. The guided velocity per stream is
-  ``v = v_cond + g * (v_cond - v_uncond)`` with ``g = audio_cfg`` for the mel and ``g = motion_cfg`` for the motion
-  (both default to ``cfg``, gamma = 2 in the paper). When every scale is 0 a single conditional pass is made.
+* **Classifier-free guidance**: the guided velocity per stream is ``v = v_cond + g * (v_cond - v_uncond)`` with
+  ``g = audio_cfg`` for the mel and ``g = motion_cfg`` for the motion (both default to ``cfg``, gamma = 2 in the
+  paper, appendix A). What the unconditional prediction drops is ``SamplerSettings.guidance``
+  (:mod:`jam_flow.flow.guidance`): ``"joint"`` (default, the paper's: joint attention off for the generated
+  branch(es), every other condition kept), ``"f5"`` (F5-TTS: reference mel + text of a generated audio stream,
+  masked motion + e_rest of a generated motion stream) or ``"all"`` (everything dropped, both joint directions
+  off). Without a motion stream ``"joint"`` has nothing to switch off and falls back to ``"f5"``;
+  ``SampleOutput.guidance`` records the mode actually used. When every scale is 0 a single conditional pass is
+  made (``SampleOutput.guidance`` is None).
 * **Known regions** (inpainting): the ``cond`` inputs carry the given values (zeros elsewhere) during integration,
   and after the last step the given frames are overwritten with their values, so they come back bit-exact.
 * **Fully given streams** (e.g. the motion in dubbing, the speech in audio-to-motion) are not integrated: their state
@@ -37,6 +40,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from jam_flow.flow.guidance import GuidanceMode, check_guidance, unconditional_flags
+
 __all__ = ["SamplerSettings", "JointConditions", "SampleOutput", "sway_time_grid", "sample"]
 
 
@@ -51,6 +56,8 @@ class SamplerSettings:
         cfg: guidance scale gamma for both streams (paper appendix A: 2.0). 0 disables guidance.
         audio_cfg: guidance scale for the mel stream; ``None`` -> ``cfg``.
         motion_cfg: guidance scale for the motion stream; ``None`` -> ``cfg``.
+        guidance: what the unconditional prediction drops (:mod:`jam_flow.flow.guidance`): ``"joint"`` (default,
+            paper appendix A / D), ``"f5"`` (F5-TTS) or ``"all"`` (every condition; the old behaviour).
     """
 
     nfe: int = 32
@@ -59,8 +66,10 @@ class SamplerSettings:
     cfg: float = 2.0
     audio_cfg: float | None = None
     motion_cfg: float | None = None
+    guidance: GuidanceMode = "joint"
 
     def __post_init__(self) -> None:
+        check_guidance(self.guidance)
         if self.method not in ("euler", "midpoint"):
             raise ValueError(f"method: expected 'euler' or 'midpoint', got {self.method!r}")
         if self.nfe < 1:
@@ -116,6 +125,7 @@ class SampleOutput:
     audio: Tensor  # [b, n, c]   x at t = 1, given frames restored exactly
     motion: Tensor | None  # [b, m, dm] or None
     nfe: int  # network evaluations actually made
+    guidance: str | None = None  # the guidance mode used ("joint" may fall back to "f5"); None: no guidance
 
 
 def sway_time_grid(steps: int, sway_coef: float | None = -1.0, device=None, dtype=torch.float32) -> Tensor:
@@ -191,21 +201,32 @@ def sample(
             return x
         return torch.cat([x, x], dim=0)
 
-    def flags(cond_value: bool, uncond_value: bool) -> Tensor:
-        """Per-item switch: the first ``b`` items are the conditional branch, the rest the unconditional one."""
-        out = torch.full((bb,), cond_value, dtype=torch.bool, device=device)
-        if guided:
-            out[b:] = uncond_value
-        return out
+    mode: str | None = None
+    if guided:
+        mode = settings.guidance
+        if mode == "joint" and not has_motion:
+            mode = "f5"  # no other stream to attend to: joint attention has nothing to switch off
+    cond_flags = {
+        "drop_audio_cond": False,
+        "drop_text": cond.drop_text,
+        "drop_motion_cond": False,
+        "drop_rest": cond.drop_rest or cond.motion_rest is None,
+        "audio_sees_motion": True,
+        "motion_sees_audio": True,
+    }
+    cond_flags = {
+        k: torch.full((b,), bool(v), dtype=torch.bool, device=device) for k, v in cond_flags.items()
+    }
+    switches = cond_flags
+    if guided:  # the first b items are the conditional branch, the rest the unconditional one
+        a_gen = torch.full((b,), not a_fixed, dtype=torch.bool, device=device)
+        m_gen = torch.full((b,), has_motion and not m_fixed, dtype=torch.bool, device=device)
+        uncond_flags = unconditional_flags(mode, cond_flags, a_gen, m_gen)
+        switches = {k: torch.cat([cond_flags[k], uncond_flags[k]]) for k in cond_flags}
 
     text = rep(cond.text.to(device))
     audio_cond_in, audio_mask = rep(a_data), rep(cond.audio_mask)
     motion_cond_in, motion_rest, motion_mask = rep(m_data), rep(cond.motion_rest), rep(cond.motion_mask)
-    drop_audio_cond = flags(False, True)
-    drop_text = flags(cond.drop_text, True)
-    drop_motion_cond = flags(False, True)
-    drop_rest = flags(cond.drop_rest or cond.motion_rest is None, True)
-    sees = flags(True, False)
     evaluations = 0
 
     def velocity(xa: Tensor, xm: Tensor | None, t: float) -> tuple[Tensor, Tensor | None]:
@@ -224,12 +245,7 @@ def sample(
             audio_mask=audio_mask,
             motion_mask=motion_mask,
             motion_time=t_m if has_motion else None,
-            drop_audio_cond=drop_audio_cond,
-            drop_text=drop_text,
-            drop_motion_cond=drop_motion_cond,
-            drop_rest=drop_rest,
-            audio_sees_motion=sees,
-            motion_sees_audio=sees,
+            **switches,
         )
         if guided:
             va_c, va_u = v_a[:b], v_a[b:]
@@ -258,4 +274,4 @@ def sample(
     # inpainting: given frames come back exactly (F5-TTS `where(cond_mask, cond, out)`)
     out_a = torch.where(a_known[..., None], a_data, x_a)
     out_m = torch.where(m_known[..., None], m_data, x_m) if has_motion else None
-    return SampleOutput(audio=out_a, motion=out_m, nfe=evaluations)
+    return SampleOutput(audio=out_a, motion=out_m, nfe=evaluations, guidance=mode)

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from jam_flow.data.text import Vocab
 from jam_flow.errors import InputError
 from jam_flow.features import MelSettings, MotionSettings
+from jam_flow.models.configs import with_legacy_defaults
 
 __all__ = ["FORMAT_VERSION", "AudioOnly", "ModelBundle", "load_bundle", "save_export", "check_state_dict"]
 
@@ -263,11 +264,14 @@ def _bundle_from_meta(meta: dict, state: dict[str, Tensor], where: str, source: 
             f"{where}: the vocabulary has {len(vocab)} tokens but the model embeds only {embeds} "
             f"(model.init_args.audio.text_num_embeds)"
         )
-    model = _build_model(meta["model"], where)
+    # keys the checkpoint predates take their old behaviour, and the config (what an export writes) records them
+    spec = with_legacy_defaults(meta["model"]) if isinstance(meta["model"], dict) else meta["model"]
+    model = _build_model(spec, where)
     check_state_dict(model, state, where)
     model.load_state_dict(state, strict=True)
     model.to(device).eval()
     config = {k: meta[k] for k in _META_FIELDS}
+    config["model"] = spec
     return ModelBundle(
         model=model,
         mel=mel,

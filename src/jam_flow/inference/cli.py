@@ -4,7 +4,7 @@ Dimension legend: none (argument handling only); see :mod:`jam_flow.inference.ta
 
     jam-flow generate --task T --ckpt CKPT_OR_EXPORT_DIR --out DIR [--text STR] [--ref-audio WAV --ref-text STR]
         [--audio WAV] [--motion NPY] [--duration SECONDS] [--nfe 32] [--cfg 2.0] [--seed S] [--vocoder DIR]
-        [--method euler|midpoint] [--sway -1] [--audio-cfg G] [--motion-cfg G]
+        [--method euler|midpoint] [--sway -1] [--audio-cfg G] [--motion-cfg G] [--guidance joint|f5|all]
         [--edit-start S --edit-end S --edit-streams audio|motion|both] [--device cpu|cuda]
         [--source IMAGE --liveportrait LP_DIR] [--no-preview] [--overwrite]
 
@@ -110,6 +110,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale (paper: 2)")
     p.add_argument("--audio-cfg", type=float, help="guidance scale of the speech stream (default: --cfg)")
     p.add_argument("--motion-cfg", type=float, help="guidance scale of the motion stream (default: --cfg)")
+    p.add_argument(
+        "--guidance",
+        choices=("joint", "f5", "all"),
+        default="joint",
+        help="what the unconditional prediction drops: joint = joint attention of the generated stream(s) "
+        "(paper, default; tts falls back to f5), f5 = reference + text / masked motion + e_rest (F5-TTS), "
+        "all = every condition",
+    )
     p.add_argument("--method", choices=("euler", "midpoint"), default="euler")
     p.add_argument("--sway", type=float, default=-1.0, help="sway sampling coefficient (0: uniform steps)")
     p.add_argument(
@@ -220,6 +228,7 @@ def main(argv: list[str]) -> int:
         cfg=args.cfg,
         audio_cfg=args.audio_cfg,
         motion_cfg=args.motion_cfg,
+        guidance=args.guidance,
     )
     # the whole output set is written into a temporary sibling of --out (created now, so an unwritable --out fails
     # before any work) and swapped in only when complete: a failure leaves --out as it was

@@ -17,6 +17,24 @@ motion2audio   the whole motion [+ reference]           mel, text dropped (case 
 edit           a clip outside [start, end)              that span, in audio, motion or both
 =============  =======================================  =============================================
 
+Stream layouts (what the network sees: ``given`` = every valid frame given, time 1; ``partial`` = a generated
+region next to given frames; ``generated`` = no frame given; ``absent`` = the audio branch alone). Training draws
+each of them with a stated rate (:func:`jam_flow.flow.masking.layout_rate`, :data:`TASK_LAYOUTS`):
+
+=============  ==========================================  =====================================================
+task           (audio, motion)                             training scenario that draws it
+=============  ==========================================  =====================================================
+tts            (partial, absent)                           audio span hidden, joint attention off (joint config)
+text2av        (generated, generated); with a reference    both hidden, ``p_whole_audio`` x ``p_whole_motion``;
+               (partial, generated) (paper case 2)         with a reference audio span x ``p_whole_motion``
+audio2motion   (given, generated)                          motion only, ``p_whole_motion``
+dub            (generated, given); with a reference        audio only, ``p_whole_audio``; with a reference an
+motion2audio   (partial, given): no motion exists under    audio span (``1 - p_whole_audio``)
+               the reference, it is given as neutral
+edit           (partial, given) / (given, partial) /       audio only / motion only / both with aligned spans;
+               (partial, partial) / (partial, absent)      audio alone as tts
+=============  ==========================================  =====================================================
+
 Timeline and durations:
 * A reference voice occupies the start of the timeline (F5-TTS). When motion is on the timeline, the reference wave
   is trimmed at its end to a whole number of 0.16 s blocks (3840 samples = 15 mel frames = 4 motion frames) so the
@@ -39,6 +57,7 @@ Nothing is written to disk unless :meth:`GenerationResult.save` is called.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import secrets
@@ -88,6 +107,7 @@ from jam_flow.inference.outputs import (
 
 __all__ = [
     "TASKS",
+    "TASK_LAYOUTS",
     "TARGET_RMS",
     "SILENCE_RMS",
     "CHARS_PER_SECOND",
@@ -110,6 +130,16 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# (audio, motion) stream layout of every task variant (see the module docstring; states of flow.masking.layout_rate)
+TASK_LAYOUTS: dict[str, tuple[tuple[str, str], ...]] = {
+    "tts": (("partial", "absent"),),
+    "text2av": (("generated", "generated"), ("partial", "generated")),
+    "audio2motion": (("given", "generated"),),
+    "dub": (("generated", "given"), ("partial", "given")),
+    "motion2audio": (("generated", "given"), ("partial", "given")),
+    "edit": (("partial", "given"), ("given", "partial"), ("partial", "partial"), ("partial", "absent")),
+}
+
 
 # ----------------------------------------------------------------------------------------------------------------
 @dataclass
@@ -130,7 +160,8 @@ class GenerationResult:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def save(self, out_dir: str | Path, preview: bool = True) -> dict[str, Path]:
-        """Write ``audio.wav``, ``motion.npy`` + ``motion.json`` and ``preview.mp4`` (when both streams exist).
+        """Write ``audio.wav``, ``motion.npy`` + ``motion.json`` and ``preview.mp4`` (when both streams exist);
+        without motion the generation record (seed, sampler, guidance) goes to ``generation.json``.
 
         Raises :class:`~jam_flow.errors.NonFiniteError` before writing anything when a stream holds NaN/inf."""
         if self.wave is not None:
@@ -142,7 +173,11 @@ class GenerationResult:
         paths: dict[str, Path] = {}
         if self.wave is not None:
             paths["audio"] = write_wav(out_dir / "audio.wav", self.wave, self.sample_rate)
-        if self.motion is not None:
+        if self.motion is None:  # no motion.json to carry the generation record (tts, audio-only edit)
+            record = out_dir / "generation.json"
+            record.write_text(json.dumps({"task": self.task, **self.meta}, indent=2) + "\n", encoding="utf-8")
+            paths["generation"] = record
+        else:
             meta = {
                 "fps": self.fps,
                 "mouth_indices": list(self.mouth_indices),
@@ -207,10 +242,18 @@ class _Plan:
     rest: torch.Tensor | None = None  # [m, dr] model space, None -> neutral + drop_rest
 
 
+@dataclass(frozen=True)
+class _Used:
+    """What the sampler actually did: network evaluations and the guidance mode (None: unguided)."""
+
+    nfe: int
+    guidance: str | None
+
+
 def _run(
     bundle: ModelBundle, plan: _Plan, settings: SamplerSettings, seed: int, task: str
-) -> tuple[torch.Tensor, torch.Tensor | None, int]:
-    """Sample once; returns (natural-log mel [n, c], model-space mouth [m, dm] or None, nfe used)."""
+) -> tuple[torch.Tensor, torch.Tensor | None, _Used]:
+    """Sample once; returns (natural-log mel [n, c], model-space mouth [m, dm] or None, what the sampler did)."""
     if plan.motion and not bundle.has_motion:
         raise InputError(
             f"--task {task}: {bundle.source} holds an audio-only (stage-1) model; only --task tts runs "
@@ -249,20 +292,25 @@ def _run(
     check_finite(mel, "sampled mel spectrogram (audio stream)", task)
     if mouth_out is not None:
         check_finite(mouth_out, "sampled mouth motion (motion stream)", task)
-    return mel, mouth_out, out.nfe
+    return mel, mouth_out, _Used(out.nfe, out.guidance)
 
 
-def _meta(task: str, seed: int, settings: SamplerSettings, nfe_used: int, **sources: Any) -> dict[str, Any]:
+def _meta(task: str, seed: int, settings: SamplerSettings, used: _Used, **sources: Any) -> dict[str, Any]:
+    """The generation record (``motion.json`` / ``generation.json``). ``guidance`` is the mode asked for,
+    ``guidance_used`` the one applied: ``"joint"`` falls back to ``"f5"`` without a motion stream (plain TTS),
+    and an unguided run (every scale 0) records None."""
     return {
         "task": task,
         "seed": seed,
         "nfe": settings.nfe,
-        "nfe_used": nfe_used,
+        "nfe_used": used.nfe,
         "method": settings.method,
         "sway_coef": settings.sway_coef,
         "cfg": settings.cfg,
         "audio_cfg": settings.audio_scale,
         "motion_cfg": settings.motion_scale,
+        "guidance": settings.guidance,
+        "guidance_used": used.guidance,
         "sources": {k: (str(v) if isinstance(v, Path) else v) for k, v in sources.items() if v is not None},
     }
 
@@ -483,10 +531,13 @@ def _motion_to_speech(
     m_ref = _motion_frames_for_mel(bundle, n_ref) if n_ref else 0
     m = m_ref + m_gen
     mouth_given, rest_given = bundle.normalise_motion(mi.exp)
+    # under the reference voice there is no motion: it is *given* as the neutral expression (the normalised
+    # mean, zeros), so the motion stream is fully given (time 1) and the layout is the trained "audio span
+    # generated, motion given" one (see TASK_LAYOUTS), not a motion prefix to generate next to a given audio
     mouth = torch.zeros(m, bundle.motion.mouth_dim)
-    rest = torch.zeros(m, bundle.motion.rest_dim)  # neutral (normalised mean) under the reference
-    known = torch.zeros(m, dtype=torch.bool)
-    mouth[m_ref:], rest[m_ref:], known[m_ref:] = mouth_given, rest_given, True
+    rest = torch.zeros(m, bundle.motion.rest_dim)
+    known = torch.ones(m, dtype=torch.bool)
+    mouth[m_ref:], rest[m_ref:] = mouth_given, rest_given
     plan.mouth_given, plan.motion_known, plan.rest = mouth, known, rest
     mel, _, used = _run(bundle, plan, settings, seed, task)
     mel = mel[n_ref:]

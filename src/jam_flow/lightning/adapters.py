@@ -51,6 +51,13 @@ def mel_per_motion_frame(
     return out / count.clamp_min(1.0)[..., None]
 
 
+def _as_bool(flag: bool | Tensor, like: Tensor) -> Tensor:
+    """A Python bool or a ``[b]`` bool tensor as a ``[b]`` bool tensor on ``like``'s device."""
+    if isinstance(flag, Tensor):
+        return flag.to(device=like.device, dtype=torch.bool)
+    return torch.full((like.shape[0],), bool(flag), dtype=torch.bool, device=like.device)
+
+
 def _accepts(fn: Callable, name: str) -> bool:
     return name in inspect.signature(fn).parameters
 
@@ -91,12 +98,14 @@ class _MotionOnly:
         drop_audio_cond=False,
         drop_motion_cond=False,
         drop_rest=False,
+        motion_sees_audio=True,
         **_: Any,
     ) -> tuple[Tensor, Tensor]:
         if audio_mask is None:
             audio_mask = torch.ones(audio_x.shape[:2], dtype=torch.bool, device=audio_x.device)
         # the audio stream is fully given in stage 1 (time 1: audio_x is the clean mel); its "conditioning
-        # dropout" drops the per-frame audio features, the stage-1 stand-in for f_audio
+        # dropout" and the motion branch's joint-attention switch (guidance mode "joint") drop the per-frame audio
+        # features, the stage-1 stand-in for f_audio
         feats = mel_per_motion_frame(
             audio_x, audio_mask, motion_x.shape[1], self.sample_rate, self.hop_length, self.fps
         )
@@ -109,7 +118,7 @@ class _MotionOnly:
             audio_feats=feats,
             drop_motion_cond=drop_motion_cond,
             drop_rest=drop_rest,
-            drop_audio_feats=drop_audio_cond,
+            drop_audio_feats=_as_bool(drop_audio_cond, motion_x) | ~_as_bool(motion_sees_audio, motion_x),
         )
         return torch.zeros_like(audio_x), v  # the audio stream is never generated in stage 1 motion
 
@@ -145,8 +154,14 @@ def net_spec(net: nn.Module, hint: dict | None = None, strict: bool = True) -> d
     class_path = public or f"{cls.__module__}.{cls.__qualname__}"
     if hint is not None:
         hinted = str(hint["class_path"]).rsplit(".", 1)[-1]
+        own = getattr(net, "init_args", None)
         if hinted == cls.__name__:
-            return {"class_path": class_path, "init_args": dict(hint.get("init_args") or {})}
+            init_args = dict(hint.get("init_args") or {})
+            if (
+                isinstance(own, dict) and "motion_window_layers" in own
+            ):  # always record the key (old ckpts lack it)
+                init_args.setdefault("motion_window_layers", own["motion_window_layers"])
+            return {"class_path": class_path, "init_args": init_args}
     own = getattr(net, "init_args", None)
     if isinstance(own, dict):
         return {"class_path": class_path, "init_args": dict(own)}

@@ -19,12 +19,13 @@ generated frames.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
 from torch import Tensor
 
+from jam_flow.errors import InputError
 from jam_flow.features import audio_to_motion_frame
 from jam_flow.flow.sampler import JointConditions, SamplerSettings, sample
 
@@ -41,6 +42,8 @@ class ValidationMedia(L.Callback):
         every_n_epochs: run on every n-th validation (counted in validation runs).
         nfe: network evaluations of the ODE sampler (paper: 32; tiny configs: 4).
         cfg: classifier-free guidance scale (paper: 2.0).
+        guidance: guidance mode (``jam_flow.flow.guidance``): ``joint`` (paper), ``f5`` or ``all``. Refused at
+            fit start when the module's ``dropout`` never trains that mode's unconditional configuration.
         sway_coef: F5-TTS sway sampling coefficient.
         prompt_frac: fraction of each clip given as the reference.
         vocoder_path: local Vocos directory; None: the Griffin-Lim fallback (jam_flow.data.vocoder).
@@ -53,6 +56,7 @@ class ValidationMedia(L.Callback):
         every_n_epochs: int = 1,
         nfe: int = 32,
         cfg: float = 2.0,
+        guidance: Literal["joint", "f5", "all"] = "joint",
         sway_coef: float | None = -1.0,
         prompt_frac: float = 0.3,
         vocoder_path: str | None = None,
@@ -63,7 +67,7 @@ class ValidationMedia(L.Callback):
             raise ValueError(f"media.prompt_frac: expected a value in [0, 1), got {prompt_frac}")
         self.num_clips = num_clips
         self.every_n_epochs = max(int(every_n_epochs), 1)
-        self.settings = SamplerSettings(nfe=nfe, cfg=cfg, sway_coef=sway_coef)
+        self.settings = SamplerSettings(nfe=nfe, cfg=cfg, sway_coef=sway_coef, guidance=guidance)
         self.prompt_frac = prompt_frac
         self.vocoder_path = vocoder_path
         self.seed = seed
@@ -76,6 +80,23 @@ class ValidationMedia(L.Callback):
 
             self._vocoder = load_vocoder(self.vocoder_path, mel_settings)
         return self._vocoder
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Refuse a guidance mode whose unconditional configuration the model never trains."""
+        dropout = getattr(pl_module, "dropout_cfg", None)
+        if (
+            self.num_clips <= 0
+            or dropout is None
+            or self.settings.audio_scale + self.settings.motion_scale == 0
+        ):
+            return
+        mode = self.settings.guidance
+        if mode == "joint" and getattr(pl_module, "stage", None) == "stage1_audio":
+            mode = "f5"  # no motion stream: the sampler falls back to f5
+        try:
+            dropout.check_trained(mode, f"--media.guidance {self.settings.guidance}")
+        except ValueError as err:
+            raise InputError(str(err)) from err
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.num_clips <= 0:

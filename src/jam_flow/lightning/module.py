@@ -99,7 +99,8 @@ class JAMFlowModule(L.LightningModule):
             (``trainer.estimated_stepping_batches``), 0: constant after warm-up.
         ema: EMA schedule; the EMA weights are used for validation, checkpoints' ``ema_state_dict`` and export.
         masking: span / scenario settings.
-        dropout: conditioning and joint-attention dropout probabilities (appendix A).
+        dropout: conditioning dropout (appendix A): availability drops and the guidance configurations each
+            ``--guidance`` mode extrapolates from (``jam_flow.flow.masking.DropoutConfig``).
         time_sampling: ``uniform`` (default) or ``logit_normal``.
         logit_normal_mean: mean of the logit-normal time distribution.
         logit_normal_std: std of the logit-normal time distribution.
@@ -333,7 +334,9 @@ class JAMFlowModule(L.LightningModule):
             hop_length=int(mel.get("hop_length", 256)),
             fps=int(motion.get("fps", 25)),
         )
-        drops = sample_dropout(fb.audio.shape[0], self.dropout_cfg, generator)
+        drops = sample_dropout(
+            fb.audio.shape[0], self.dropout_cfg, generator, masks.audio_hidden, masks.motion_hidden
+        )
         return self.objective(forward_fn, fb, masks, drops, generator)
 
     # ------------------------------------------------------------------------------------------------ training

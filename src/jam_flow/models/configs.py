@@ -23,6 +23,8 @@ __all__ = [
     "paper_joint_config",
     "F5TTS_VOCAB_SIZE",
     "BUNDLED_VOCAB_SIZE",
+    "LEGACY_INIT_ARGS",
+    "with_legacy_defaults",
 ]
 
 F5TTS_VOCAB_SIZE = 2545  # tokens in F5-TTS's bundled vocab.txt (the pretrained text embedding has 2546 rows)
@@ -71,6 +73,24 @@ class MotionDiTConfig:
     qk_norm: Literal["rms_norm"] | None = None
     pe_attn_head: int | None = None
     checkpoint_activations: bool = False
+
+
+# init args added after checkpoints were first written, with the value that reproduces the old behaviour: a saved
+# model spec lacking one of them is rebuilt with that value (old checkpoints and exports keep computing what they did)
+LEGACY_INIT_ARGS: dict[str, dict[str, Any]] = {
+    "JointDiT": {"motion_window_layers": "all"},
+    "MotionDiT": {"motion_window_layers": "all"},
+}
+
+
+def with_legacy_defaults(spec: dict[str, Any]) -> dict[str, Any]:
+    """A saved ``{"class_path", "init_args"}`` spec with every missing :data:`LEGACY_INIT_ARGS` key filled in with
+    its old-behaviour value (a new dict; the spec itself is not modified)."""
+    cls_name = str(spec.get("class_path", "")).rsplit(".", 1)[-1]
+    init_args = dict(spec.get("init_args") or {})
+    for key, value in LEGACY_INIT_ARGS.get(cls_name, {}).items():
+        init_args.setdefault(key, value)
+    return {**spec, "init_args": init_args}
 
 
 def tiny_joint_config(text_num_embeds: int | None = None) -> dict[str, Any]:

@@ -12,7 +12,11 @@ keys and motion queries to ``[motion; audio]`` keys under the §4.4 masks; each 
 projection, gated residual and feed-forward. The audio rows of that attention that land on motion keys are
 ``f_motion`` and the motion rows that land on audio keys are ``f_audio`` (paper eq. 2-3): the cross-modal
 conditioning features arise inside the joint attention rather than as separate tensors. Other layers run each
-branch alone: audio with global self-attention, motion with local-window self-attention.
+branch alone with global self-attention over the valid frames: Algorithm 2 step 4 builds the local-window mask
+only where alpha = 1 (``motion_window_layers="joint"``, default); ``"all"`` also windows the motion self-attention
+of the non-joint layers (the behaviour of checkpoints written before the key existed, which load with it). In a
+joint layer the motion window stays for a sample whose joint switch is off (a guidance pass): its unconditional
+prediction then differs from the conditional one by the cross-modal keys alone.
 
 RoPE positions of both streams are aligned per sample (paper §4.3, :mod:`jam_flow.nn.rope`) in every layer; with
 motion absent the model is exactly :class:`~jam_flow.models.AudioDiT`.
@@ -90,6 +94,8 @@ class JointDiT(nn.Module):
         window: motion local attention half-width in motion frames (paper §4.4); 4 frames = +-160 ms. ``None``
             switches the structural masks off ("No Masking" ablation: full joint attention, global motion
             self-attention; only padding stays masked).
+        motion_window_layers: ``"joint"`` (default, Algorithm 2: the window only inside joint attention) or
+            ``"all"`` (also in the motion self-attention of the non-joint layers; old checkpoints).
         rope_alignment: ``"length"`` (paper §4.3), ``"rate"`` (from the configured clocks) or ``"off"`` (ablation).
         attention_backend: a :mod:`jam_flow.nn.attention` backend name, used by both branches.
         sample_rate, hop_length, fps: the clocks that map audio frame ``i`` to motion frame
@@ -102,6 +108,7 @@ class JointDiT(nn.Module):
         motion: MotionDiTConfig,
         joint_layers: JointLayers = "half",
         window: int | None = 4,
+        motion_window_layers: Literal["joint", "all"] = "joint",
         rope_alignment: RopeAlignment = "length",
         attention_backend: str = "auto",
         sample_rate: int = 24000,
@@ -130,7 +137,12 @@ class JointDiT(nn.Module):
             if value <= 0:
                 raise InputError(f"JointDiT: {name} must be positive, got {value}")
         self.audio = AudioDiT(**asdict(audio_cfg), attention_backend=attention_backend)
-        self.motion = MotionDiT(**asdict(motion_cfg), window=window, attention_backend=attention_backend)
+        self.motion = MotionDiT(
+            **asdict(motion_cfg),
+            window=window,
+            motion_window_layers=motion_window_layers,
+            attention_backend=attention_backend,
+        )
         self.joint_layers = resolve_joint_layers(joint_layers, audio_cfg.depth, motion_cfg.depth)
         self.window = window
         self.rope_alignment = rope_alignment
@@ -144,6 +156,7 @@ class JointDiT(nn.Module):
             "motion": motion_dict,
             "joint_layers": joint_layers if isinstance(joint_layers, str) else list(self.joint_layers),
             "window": window,
+            "motion_window_layers": motion_window_layers,
             "rope_alignment": rope_alignment,
             "attention_backend": attention_backend,
             "sample_rate": sample_rate,

@@ -6,8 +6,11 @@ both normalised with dataset statistics outside the network. Masks mean True = v
 ``drop_*`` are a Python bool or a ``[b]`` bool tensor.
 
 Data flow: time embedding -> ``proj([x, cond, rest, audio_feats])`` plus a convolutional position embedding ->
-``depth`` adaLN-Zero DiT blocks whose self-attention is local (``|j - j'| <= window``, paper §4.4) -> final adaLN
--> ``proj_out`` to ``3k``. ``audio_feats`` (``audio_feat_dim > 0``) are stage-1 per-frame audio features already
+``depth`` adaLN-Zero DiT blocks -> final adaLN -> ``proj_out`` to ``3k``. Self-attention is local
+(``|j - j'| <= window``, paper §4.4) only where ``motion_window_layers`` says: ``"joint"`` (default) windows the
+motion queries only inside joint attention (Algorithm 2 step 4: the mask M is empty where alpha = 0), so this
+standalone branch, and every non-joint layer of a JointDiT, attends globally over the valid frames; ``"all"``
+windows every layer (the behaviour of checkpoints written before the key existed). ``audio_feats`` (``audio_feat_dim > 0``) are stage-1 per-frame audio features already
 on the motion clock (e.g. a resampled mel or wav2vec2-style features computed elsewhere; paper §4.5 stage 1).
 """
 
@@ -65,7 +68,9 @@ class MotionDiT(nn.Module):
     audio features (0: none); ``conv_pos_kernel`` kernel of the convolutional position embedding (9 frames =
     0.36 s, about F5-TTS's 31 mel frames); ``pe_attn_head`` heads that get RoPE (None: all; in a JointDiT it
     must equal the audio branch's, so that a head treats positions alike in both streams); ``window`` local
-    self-attention half-width in frames (None: global); ``checkpoint_activations``; ``attention_backend`` a
+    attention half-width in frames (None: global); ``motion_window_layers`` ``"joint"`` (the window only inside
+    joint attention, paper Algorithm 2; standalone: no layer is windowed) or ``"all"`` (every self-attention
+    layer windowed; old checkpoints); ``checkpoint_activations``; ``attention_backend`` a
     :mod:`jam_flow.nn.attention` backend name.
     """
 
@@ -85,6 +90,7 @@ class MotionDiT(nn.Module):
         qk_norm: Literal["rms_norm"] | None = None,
         pe_attn_head: int | None = None,
         window: int | None = 4,
+        motion_window_layers: Literal["joint", "all"] = "joint",
         checkpoint_activations: bool = False,
         attention_backend: str = "auto",
     ) -> None:
@@ -97,6 +103,10 @@ class MotionDiT(nn.Module):
         check_dit_sizes("MotionDiT", dim, depth, heads, dim_head)
         if window is not None and window < 0:
             raise InputError(f"MotionDiT: window must be >= 0 frames or None (global), got {window}")
+        if motion_window_layers not in ("joint", "all"):
+            raise InputError(
+                f"MotionDiT: motion_window_layers must be 'joint' or 'all', got {motion_window_layers!r}"
+            )
         if audio_feat_dim < 0:
             raise InputError(f"MotionDiT: audio_feat_dim must be >= 0, got {audio_feat_dim}")
         self.init_args = constructor_args(MotionDiT.__init__, locals())
@@ -107,6 +117,9 @@ class MotionDiT(nn.Module):
         self.motion_dim, self.rest_dim = settings.mouth_dim, settings.rest_dim
         self.audio_feat_dim = audio_feat_dim
         self.window = window
+        self.motion_window_layers = motion_window_layers
+        # the window of the self-attention layers run here (JointDiT runs its joint layers itself)
+        self.self_attention_window = window if motion_window_layers == "all" else None
         self.checkpoint_activations = checkpoint_activations
         self.attention_backend = attention_backend
 
@@ -172,9 +185,10 @@ class MotionDiT(nn.Module):
         return self.rotary_embed.angles(positions)
 
     def run_block(self, i: int, s: MotionState, rope: Tensor) -> Tensor:
-        """Block ``i`` with local-window self-attention over the valid motion frames."""
+        """Block ``i`` with self-attention over the valid motion frames (windowed with ``motion_window_layers``
+        ``"all"``, global with ``"joint"``: these layers have no joint attention, alpha = 0)."""
         block = self.transformer_blocks[i]
-        args = (s.h, s.t, s.lens, s.mask, rope, self.window, self.attention_backend)
+        args = (s.h, s.t, s.lens, s.mask, rope, self.self_attention_window, self.attention_backend)
         return maybe_checkpoint(block, *args, enabled=self.checkpoint_activations)
 
     def head(self, s: MotionState) -> Tensor:
