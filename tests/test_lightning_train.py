@@ -111,7 +111,7 @@ def test_contract_resume_and_export(dataset, tmp_path):
     assert jam_flow_main(["export", "--ckpt", str(ckpt), "--out", str(out)]) == 0
     assert (out / "model.safetensors").is_file() and (out / "config.yaml").is_file()
     bundle = load_bundle(out)
-    meta = torch.load(ckpt, map_location="cpu", weights_only=False)["jam_flow"]
+    meta = torch.load(ckpt, map_location="cpu", weights_only=True)["jam_flow"]
     for k, v in bundle.model.state_dict().items():
         assert torch.equal(v, meta["ema_state_dict"][k]), k
     assert bundle.config["motion"]["mouth_indices"] == [14, 17, 19, 20] and bundle.stats is not None
@@ -230,7 +230,7 @@ def test_stage1_runs_and_stage2_initialisation(dataset, tmp_path):
         str(audio_ckpt),
     )
     net = cli.model.net
-    motion_src = torch.load(motion_ckpt, weights_only=False)["jam_flow"]["ema_state_dict"]
+    motion_src = torch.load(motion_ckpt, weights_only=True)["jam_flow"]["ema_state_dict"]
     for k, v in net.motion.state_dict().items():
         want = motion_src[k][:, : v.shape[1]] if k == "input_embed.proj.weight" else motion_src[k]
         assert torch.equal(v, want), k

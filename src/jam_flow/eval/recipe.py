@@ -252,9 +252,9 @@ def _train_all(variants: list[Variant], args: argparse.Namespace) -> dict[str, d
 
 
 def _global_step(ckpt: Path) -> int:
-    import torch
+    from jam_flow.models.format import read_torch_file
 
-    return int(torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"])
+    return int(read_torch_file(ckpt, "checkpoint")["global_step"])
 
 
 def _ckpt_at_step(root: Path, step: int) -> tuple[Path, int] | None:

@@ -35,6 +35,7 @@ from jam_flow.data.text import Vocab
 from jam_flow.errors import InputError
 from jam_flow.features import MelSettings, MotionSettings
 from jam_flow.models.configs import with_legacy_defaults
+from jam_flow.models.format import plain
 
 __all__ = ["FORMAT_VERSION", "AudioOnly", "ModelBundle", "load_bundle", "save_export", "check_state_dict"]
 
@@ -42,19 +43,6 @@ FORMAT_VERSION = 1
 # std floor for motion and mel standardisation, the same as training (jam_flow.lightning.module)
 STD_FLOOR = 1e-5
 _META_FIELDS = ("format_version", "model", "mel", "motion", "stats", "vocab", "normalize_mel")
-
-
-def _plain(obj: Any) -> Any:
-    """Tuples -> lists, numpy/tensor scalars -> Python numbers, recursively (for YAML)."""
-    if isinstance(obj, dict):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (np.ndarray, Tensor)):
-        return _plain(obj.tolist())
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
 
 
 class AudioOnly:
@@ -306,14 +294,9 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBu
         return _bundle_from_meta(meta, state, str(cfg_path), path, device)
     if not path.is_file():
         raise InputError(f"--ckpt: {path} does not exist (expected a .ckpt file or an export directory)")
-    try:
-        # Lightning checkpoints also pickle hyper-parameters, so weights_only loading is not enough here;
-        # only open checkpoints you trust (the same holds for Lightning itself).
-        ckpt = torch.load(str(path), map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise InputError(
-            f"--ckpt: {path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})"
-        ) from err
+    from jam_flow.models.format import read_torch_file
+
+    ckpt = read_torch_file(path, "--ckpt")
     if not isinstance(ckpt, dict) or "jam_flow" not in ckpt:
         raise InputError(
             f"{path}: not a jam-flow checkpoint (no 'jam_flow' entry; was it written by `jam-flow fit`?)"
@@ -343,7 +326,7 @@ def save_export(out_dir: str | Path, model: nn.Module, meta: dict) -> Path:
     save_file(
         state, str(out_dir / "model.safetensors"), metadata={"format": "jam-flow", "format_version": "1"}
     )
-    config = {k: _plain(meta[k]) for k in _META_FIELDS}
+    config = {k: plain(meta[k]) for k in _META_FIELDS}
     (out_dir / "config.yaml").write_text(
         yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8"
     )

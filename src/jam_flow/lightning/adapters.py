@@ -186,12 +186,9 @@ def read_weights(path: str | Path, what: str) -> tuple[str, dict[str, Tensor]]:
 
         meta = yaml.safe_load(cfg.read_text(encoding="utf-8"))
         return str(meta["model"]["class_path"]), load_file(str(weights))
-    if not p.is_file():
-        raise InputError(f"{what}: {p} does not exist")
-    try:
-        ckpt = torch.load(str(p), map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise InputError(f"{what}: {p} is not a readable checkpoint ({type(err).__name__}: {err})") from err
+    from jam_flow.models.format import read_torch_file
+
+    ckpt = read_torch_file(p, what)
     meta = ckpt.get("jam_flow") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "ema_state_dict" not in meta:
         raise InputError(f"{what}: {p} is not a jam-flow checkpoint (no ckpt['jam_flow']['ema_state_dict'])")

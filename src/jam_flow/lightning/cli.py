@@ -60,6 +60,12 @@ class JAMFlowCLI(LightningCLI):
             callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint)]
         return super()._instantiate_trainer(config, callbacks)
 
+    def _parse_ckpt_path(self) -> None:
+        """Lightning reads ``--ckpt_path``'s hyper-parameters here, first of all: check the file before it does."""
+        if self.config.get("subcommand"):
+            _check_ckpt_path(self.config[self.config.subcommand].get("ckpt_path"))
+        super()._parse_ckpt_path()
+
     def before_instantiate_classes(self) -> None:
         """Set the network's ``text_num_embeds`` from the data vocabulary (``data.vocab_path`` or the bundled one).
 
@@ -79,6 +85,16 @@ class JAMFlowCLI(LightningCLI):
         vocab_path = cfg.get("data.vocab_path")
         size = len(Vocab.from_file(vocab_path) if vocab_path else Vocab.default())
         holder["text_num_embeds"] = size
+
+
+def _check_ckpt_path(ckpt_path: object) -> None:
+    """Refuse a ``--ckpt_path`` file that is missing, corrupt or needs code to unpickle, with one line, before
+    Lightning opens it (its tensors are memory-mapped, not read). Lightning's keywords (``last``, ...) pass."""
+    if not isinstance(ckpt_path, str) or ckpt_path in ("last", "best", "hpc", "registry"):
+        return
+    from jam_flow.models.format import read_torch_file
+
+    read_torch_file(ckpt_path, "--ckpt_path", mmap=True)
 
 
 def run_cli(subcommand: str, argv: list[str]) -> JAMFlowCLI:

@@ -41,6 +41,7 @@ from jam_flow.flow.masking import (
 from jam_flow.flow.objective import FlowBatch, FlowLoss, FlowObjective
 from jam_flow.lightning.adapters import enable_activation_checkpointing, joint_interface, net_spec
 from jam_flow.lightning.ema import EMA
+from jam_flow.models.format import plain
 
 __all__ = ["JAMFlowModule", "EMAConfig", "WarmupLinearDecay", "STAGES"]
 
@@ -239,6 +240,9 @@ class JAMFlowModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["jam_flow"] = self.jam_flow_meta()
+        # plain values only, so that every reader can use torch.load(weights_only=True) (docs/training.md)
+        if "hyper_parameters" in checkpoint:
+            checkpoint["hyper_parameters"] = plain(checkpoint["hyper_parameters"])
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         meta = checkpoint.get("jam_flow")

@@ -19,11 +19,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-import torch
 from torch import Tensor, nn
 
 from jam_flow.errors import InputError
 from jam_flow.models.audio_dit import AudioDiT
+from jam_flow.models.format import read_torch_file
 
 __all__ = ["load_f5tts_checkpoint", "F5CheckpointInfo", "map_f5tts_state_dict", "IGNORED_KEYS", "PREFIXES"]
 
@@ -53,10 +53,7 @@ def _read(path: Path) -> dict:
             return load_file(str(path), device="cpu")
         except Exception as err:  # noqa: BLE001 - any parse failure is a bad file
             raise InputError(f"{path}: not a readable safetensors file ({err})") from err
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001
-        raise InputError(f"{path}: not a readable torch checkpoint with weights_only=True ({err})") from err
+    obj = read_torch_file(path, "F5-TTS checkpoint")
     if not isinstance(obj, dict):
         raise InputError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
     return obj
