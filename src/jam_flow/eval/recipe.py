@@ -8,6 +8,10 @@ Dimension legend: none (orchestration only: subprocesses for the corpus, trainin
 Builds the corpus when missing, trains the main model and each ablation (``<configs-dir>/experiments/
 synth_<name>.yaml``; finished runs with the same config bytes are reused), evaluates them on the test split and
 writes the result JSON. Run it from the repository root: every path it records is relative to the working directory.
+
+``--guidance-sweep`` (with ``--only main --no-train``) evaluates only the finished main run on ``audio2motion`` and
+``text2av`` at every guidance scale of ``--sweep-cfgs`` with every mode of ``--sweep-modes`` (issue 15; the paper's
+"remains robust even without CFG") and stores the table as ``guidance_sweep`` in ``--out``, keeping the rest.
 """
 
 from __future__ import annotations
@@ -294,6 +298,8 @@ def _eval_command(ckpt: str, task: str, out: Path, args: argparse.Namespace) -> 
         str(args.nfe),
         "--cfg",
         str(args.cfg),
+        # the default mode is left implicit so evaluations cached before guidance modes existed keep their keys
+        *(["--guidance", args.guidance] if getattr(args, "guidance", "joint") != "joint" else []),
         "--seed",
         str(args.seed),
         "--batch-size",
@@ -319,29 +325,100 @@ def _evaluate_all(
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """Run ``jam-flow evaluate`` for every (checkpoint, task), ``args.parallel`` at once (own sessions, like the
     training runs); cached results are reused."""
-    todo = [(ckpt, task) for ckpt, task in jobs if not _eval_cache(ckpt, task, args).is_file()]
-    running: list[tuple[str, str, subprocess.Popen, Any]] = []
+    results = _evaluate_jobs([(ckpt, task, args) for ckpt, task in jobs], args.parallel)
+    return {(ckpt, task): res for (ckpt, task), res in zip(jobs, results, strict=True)}
+
+
+def _evaluate_jobs(jobs: list[tuple[str, str, argparse.Namespace]], parallel: int) -> list[dict[str, Any]]:
+    """``jam-flow evaluate`` for every (checkpoint, task, settings), ``parallel`` at once; cached ones reused."""
+    todo = [job for job in jobs if not _eval_cache(*job).is_file()]
+    running: list[tuple[tuple[str, str, argparse.Namespace], subprocess.Popen, Any]] = []
     while todo or running:
-        while todo and len(running) < args.parallel:
-            ckpt, task = todo.pop(0)
-            out = _eval_cache(ckpt, task, args)
-            cmd = _eval_command(ckpt, task, out, args)
+        while todo and len(running) < parallel:
+            job = todo.pop(0)
+            out = _eval_cache(*job)
+            cmd = _eval_command(job[0], job[1], out, job[2])
             log.info("evaluate: %s", shlex.join(cmd))
-            proc, logf = _spawn(cmd, out.with_suffix(".log"), args.threads)
-            running.append((ckpt, task, proc, logf))
+            proc, logf = _spawn(cmd, out.with_suffix(".log"), job[2].threads)
+            running.append((job, proc, logf))
         time.sleep(1.0)
         for item in list(running):
-            ckpt, task, proc, logf = item
+            job, proc, logf = item
             if proc.poll() is None:
                 continue
             running.remove(item)
             logf.close()
             if proc.returncode != 0:
                 raise RuntimeError(
-                    f"evaluation of {ckpt} ({task}) failed (exit {proc.returncode}); see "
-                    f"{_eval_cache(ckpt, task, args).with_suffix('.log')}"
+                    f"evaluation of {job[0]} ({job[1]}) failed (exit {proc.returncode}); see "
+                    f"{_eval_cache(*job).with_suffix('.log')}"
                 )
-    return {(ckpt, task): json.loads(_eval_cache(ckpt, task, args).read_text()) for ckpt, task in jobs}
+    return [json.loads(_eval_cache(*job).read_text()) for job in jobs]
+
+
+SWEEP_TASKS = ("audio2motion", "text2av")
+SWEEP_KEYS = {"audio2motion": KEY_A2M, "text2av": KEY_M2A}
+
+
+def _guidance_sweep(info: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """The main run evaluated on audio -> motion and text -> audio + motion at every ``--sweep-cfgs`` scale with
+    every ``--sweep-modes`` guidance mode (scale 0 is one unguided evaluation: no mode applies)."""
+    ckpt = info["ckpt"]
+    settings: list[tuple[float, str]] = []
+    for gamma in args.sweep_cfgs:
+        for mode in ["none"] if gamma == 0 else args.sweep_modes:
+            settings.append((gamma, mode))
+    jobs = []
+    for task in SWEEP_TASKS:
+        for gamma, mode in settings:
+            ns = argparse.Namespace(
+                **{**vars(args), "cfg": gamma, "guidance": "joint" if mode == "none" else mode},
+            )
+            ns.eval_clips = args.sweep_clips
+            jobs.append((ckpt, task, ns))
+    results = _evaluate_jobs(jobs, args.parallel)
+    table: dict[str, dict[str, dict[str, Any]]] = {task: {} for task in SWEEP_TASKS}
+    shuffled: dict[str, dict[str, Any]] = {}
+    for (_, task, ns), res in zip(jobs, results, strict=True):
+        mode = "none" if ns.cfg == 0 else ns.guidance
+        table[task].setdefault(f"{ns.cfg:g}", {})[mode] = {
+            **_pick(res["metrics"], SWEEP_KEYS[task]),
+            "wall_s": res["wall_s"],
+        }
+        shuffled.setdefault(task, _pick(res["shuffled"], SWEEP_KEYS[task]))
+    return {
+        "what": "main run (new defaults) per guidance mode and scale; task -> gamma -> mode -> metrics",
+        "ckpt": _rel(ckpt),
+        "steps": info["steps_done"],
+        "max_steps": info.get("max_steps"),
+        "train_wall_s": info["train_wall_s"],
+        "eval": {"split": "test", "max_clips": args.sweep_clips, "nfe": args.nfe, "seed": args.seed},
+        "table": table,
+        "shuffled": shuffled,
+    }
+
+
+def _sweep_table(sweep: dict[str, Any]) -> str:
+    """Markdown: one row per (gamma, mode), audio -> motion and text -> audio + motion sync columns."""
+    a2m, t2av = sweep["table"]["audio2motion"], sweep["table"]["text2av"]
+    lines = [
+        "| gamma | guidance | a2m mouth corr | a2m offset | a2m within ±1 | t2av envelope corr | t2av offset "
+        "| t2av A/V peak corr |",
+        "|" + "---|" * 8,
+    ]
+
+    def f(x: Any) -> str:
+        return "n/a" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
+
+    for gamma in a2m:
+        for mode in a2m[gamma]:
+            a, t = a2m[gamma][mode], t2av.get(gamma, {}).get(mode, {})
+            lines.append(
+                f"| {gamma} | {mode} | {f(a.get('mouth_open_corr'))} | {f(a.get('offset_frames'))} "
+                f"| {f(a.get('offset_within_one'))} | {f(t.get('envelope_corr'))} | {f(t.get('offset_frames'))} "
+                f"| {f(t.get('av_peak_corr'))} |"
+            )
+    return "\n".join(lines)
 
 
 def _pick(metrics: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
@@ -410,6 +487,15 @@ def _parser() -> argparse.ArgumentParser:
         default=[200, 400, 800, 1200, 2400],
         help="main-run checkpoints also evaluated on audio2motion (learning curve)",
     )
+    p.add_argument(
+        "--guidance-sweep",
+        action="store_true",
+        help="evaluate only the main run at every --sweep-cfgs x --sweep-modes (audio2motion, text2av) and write "
+        "the table as 'guidance_sweep' into --out, keeping the file's other entries",
+    )
+    p.add_argument("--sweep-cfgs", type=float, nargs="+", default=[0.0, 1.0, 2.0], help="guidance scales")
+    p.add_argument("--sweep-modes", nargs="+", choices=("joint", "f5", "all"), default=["joint", "f5", "all"])
+    p.add_argument("--sweep-clips", type=int, default=32, help="held-out clips per sweep evaluation")
     return p
 
 
@@ -431,6 +517,20 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError(f"--configs-dir: missing experiment config {v.config(args.configs_dir)}")
     corpus = _ensure_corpus(args)
     infos = _train_all(variants, args)
+    if args.guidance_sweep:
+        if "main" not in infos:
+            raise InputError("--guidance-sweep: the main run has not finished (train it first)")
+        sweep = _guidance_sweep(infos["main"], args)
+        sweep["command"] = shlex.join(["python", "-m", "jam_flow.eval.recipe", *argv])
+        sweep["machine"] = _machine(args.threads)
+        out = Path(args.out)
+        kept = json.loads(out.read_text()) if out.is_file() else {}
+        kept["guidance_sweep"] = sweep
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(kept, indent=2) + "\n", encoding="utf-8")
+        print(_sweep_table(sweep))
+        print(f"wrote {out} (guidance_sweep)")
+        return 0
     result: dict[str, Any] = {
         "recipe": "synthetic corpus, main model + ablations (docs/evaluation.md)",
         "command": shlex.join(["python", "-m", "jam_flow.eval.recipe", *argv]),
