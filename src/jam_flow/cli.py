@@ -21,6 +21,11 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "turn CelebV-Dub / HDTF / a folder of videos into a dataset",
     ),
+    "audio-features": (
+        "jam_flow.data.audio_features",
+        "main",
+        "write stage-1 wav2vec2 / HuBERT features (25 fps) beside a dataset's clips",
+    ),
     "generate": (
         "jam_flow.inference.cli",
         "main",

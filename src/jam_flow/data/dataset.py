@@ -11,6 +11,8 @@ A batch (``collate_clips``) is a dict:
   ``audio_to_motion_frame(n - 1) + 1`` frames, so mel frame ``i`` and motion frame ``audio_to_motion_frame(i)``
   are the same instant;
 * ``text [b, nt]`` int64 vocabulary ids, padded with -1;
+* ``audio_feats [b, m, d]`` (only with ``audio_features``): precomputed stage-1 audio features on the motion grid
+  (:mod:`jam_flow.data.audio_features`), fitted to the clip's motion frames like ``exp``, zero padded;
 * ``ids``, ``skipped`` (clips of this batch that could not be loaded), ``skipped_ids``, ``skipped_errors`` and,
   for training batches, ``position`` = ``(data epoch, batch position)`` (see :mod:`jam_flow.data.batching`).
 
@@ -27,6 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from jam_flow.data.audio_features import fit_feature_length
 from jam_flow.data.format import ClipError, ClipRecord, load_clip
 from jam_flow.data.text import Vocab
 from jam_flow.errors import InputError
@@ -54,7 +57,10 @@ class ClipDataset(Dataset):
         vocab: Vocab,
         mel: MelSettings,
         motion: MotionSettings,
+        audio_features: str | None = None,
     ) -> None:
+        """``audio_features``: the ``DIR/audio_features/<name>`` subdirectory to read per clip (None: none)."""
+        self.audio_features = audio_features
         self.root = Path(root)
         self.records = records
         self.vocab = vocab
@@ -70,12 +76,23 @@ class ClipDataset(Dataset):
         arrays = load_clip(self.root, rec)
         ids = self.vocab.encode(rec.text, where=f"clip {rec.id!r} text")
         exp = fit_motion_length(arrays["exp"], arrays["mel"].shape[0], self.mel, self.motion)
-        return {
+        item = {
             "id": rec.id,
             "mel": torch.from_numpy(np.ascontiguousarray(arrays["mel"])),
             "exp": torch.from_numpy(np.ascontiguousarray(exp)),
             "text": torch.tensor(ids, dtype=torch.long),
         }
+        if self.audio_features is not None:
+            path = self.root / "audio_features" / self.audio_features / f"{rec.id}.npy"
+            try:
+                feats = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as err:
+                raise ClipError(f"clip {rec.id!r}: audio features {path} unreadable ({err})") from err
+            if feats.ndim != 2 or not np.isfinite(feats).all():
+                raise ClipError(f"clip {rec.id!r}: audio features {path} must be a finite [m, d] array")
+            feats = fit_feature_length(feats.astype(np.float32), exp.shape[0])
+            item["audio_feats"] = torch.from_numpy(np.ascontiguousarray(feats))
+        return item
 
     def __getitem__(self, key: int | tuple[int, int, int]) -> dict[str, Any]:
         """``key`` is an index, or ``(index, data_epoch, batch_position)`` from a position-tagging sampler."""
@@ -123,4 +140,9 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
         audio_mask[i, :ni] = True
         motion_mask[i, :mi] = True
     batch.update(mel=mel, exp=exp, text=text, audio_mask=audio_mask, motion_mask=motion_mask)
+    if "audio_feats" in good[0]:
+        feats = torch.zeros(b, m, good[0]["audio_feats"].shape[1])
+        for i, it in enumerate(good):
+            feats[i, : it["audio_feats"].shape[0]] = it["audio_feats"]
+        batch["audio_feats"] = feats
     return batch

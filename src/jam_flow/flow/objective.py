@@ -54,6 +54,9 @@ class FlowBatch:
     motion: Tensor | None = None  # [b, m, dm] x1 e_mouth
     motion_rest: Tensor | None = None  # [b, m, dr]
     motion_mask: Tensor | None = None  # [b, m] bool, True = valid
+    audio_feats: Tensor | None = (
+        None  # [b, m, d] stage-1 audio features on the motion grid (wav2vec2), or None
+    )
 
 
 @dataclass
@@ -188,6 +191,8 @@ class FlowObjective:
                 motion_mask=batch.motion_mask,
                 motion_time=t_m,
             )
+            if batch.audio_feats is not None:
+                kwargs["motion_audio_feats"] = batch.audio_feats
         kwargs.update(drops.to(device).network_kwargs())
         v_a, v_m = net(**kwargs)
         if v_a is not None:

@@ -4,9 +4,11 @@ network's rebuild spec (class_path + init_args) and stage-1 -> stage-2 weight tr
 Dimension legend: b batch, n mel frames, c mel channels (100), m motion frames, dm mouth dims (12), dr rest dims
 (51). Masks are **True = valid**.
 
-Stage 1 motion (paper §4.5): the Motion-DiT is trained alone and, in place of wav2vec2 features, receives the
-mel averaged onto the motion grid (:func:`mel_per_motion_frame`): motion frame ``j`` gets the mean of the mel frames
-``i`` with ``audio_to_motion_frame(i) == j`` (3-4 frames at 24 kHz / hop 256 / 25 fps), zeros past the audio.
+Stage 1 motion (paper §4.5, appendix A): the Motion-DiT is trained alone with per-frame audio features
+concatenated to its input: precomputed wav2vec2 / HuBERT features from the batch (``motion_audio_feats``,
+``--data.audio_features wav2vec2``) or the mel averaged onto the motion grid (:func:`mel_per_motion_frame`): motion
+frame ``j`` gets the mean of the mel frames ``i`` with ``audio_to_motion_frame(i) == j`` (3-4 frames at 24 kHz /
+hop 256 / 25 fps), zeros past the audio.
 """
 
 from __future__ import annotations
@@ -99,6 +101,7 @@ class _MotionOnly:
         drop_motion_cond=False,
         drop_rest=False,
         motion_sees_audio=True,
+        motion_audio_feats=None,
         **_: Any,
     ) -> tuple[Tensor, Tensor]:
         if audio_mask is None:
@@ -106,9 +109,11 @@ class _MotionOnly:
         # the audio stream is fully given in stage 1 (time 1: audio_x is the clean mel); its "conditioning
         # dropout" and the motion branch's joint-attention switch (guidance mode "joint") drop the per-frame audio
         # features, the stage-1 stand-in for f_audio
-        feats = mel_per_motion_frame(
-            audio_x, audio_mask, motion_x.shape[1], self.sample_rate, self.hop_length, self.fps
-        )
+        feats = motion_audio_feats  # precomputed wav2vec2 features, else the mel per motion frame
+        if feats is None:
+            feats = mel_per_motion_frame(
+                audio_x, audio_mask, motion_x.shape[1], self.sample_rate, self.hop_length, self.fps
+            )
         v = self.net(
             motion_x,
             motion_cond,
@@ -129,10 +134,10 @@ def joint_interface(net: nn.Module, stage: str) -> Callable[..., tuple[Tensor | 
         motion = getattr(net, "motion", None) if hasattr(net, "audio") else net
         if motion is None or not _accepts(motion.forward, "audio_feats"):
             raise InputError(f"stage1_motion needs a MotionDiT, got {type(net).__name__}")
-        if getattr(motion, "audio_feat_dim", 100) != 100:
+        if not getattr(motion, "audio_feat_dim", 0):
             raise InputError(
-                "stage1_motion feeds the mel (100 channels) per motion frame: build the MotionDiT "
-                f"with audio_feat_dim=100, got {getattr(motion, 'audio_feat_dim', None)}"
+                "stage1_motion feeds audio features per motion frame: build the MotionDiT with audio_feat_dim "
+                "100 (--data.audio_features mel) or the wav2vec2 width (e.g. 768), got 0"
             )
         return _MotionOnly(motion)
     if _accepts(net.forward, "motion_x"):

@@ -8,12 +8,14 @@ Dimension legend: b batch, n mel frames, m motion frames. Masks are **True = val
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 
+from jam_flow.data.audio_features import features_dir
 from jam_flow.data.batching import DynamicBatchSampler, ResumableDataLoader
 from jam_flow.data.dataset import ClipDataset, collate_clips
 from jam_flow.data.format import ClipRecord, read_dataset_json, read_manifest, read_stats
@@ -39,6 +41,10 @@ class JAMFlowDataModule(L.LightningDataModule):
         vocab_path: F5-TTS ``vocab.txt`` (must match an F5 checkpoint used for init); None = bundled vocabulary.
         val_frames_per_batch: frame budget of validation/test batches (None: ``frames_per_batch``).
         pad_batches: DDP: pad the batch list to a multiple of the world size (True) or trim it (False).
+        audio_features: stage-1 Motion-DiT audio features: ``mel`` (the mel averaged onto the motion grid, computed
+            on the fly) or ``wav2vec2`` (precomputed once with ``jam-flow audio-features``, read from
+            ``DIR/audio_features/<audio_features_name>/``; paper appendix A). Stage 2 uses neither.
+        audio_features_name: subdirectory of ``DIR/audio_features`` holding the wav2vec2 / HuBERT features.
     """
 
     def __init__(
@@ -53,8 +59,12 @@ class JAMFlowDataModule(L.LightningDataModule):
         vocab_path: str | None = None,
         val_frames_per_batch: int | None = None,
         pad_batches: bool = True,
+        audio_features: Literal["mel", "wav2vec2"] = "mel",
+        audio_features_name: str = "wav2vec2",
     ) -> None:
         super().__init__()
+        if audio_features not in ("mel", "wav2vec2"):
+            raise InputError(f"--data.audio_features: expected 'mel' or 'wav2vec2', got {audio_features!r}")
         if frames_per_batch < 1:
             raise InputError(
                 f"--data.frames_per_batch: expected a positive number of mel frames, got {frames_per_batch}"
@@ -77,6 +87,9 @@ class JAMFlowDataModule(L.LightningDataModule):
         self.vocab_path = vocab_path
         self.val_frames_per_batch = val_frames_per_batch
         self.pad_batches = pad_batches
+        self.audio_features = audio_features
+        self.audio_features_name = audio_features_name
+        self.audio_feature_dim: int | None = 100 if audio_features == "mel" else None
         self.vocab = Vocab.from_file(vocab_path) if vocab_path else Vocab.default()
         self._prepared = False
         self.datasets: dict[str, ClipDataset] = {}
@@ -128,9 +141,21 @@ class JAMFlowDataModule(L.LightningDataModule):
                 self.min_duration,
                 self.max_duration,
             )
+        feats_name = None
+        if self.audio_features == "wav2vec2":
+            info_path = features_dir(self.data_dir, self.audio_features_name) / "info.json"
+            if not info_path.is_file():
+                raise InputError(
+                    f"--data.audio_features wav2vec2: {info_path} is missing; compute the features once with "
+                    f"`jam-flow audio-features --data-dir {self.data_dir} --model W2V_DIR`"
+                )
+            self.audio_feature_dim = int(json.loads(info_path.read_text(encoding="utf-8"))["dim"])
+            feats_name = self.audio_features_name
         for split in ("train", "val", "test"):
             recs = [r for r in keep if r.split == split]
-            self.datasets[split] = ClipDataset(self.data_dir, recs, self.vocab, self.mel, self.motion)
+            self.datasets[split] = ClipDataset(
+                self.data_dir, recs, self.vocab, self.mel, self.motion, audio_features=feats_name
+            )
         if not self.datasets["train"].records:
             raise InputError(
                 f"{self.data_dir / 'manifest.jsonl'}: no usable clip in the 'train' split "

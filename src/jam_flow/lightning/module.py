@@ -9,7 +9,9 @@ the network. Stages:
 
 * ``stage1_audio``: F5-TTS fine-tune. Audio only (no motion stream), every sample hides an audio span.
 * ``stage1_motion``: Motion-DiT from scratch. Every sample hides a motion span; the Motion-DiT gets per-frame audio
-  features (the clean mel averaged onto the 25 fps motion grid) in place of wav2vec2 (paper §4.5).
+  features on the 25 fps motion grid (paper §4.5, appendix A): precomputed wav2vec2 / HuBERT hidden states
+  (``--data.audio_features wav2vec2``, :mod:`jam_flow.data.audio_features`) or, by default, the clean mel averaged
+  per motion frame (``mel``).
 * ``stage2``: joint training with the modality scenarios (only motion / only audio / both hidden).
 
 Randomness is a function of ``(seed, rank, global_step)``: each training step reseeds the objective's generator
@@ -256,6 +258,13 @@ class JAMFlowModule(L.LightningModule):
         if dm is not None and hasattr(dm, "meta"):
             self.set_data_meta(dm.meta())
             self._skipped_setup = len(getattr(dm, "missing", []))
+        feat_dim = getattr(dm, "audio_feature_dim", None) if dm is not None else None
+        net_dim = getattr(getattr(self.net, "motion", self.net), "audio_feat_dim", None)
+        if self.stage == "stage1_motion" and feat_dim is not None and net_dim != feat_dim:
+            raise InputError(
+                f"stage1_motion: the data gives {feat_dim}-wide audio features (--data.audio_features "
+                f"{getattr(dm, 'audio_features', 'mel')}) but the Motion-DiT has audio_feat_dim={net_dim}"
+            )
         if self.data_meta is not None and self.net_text_embeds() is not None:
             vocab_len = len(self.data_meta["vocab"])
             if self.net_text_embeds() != vocab_len:
@@ -321,6 +330,8 @@ class JAMFlowModule(L.LightningModule):
             motion=mouth,
             motion_rest=rest,
             motion_mask=batch["motion_mask"] if with_motion else None,
+            # precomputed wav2vec2 features feed the stage-1 Motion-DiT only (paper: not used in stage 2)
+            audio_feats=batch.get("audio_feats") if self.stage == "stage1_motion" else None,
         )
 
     def compute_loss(self, fb: FlowBatch, forward_fn, generator: torch.Generator) -> FlowLoss:
