@@ -9,9 +9,19 @@ import pytest
 import torch
 
 from jam_flow.features import audio_to_motion_frame
-from jam_flow.nn.attention import BACKENDS, SELF_BACKENDS, joint_attention, resolve_backend, self_attention
-from jam_flow.nn.attention_fused import first_audio_frame, frame_of, frame_ratio
-from jam_flow.nn.masks import joint_attention_masks
+from jam_flow.nn.attention import (
+    BACKENDS,
+    SELF_BACKENDS,
+    JointLayout,
+    implementation,
+    joint_attention,
+    joint_attention_in,
+    resolve,
+    resolve_backend,
+    self_attention,
+    triton_available,
+)
+from jam_flow.nn.masks import first_audio_frame, frame_of, frame_ratio, joint_attention_masks
 
 WINDOWS = [0, 1, 2, 4, 7, None]
 # (n, m, audio_lens, motion_lens): odd lengths, padding, an empty sample, motion length 1, audio < window
@@ -247,7 +257,7 @@ def test_fused_bfloat16_on_cpu():
 def test_window_gather_and_scatter_are_adjoint(start, stride, size, nb, L):
     """``<gather(x), g> == <x, scatter(g)>`` for strided overlapping windows that run past either end, into a
     non-contiguous destination; rows outside the source read as zeros."""
-    from jam_flow.nn.attention_cpu import _gather_windows, _scatter_windows
+    from jam_flow.nn.attention.cpu_decomposition import _gather_windows, _scatter_windows
 
     gen = torch.Generator().manual_seed(start + L)
     x = torch.randn(2, L, 3, 4, generator=gen, dtype=torch.float64).transpose(1, 2)  # [b, h, L, d], strided
@@ -263,3 +273,44 @@ def test_window_gather_and_scatter_are_adjoint(start, stride, size, nb, L):
     acc = torch.zeros(2, L, 3, 4, dtype=torch.float64).transpose(1, 2)
     _scatter_windows(acc, g, start, stride, size, 1)
     torch.testing.assert_close((win * g[:, :, :, 1 : 1 + size]).sum(), (x * acc).sum())
+
+
+def test_registry_routes_backends_to_implementations():
+    """One table: (backend, device) -> implementation; ``fused`` is two implementations, one per device."""
+    assert resolve("fused", "cpu").name == "cpu_decomposition"
+    assert resolve("auto", "cpu").name == "cpu_decomposition"
+    assert resolve("reference", "cuda").name == "reference"
+    assert resolve("flex", "cpu").name == "flex"
+    if triton_available():
+        assert resolve("fused", "cuda").name == "triton"
+    else:
+        with pytest.raises(RuntimeError, match="needs Triton"):
+            resolve("fused", "cuda")
+    with pytest.raises(ValueError, match="attention implementation"):
+        implementation("fused")
+
+
+def test_layout_built_once_equals_per_call_and_checks_arguments():
+    """``joint_attention_in`` with a prepared layout equals the public call; bad arguments fail in ``build``."""
+    n, m = 37, 11
+    ins = _inputs(n, m, seed=21)
+    la, lm, sw = torch.tensor([37, 23]), torch.tensor([11, 7]), torch.tensor([True, False])
+    layout = JointLayout.build(la, lm, n, m, 4, sw, True, 16000, 160, 30)
+    assert (layout.num, layout.den) == frame_ratio(16000, 160, 30)
+    assert layout.host == ((37, 23), (11, 7), (True, False), (True, True))
+    for backend in ("reference", "fused"):
+        got = joint_attention_in(layout, *ins, backend=backend)
+        want = joint_attention(*ins, la, lm, 4, sw, True, backend, 16000, 160, 30)
+        _close(got, want, f"layout {backend}")
+    wide = joint_attention_in(layout.with_window(None), *ins, backend="fused")
+    _close(wide, joint_attention(*ins, la, lm, None, sw, True, "reference", 16000, 160, 30), "with_window")
+    with pytest.raises(ValueError, match="window must be >= 0"):
+        JointLayout.build(la, lm, n, m, -1)
+    with pytest.raises(ValueError, match="window must be >= 0"):
+        self_attention(*ins[:3], la, -2)
+    with pytest.raises(ValueError, match="per-sample switch"):
+        JointLayout.build(la, lm, n, m, 2, torch.tensor([True]))
+    with pytest.raises(ValueError, match="shape \\[b\\]"):
+        JointLayout.build(la, lm[:1], n, m, 2)
+    with pytest.raises(ValueError, match="audio_lens must lie in"):
+        JointLayout.build(torch.tensor([38, 2]), lm, n, m, 2, check_values=True)

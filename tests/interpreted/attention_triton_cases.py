@@ -21,9 +21,20 @@ if os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available():
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from jam_flow.nn.attention import joint_attention, self_attention  # noqa: E402
-from jam_flow.nn.attention_triton import joint_attention_triton, self_attention_triton  # noqa: E402
-from jam_flow.nn.attention_triton_kernels import ALIGN, BAND, FULL, XWIN, _key_range, _query_range  # noqa: E402
+from jam_flow.nn.attention import JointLayout, implementation, joint_attention, self_attention  # noqa: E402
+from jam_flow.nn.attention.triton_kernels import ALIGN, BAND, FULL, XWIN, _key_range, _query_range  # noqa: E402
+
+TRITON = implementation("triton")  # the kernel itself, also on the CPU (where ``fused`` is the decomposition)
+
+
+def joint_attention_triton(q_a, k_a, v_a, q_m, k_m, v_m, **kw):
+    layout = JointLayout.build(n=q_a.shape[2], m=q_m.shape[2], device=q_a.device, **kw)
+    return TRITON.joint(layout, q_a, k_a, v_a, q_m, k_m, v_m)
+
+
+def self_attention_triton(q, k, v, lens, window):
+    return TRITON.single(q, k, v, lens, window)
+
 
 DEVICE = "cpu" if os.environ.get("TRITON_INTERPRET") == "1" else "cuda"
 

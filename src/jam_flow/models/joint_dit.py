@@ -37,7 +37,7 @@ from jam_flow.models.audio_dit import AudioDiT, AudioState
 from jam_flow.models.configs import AudioDiTConfig, MotionDiTConfig
 from jam_flow.models.motion_dit import MotionDiT, MotionState
 from jam_flow.models.validation import check_backend, check_flag, check_frames
-from jam_flow.nn.attention import joint_attention
+from jam_flow.nn.attention import JointLayout, joint_attention_in
 from jam_flow.nn.rope import RopeAlignment, aligned_positions
 
 __all__ = ["JointDiT", "resolve_joint_layers"]
@@ -178,8 +178,7 @@ class JointDiT(nn.Module):
         sm: MotionState,
         rope_a: Tensor,
         rope_m: Tensor,
-        audio_sees_motion: bool | Tensor,
-        motion_sees_audio: bool | Tensor,
+        layout: JointLayout,
     ) -> tuple[Tensor, Tensor]:
         """Algorithm 1 for layer ``i``: per-branch adaLN and projections around one joint attention."""
         block_a, block_m = self.audio.transformer_blocks[i], self.motion.transformer_blocks[i]
@@ -187,11 +186,7 @@ class JointDiT(nn.Module):
         xm, mod_m = block_m.modulate(hm, sm.t)
         qa, ka, va = block_a.attn.qkv(xa, rope_a)
         qm, km, vm = block_m.attn.qkv(xm, rope_m)
-        oa, om = joint_attention(
-            qa, ka, va, qm, km, vm, sa.key_lens, sm.lens, self.window,
-            audio_sees_motion, motion_sees_audio, self.attention_backend,
-            self.sample_rate, self.hop_length, self.fps,
-        )  # fmt: skip
+        oa, om = joint_attention_in(layout, qa, ka, va, qm, km, vm, self.attention_backend)
         return block_a.finish(ha, oa, mod_a, sa.mask), block_m.finish(hm, om, mod_m, sm.mask)
 
     def forward(
@@ -252,10 +247,14 @@ class JointDiT(nn.Module):
         mode = self.rope_alignment if self.joint_layers else "off"
         pos_a, pos_m = aligned_positions(sa.lens, sm.lens, n, m, mode, self.rate_ratio)
         rope_a, rope_m = self.audio.rope(pos_a), self.motion.rope(pos_m)
+        layout = JointLayout.build(
+            sa.key_lens, sm.lens, n, m, self.window, audio_sees_motion, motion_sees_audio,
+            self.sample_rate, self.hop_length, self.fps, device=audio_x.device,
+        )  # fmt: skip  # once per forward, shared by every joint layer
         joint = set(self.joint_layers)
         for i in range(max(self.audio.depth, self.motion.depth)):
             if i in joint:
-                args = (i, sa.h, sm.h, sa, sm, rope_a, rope_m, audio_sees_motion, motion_sees_audio)
+                args = (i, sa.h, sm.h, sa, sm, rope_a, rope_m, layout)
                 if self.checkpoint_activations and torch.is_grad_enabled():
                     sa.h, sm.h = checkpoint(self.joint_block, *args, use_reentrant=False)
                 else:

@@ -33,6 +33,7 @@ __all__ = [
     "audio_to_motion_index",
     "local_window_mask",
     "joint_attention_masks",
+    "joint_masks_at_ratio",
 ]
 
 
@@ -99,7 +100,25 @@ def joint_attention_masks(
     hop_length: int = 256,
     fps: int = 25,
 ) -> tuple[Tensor, Tensor]:
-    """Dense joint masks.
+    """Dense joint masks at the given rates; see :func:`joint_masks_at_ratio`."""
+    num, den = frame_ratio(sample_rate, hop_length, fps)
+    return joint_masks_at_ratio(
+        audio_lens, motion_lens, n, m, window, audio_sees_motion, motion_sees_audio, num, den
+    )
+
+
+def joint_masks_at_ratio(
+    audio_lens: Tensor,
+    motion_lens: Tensor,
+    n: int,
+    m: int,
+    window: int | None,
+    audio_sees_motion: bool | Tensor,
+    motion_sees_audio: bool | Tensor,
+    num: int,
+    den: int,
+) -> tuple[Tensor, Tensor]:
+    """Dense joint masks, frame map ``f(i) = (i * num) // den``.
 
     Returns ``mask_a [b, n, n + m]`` (audio queries over keys ``[audio; motion]``) and
     ``mask_m [b, m, m + n]`` (motion queries over keys ``[motion; audio]``), the key orders of Algorithm 2.
@@ -112,7 +131,7 @@ def joint_attention_masks(
     a_sees = as_batch_flags(audio_sees_motion, b, device)[:, None, None]
     m_sees = as_batch_flags(motion_sees_audio, b, device)[:, None, None]
 
-    a2m_frame = audio_to_motion_index(n, sample_rate, hop_length, fps, device)  # [n]
+    a2m_frame = frame_of(torch.arange(n, device=device), num, den)  # [n]
     j = torch.arange(m, device=device)
     if window is None:
         a2m = torch.ones(n, m, dtype=torch.bool, device=device)

@@ -1,4 +1,4 @@
-"""``flex`` attention backend: ``torch.nn.attention.flex_attention`` with a ``BlockMask`` from the JAM-Flow rules.
+"""``flex`` attention: ``torch.nn.attention.flex_attention`` with a ``BlockMask`` from the JAM-Flow rules.
 
 Dimension legend: b batch, h heads, d head dim, n audio frames, m motion frames, T = n + m joint tokens,
 S block size (128), L frames of one stream. Masks mean True = valid.
@@ -21,23 +21,14 @@ import warnings
 import torch
 from torch import Tensor
 
-from jam_flow.nn.attention_fused import first_audio_frame, frame_of, frame_ratio
-from jam_flow.nn.masks import as_batch_flags
+from jam_flow.nn.attention.layout import JointLayout
+from jam_flow.nn.masks import first_audio_frame, frame_of
 
-__all__ = ["flex_available", "joint_attention_flex", "self_attention_flex", "joint_block_mask"]
+__all__ = ["joint", "single", "joint_block_mask"]
 
 BLOCK = 128
 _BIG = 1 << 40
 _compiled = None
-
-
-def flex_available() -> bool:
-    """True when ``torch.nn.attention.flex_attention`` can be imported."""
-    try:
-        from torch.nn.attention import flex_attention  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def _flex(q: Tensor, k: Tensor, v: Tensor, block_mask) -> Tensor:
@@ -149,43 +140,24 @@ def joint_block_mask(audio_lens, motion_lens, n, m, window, a_sees, m_sees, num,
     return _block_mask_from_intervals(intervals, T, mask_mod, dev)
 
 
-def joint_attention_flex(
-    q_a: Tensor,
-    k_a: Tensor,
-    v_a: Tensor,
-    q_m: Tensor,
-    k_m: Tensor,
-    v_m: Tensor,
-    audio_lens: Tensor,
-    motion_lens: Tensor,
-    window: int | None,
-    audio_sees_motion: bool | Tensor = True,
-    motion_sees_audio: bool | Tensor = True,
-    sample_rate: int = 24000,
-    hop_length: int = 256,
-    fps: int = 25,
+def joint(
+    layout: JointLayout, q_a: Tensor, k_a: Tensor, v_a: Tensor, q_m: Tensor, k_m: Tensor, v_m: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Joint attention through FlexAttention over the joint sequence ``[audio; motion]``."""
-    b, _, n, _ = q_a.shape
-    m = q_m.shape[2]
-    dev = q_a.device
-    if window is not None and window < 0:
-        raise ValueError(f"window must be >= 0 or None, got {window}")
-    num, den = frame_ratio(sample_rate, hop_length, fps)
-    a_sees = as_batch_flags(audio_sees_motion, b, dev)
-    m_sees = as_batch_flags(motion_sees_audio, b, dev)
-    bm = joint_block_mask(audio_lens.to(dev), motion_lens.to(dev), n, m, window, a_sees, m_sees, num, den)
+    lay = layout
+    bm = joint_block_mask(
+        lay.audio_lens, lay.motion_lens, lay.n, lay.m, lay.window, lay.audio_sees_motion, lay.motion_sees_audio,
+        lay.num, lay.den,
+    )  # fmt: skip
     out = _flex(torch.cat([q_a, q_m], 2), torch.cat([k_a, k_m], 2), torch.cat([v_a, v_m], 2), bm)
-    return out[:, :, :n], out[:, :, n:]
+    return out[:, :, : lay.n], out[:, :, lay.n :]
 
 
-def self_attention_flex(q: Tensor, k: Tensor, v: Tensor, lens: Tensor, window: int | None = None) -> Tensor:
+def single(q: Tensor, k: Tensor, v: Tensor, lens: Tensor, window: int | None) -> Tensor:
     """One stream with key padding and an optional local window through FlexAttention."""
     b, _, L, _ = q.shape
     dev = q.device
-    if window is not None and window < 0:
-        raise ValueError(f"window must be >= 0 or None, got {window}")
-    lens = lens.to(dev).long()
+    lens = lens.long()
 
     def mask_mod(bi, h, qi, kv):
         ok = (qi < lens[bi]) & (kv < lens[bi])

@@ -1,4 +1,4 @@
-"""The CPU half of the ``fused`` backend: exact JAM-Flow joint attention without an L x L mask (paper §4.4).
+"""``cpu_decomposition``: the ``fused`` backend on the CPU, exact joint attention without an L x L mask (paper §4.4).
 
 Dimension legend: b batch, h heads, d head dim, n audio frames, m motion frames, L frames of one stream,
 B motion queries per block, nb blocks, K keys gathered per block. Masks mean True = valid.
@@ -21,6 +21,8 @@ The structured mask of Algorithm 2 decomposes exactly into pieces that the CPU f
 Both pieces live in one ``autograd.Function`` (:class:`_JointCPU`): the backward adds the windows' key gradients
 straight into the flash backward's own gradient buffers, where separate autograd nodes would allocate and sum
 fresh tensors (on a 2-core CPU, allocations and page faults cost as much as the arithmetic around the kernel).
+With ``window=None`` (masks off) each query stream runs one SDPA over ``[own; other]`` keys with a key-padding
+vector ``[b, 1, 1, n + m]`` (a vector, not an L x L mask).
 """
 
 from __future__ import annotations
@@ -32,9 +34,10 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from jam_flow.nn.attention.layout import JointLayout
 from jam_flow.nn.masks import first_audio_frame, frame_of, lengths_to_mask
 
-__all__ = ["joint_attention_cpu", "local_attention_cpu"]
+__all__ = ["joint", "single"]
 
 _NEG_INF = float("-inf")
 _flash_fwd = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu
@@ -330,39 +333,48 @@ class _LocalCPU(torch.autograd.Function):
         return None, gq, gk, gv
 
 
-def joint_attention_cpu(
-    q_a: Tensor,
-    k_a: Tensor,
-    v_a: Tensor,
-    q_m: Tensor,
-    k_m: Tensor,
-    v_m: Tensor,
-    audio_lens: Tensor,
-    motion_lens: Tensor,
-    window: int,
-    a_sees: Tensor,
-    m_sees: Tensor,
-    num: int,
-    den: int,
+def _padded_sdpa(q: Tensor, k: Tensor, v: Tensor, key_valid: Tensor, q_valid: Tensor) -> Tensor:
+    """SDPA with a key-padding vector; samples without any valid key attend everywhere (rows zeroed after)."""
+    key_valid = key_valid | ~key_valid.any(1, keepdim=True)
+    all_valid = bool(key_valid.all())
+    out = F.scaled_dot_product_attention(
+        q, k, v, attn_mask=None if all_valid else key_valid[:, None, None, :]
+    )
+    if bool(q_valid.all()):
+        return out
+    return out * q_valid[:, None, :, None].to(out.dtype)
+
+
+def joint(
+    layout: JointLayout, q_a: Tensor, k_a: Tensor, v_a: Tensor, q_m: Tensor, k_m: Tensor, v_m: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Joint attention with the structural masks on (``window >= 0``); lengths and switches ``[b]`` on the
-    inputs' device; frame map ``f(i) = (i * num) // den``."""
+    """Joint attention ``[b, h, L, d]`` per stream, the same function as ``reference``; see the module docstring."""
+    lay = layout
+    if lay.window is None:  # masks off: one key-padding vector per query stream
+        a_valid = lengths_to_mask(lay.audio_lens, lay.n)
+        m_valid = lengths_to_mask(lay.motion_lens, lay.m)
+        keys_a = torch.cat([a_valid, m_valid & lay.audio_sees_motion[:, None]], 1)
+        keys_m = torch.cat([m_valid, a_valid & lay.motion_sees_audio[:, None]], 1)
+        out_a = _padded_sdpa(q_a, torch.cat([k_a, k_m], 2), torch.cat([v_a, v_m], 2), keys_a, a_valid)
+        out_m = _padded_sdpa(q_m, torch.cat([k_m, k_a], 2), torch.cat([v_m, v_a], 2), keys_m, m_valid)
+        return out_a, out_m
     _check_cpu(q_a)
-    n, m = q_a.shape[2], q_m.shape[2]
-    a_lens, m_lens = tuple(audio_lens.tolist()), tuple(motion_lens.tolist())
+    n, m, num, den = lay.n, lay.m, lay.num, lay.den
+    a_lens, m_lens, a_sees, m_sees = lay.host_values()
     dtype, dev = q_a.dtype, q_a.device
-    a_plan = _audio_plan(n, m, num, den, a_lens, m_lens, tuple(a_sees.tolist()), dtype, dev)
+    a_plan = _audio_plan(n, m, num, den, a_lens, m_lens, a_sees, dtype, dev)
     m_plan = None
     if m:
-        m_plan = _motion_plan(m, n, window, num, den, m_lens, a_lens, tuple(m_sees.tolist()), dtype, dev)
+        m_plan = _motion_plan(m, n, lay.window, num, den, m_lens, a_lens, m_sees, dtype, dev)
     return _JointCPU.apply(a_plan, m_plan, q_a, k_a, v_a, q_m, k_m, v_m)
 
 
-def local_attention_cpu(q: Tensor, k: Tensor, v: Tensor, lens: Tensor, window: int) -> Tensor:
-    """Self-attention of one stream ``[b, h, L, d]`` over valid keys with ``|i - j| <= window``."""
-    _check_cpu(q)
+def single(q: Tensor, k: Tensor, v: Tensor, lens: Tensor, window: int | None) -> Tensor:
+    """One stream ``[b, h, L, d]`` over valid keys, with ``|i - j| <= window`` unless ``window`` is None."""
     L = q.shape[2]
-    if L == 0:
-        return q.new_zeros(q.shape)
+    if window is None or window >= L - 1:
+        valid = lengths_to_mask(lens, L)
+        return _padded_sdpa(q, k, v, valid, valid)
+    _check_cpu(q)
     plan = _motion_plan(L, 0, window, 1, 1, tuple(lens.tolist()), None, None, q.dtype, q.device)
     return _LocalCPU.apply(plan, q, k, v)

@@ -1,4 +1,4 @@
-"""Triton kernel of the ``fused`` backend: FlashAttention-2 with the JAM-Flow mask computed from frame indices.
+"""``triton``: the ``fused`` backend on CUDA, FlashAttention-2 with the JAM-Flow mask computed from frame indices.
 
 Dimension legend: b batch, h heads, d head dim (padded to the power of two D2 inside the kernel), n audio frames,
 m motion frames, BM query rows / BN key rows per tile. Masks mean True = valid.
@@ -11,7 +11,7 @@ Every query stream attends over two *key pairs*: its own stream and the other on
 - ``XWIN``  motion query ``j`` -> audio keys ``i`` with ``|f(i) - j| <= W``;
 
 with ``f(i) = (i * NUM) // DEN`` evaluated in integers inside the kernel (``NUM / DEN = hop * fps / sr``
-reduced, see :func:`jam_flow.nn.attention_fused.frame_ratio`). A tile's key range is derived from its query rows
+reduced, see :func:`jam_flow.nn.masks.frame_ratio`). A tile's key range is derived from its query rows
 (and, in the backward, a key tile's query range from its keys), so fully masked tiles are never visited; inside a
 tile the exact element rule, the lengths and the per-sample cross-modal switch are applied. Online softmax in fp32
 (FlashAttention-2): the forward stores ``out`` and the row log-sum-exp; the backward recomputes the probabilities
@@ -28,8 +28,8 @@ import torch
 import triton
 from torch import Tensor
 
-from jam_flow.nn.attention_fused import frame_ratio
-from jam_flow.nn.attention_triton_kernels import (
+from jam_flow.nn.attention.layout import JointLayout
+from jam_flow.nn.attention.triton_kernels import (
     ALIGN,
     BAND,
     FULL,
@@ -38,9 +38,8 @@ from jam_flow.nn.attention_triton_kernels import (
     _dq_kernel,
     _fwd_kernel,
 )
-from jam_flow.nn.masks import as_batch_flags
 
-__all__ = ["joint_attention_triton", "self_attention_triton", "FULL", "ALIGN", "BAND", "XWIN"]
+__all__ = ["joint", "single", "FULL", "ALIGN", "BAND", "XWIN"]
 
 
 def _tiles(device: torch.device, d: int, dtype: torch.dtype = torch.bfloat16) -> tuple[int, int, int]:
@@ -235,44 +234,25 @@ def _lens(lens: Tensor, device: torch.device) -> Tensor:
     return lens.to(device=device, dtype=torch.int32).contiguous()
 
 
-def joint_attention_triton(
-    q_a: Tensor,
-    k_a: Tensor,
-    v_a: Tensor,
-    q_m: Tensor,
-    k_m: Tensor,
-    v_m: Tensor,
-    audio_lens: Tensor,
-    motion_lens: Tensor,
-    window: int | None,
-    audio_sees_motion: bool | Tensor = True,
-    motion_sees_audio: bool | Tensor = True,
-    sample_rate: int = 24000,
-    hop_length: int = 256,
-    fps: int = 25,
+def joint(
+    layout: JointLayout, q_a: Tensor, k_a: Tensor, v_a: Tensor, q_m: Tensor, k_m: Tensor, v_m: Tensor
 ) -> tuple[Tensor, Tensor]:
     """Joint attention through the Triton kernel (CUDA, or the CPU under ``TRITON_INTERPRET=1``)."""
-    if window is not None and window < 0:
-        raise ValueError(f"window must be >= 0 or None, got {window}")
-    b, dev = q_a.shape[0], q_a.device
-    num, den = frame_ratio(sample_rate, hop_length, fps)
-    kinds = (FULL, FULL, FULL, FULL) if window is None else (FULL, ALIGN, BAND, XWIN)
-    a_sw = as_batch_flags(audio_sees_motion, b, dev).to(torch.int32)
-    m_sw = as_batch_flags(motion_sees_audio, b, dev).to(torch.int32)
-    audio_lens = _lens(audio_lens, dev).clamp(max=q_a.shape[2])
-    motion_lens = _lens(motion_lens, dev).clamp(max=q_m.shape[2])
+    lay, dev = layout, q_a.device
+    kinds = (FULL, FULL, FULL, FULL) if lay.window is None else (FULL, ALIGN, BAND, XWIN)
+    a_sw = lay.audio_sees_motion.to(device=dev, dtype=torch.int32)
+    m_sw = lay.motion_sees_audio.to(device=dev, dtype=torch.int32)
+    audio_lens = _lens(lay.audio_lens, dev).clamp(max=lay.n)
+    motion_lens = _lens(lay.motion_lens, dev).clamp(max=lay.m)
     # |j - j'| <= W (BAND) and |f(i) - j| <= W (XWIN) hold for every pair once W >= m + f(n): the cap changes no
     # mask and keeps the kernel's int32 bounds ((j + W + 1) * den in particular) far from overflow.
-    n, m = q_a.shape[2], q_m.shape[2]
-    W = 0 if window is None else min(window, m + (n * num) // den + 1)
+    W = 0 if lay.window is None else min(lay.window, lay.m + (lay.n * lay.num) // lay.den + 1)
     c = [t.contiguous() for t in (q_a, k_a, v_a, q_m, k_m, v_m)]
-    return _JointAttention.apply(*c, audio_lens, motion_lens, a_sw, m_sw, kinds, W, num, den)
+    return _JointAttention.apply(*c, audio_lens, motion_lens, a_sw, m_sw, kinds, W, lay.num, lay.den)
 
 
-def self_attention_triton(q: Tensor, k: Tensor, v: Tensor, lens: Tensor, window: int | None = None) -> Tensor:
+def single(q: Tensor, k: Tensor, v: Tensor, lens: Tensor, window: int | None) -> Tensor:
     """One stream with key padding and an optional local band through the Triton kernel."""
-    if window is not None and window < 0:
-        raise ValueError(f"window must be >= 0 or None, got {window}")
     lens = _lens(lens, q.device).clamp(max=q.shape[2])
     kind = FULL if window is None else BAND
     W = 0 if window is None else min(window, q.shape[2])  # any W >= L masks the same; keeps the bounds small

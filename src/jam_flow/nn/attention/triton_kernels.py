@@ -1,5 +1,5 @@
-"""Triton kernels (forward, dq, dk/dv) of the ``fused`` backend; the launchers and autograd functions that call
-them are in :mod:`jam_flow.nn.attention_triton`, which documents the algorithm.
+"""Triton kernels (forward, dq, dk/dv) of the ``triton`` implementation; the launchers and autograd functions that
+call them are in :mod:`jam_flow.nn.attention.triton`, which documents the algorithm.
 
 Dimension legend: b batch, h heads, d head dim (padded to D2 in the kernel), BM query rows / BN key rows per tile.
 Pair rules: ``FULL`` every valid key, ``ALIGN`` audio query -> its motion frame, ``BAND`` motion local window,

@@ -1,0 +1,117 @@
+"""The joint layout of one batch: lengths, window, cross-modal switches and frame ratio (paper §4.4, Algorithm 2).
+
+Dimension legend: b batch, n audio frames, m motion frames. Masks mean True = valid.
+
+A :class:`JointLayout` is built and checked once per forward (``JointDiT.forward``, or once per call of the
+public :func:`jam_flow.nn.attention.joint_attention`) and handed to every joint layer and backend unchanged, so
+no backend repeats the argument checks. The checks in :meth:`JointLayout.build` read shapes only (no device
+sync); the value checks that would synchronise an accelerator run only when asked (``check_values=True``).
+The frame map ``f(i) = (i * num) // den`` uses the reduced fraction ``num / den = hop * fps / sample_rate``
+(:func:`jam_flow.nn.masks.frame_ratio`); exact integers, no rounding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from jam_flow.nn.masks import as_batch_flags, frame_ratio
+
+__all__ = ["JointLayout", "check_window"]
+
+
+def check_window(window: int | None) -> None:
+    """A window is ``None`` (structural masks off) or an int ``>= 0`` (half-width in motion frames)."""
+    if window is not None and window < 0:
+        raise ValueError(f"window must be >= 0 or None, got {window}")
+
+
+@dataclass(frozen=True)
+class JointLayout:
+    """Everything about a joint-attention batch except the projections: ``[b]`` lengths and switches on the
+    inputs' device, the frame counts ``n`` / ``m``, the motion window and the frame ratio ``num / den``.
+
+    ``host``: the lengths and switches as Python tuples ``(audio_lens, motion_lens, audio_sees_motion,
+    motion_sees_audio)`` when they live on the CPU (the CPU decomposition keys its plan caches on them; reading
+    a CPU tensor costs no device sync); None on an accelerator, where no backend needs them.
+    """
+
+    audio_lens: Tensor
+    motion_lens: Tensor
+    n: int
+    m: int
+    window: int | None
+    audio_sees_motion: Tensor
+    motion_sees_audio: Tensor
+    num: int
+    den: int
+    host: tuple[tuple[int, ...], tuple[int, ...], tuple[bool, ...], tuple[bool, ...]] | None = None
+
+    @classmethod
+    def build(
+        cls,
+        audio_lens: Tensor,
+        motion_lens: Tensor,
+        n: int,
+        m: int,
+        window: int | None,
+        audio_sees_motion: bool | Tensor = True,
+        motion_sees_audio: bool | Tensor = True,
+        sample_rate: int = 24000,
+        hop_length: int = 256,
+        fps: int = 25,
+        device: torch.device | str | None = None,
+        check_values: bool = False,
+    ) -> JointLayout:
+        """Check the arguments (shapes only) and move the ``[b]`` tensors to ``device`` (default: the lengths').
+
+        ``check_values``: also check ``0 <= audio_lens <= n`` and ``0 <= motion_lens <= m`` (reads the values:
+        a device sync on an accelerator; a debugging aid).
+        """
+        check_window(window)
+        audio_lens = torch.as_tensor(audio_lens, device=device)
+        motion_lens = torch.as_tensor(motion_lens, device=audio_lens.device)
+        if audio_lens.ndim != 1 or motion_lens.shape != audio_lens.shape:
+            raise ValueError(
+                f"audio_lens and motion_lens must both have shape [b], got {tuple(audio_lens.shape)} and "
+                f"{tuple(motion_lens.shape)}"
+            )
+        b, dev = audio_lens.shape[0], audio_lens.device
+        a_sees = as_batch_flags(audio_sees_motion, b, dev)
+        m_sees = as_batch_flags(motion_sees_audio, b, dev)
+        host = None
+        if dev.type == "cpu":
+            host = tuple(tuple(t.tolist()) for t in (audio_lens, motion_lens, a_sees, m_sees))
+        num, den = frame_ratio(sample_rate, hop_length, fps)
+        layout = cls(audio_lens, motion_lens, n, m, window, a_sees, m_sees, num, den, host)
+        if check_values:
+            layout.check_values()
+        return layout
+
+    @property
+    def batch(self) -> int:
+        return self.audio_lens.shape[0]
+
+    def with_window(self, window: int | None) -> JointLayout:
+        """The same batch with another motion window (for layers with their own window)."""
+        check_window(window)
+        return dataclasses.replace(self, window=window)
+
+    def host_values(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[bool, ...], tuple[bool, ...]]:
+        """``host``, read from the device when the layout lives on an accelerator (a sync)."""
+        if self.host is not None:
+            return self.host
+        ts = (self.audio_lens, self.motion_lens, self.audio_sees_motion, self.motion_sees_audio)
+        return tuple(tuple(t.tolist()) for t in ts)
+
+    def check_values(self) -> None:
+        """Lengths inside ``[0, n]`` / ``[0, m]`` (reads the values; see :meth:`build`)."""
+        for name, lens, size in (
+            ("audio_lens", self.audio_lens, self.n),
+            ("motion_lens", self.motion_lens, self.m),
+        ):
+            if lens.numel() and not bool(((lens >= 0) & (lens <= size)).all()):
+                raise ValueError(f"{name} must lie in [0, {size}], got {lens.tolist()}")
