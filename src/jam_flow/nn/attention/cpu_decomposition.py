@@ -1,28 +1,13 @@
-"""``cpu_decomposition``: the ``fused`` backend on the CPU, exact joint attention without an L x L mask (paper §4.4).
+"""``cpu_decomposition``: the ``fused`` backend on the CPU, exact joint attention without an L x L mask (paper §4.4,
+Algorithm 2); the algorithm and its derivation are in ``docs/attention.md``.
 
 Dimension legend: b batch, h heads, d head dim, n audio frames, m motion frames, L frames of one stream,
 B motion queries per block, nb blocks, K keys gathered per block. Masks mean True = valid.
 
-The structured mask of Algorithm 2 decomposes exactly into pieces that the CPU flash kernel
-(``aten::_scaled_dot_product_flash_attention_for_cpu``) runs at full speed:
-
-- **audio queries**: unmasked flash attention over the valid audio keys (the floor) gives ``o_a`` and its
-  log-sum-exp ``lse_a``; the single aligned motion key ``k_m[f(i)]`` adds one score
-  ``s_i = q_i . k_m[f(i)] / sqrt(d)``, merged exactly: ``L_i = logaddexp(lse_a, s_i)``,
-  ``out_i = exp(lse_a - L_i) o_a + exp(s_i - L_i) v_m[f(i)]``. The backward calls the flash backward with the
-  *merged* output and log-sum-exp, which yields exactly the audio-key part of the joint gradient, and adds the
-  O(n d) gradient of the extra key.
-- **motion queries**: blocks of ``B`` consecutive queries attend to the motion keys ``[j0 - W, j0 + B + W)`` and
-  the audio keys ``[g(j0 - W), g(j0 + B + W))`` (``g`` the first audio frame of a motion frame), copied per block
-  out of equally strided windows; the exact per-element rule is a block-local additive mask ``[b, nb, B, K]``
-  evaluated from frame indices (O(m K) in all). ``B`` is a multiple of the frame ratio's numerator, so the audio
-  windows are equally strided too (``B * den / num`` frames apart, an exact integer).
-
-Both pieces live in one ``autograd.Function`` (:class:`_JointCPU`): the backward adds the windows' key gradients
-straight into the flash backward's own gradient buffers, where separate autograd nodes would allocate and sum
-fresh tensors (on a 2-core CPU, allocations and page faults cost as much as the arithmetic around the kernel).
-With ``window=None`` (masks off) each query stream runs one SDPA over ``[own; other]`` keys with a key-padding
-vector ``[b, 1, 1, n + m]`` (a vector, not an L x L mask).
+Audio queries: the aten CPU flash kernel over the audio keys, plus the aligned motion key merged through the
+log-sum-exp. Motion queries: blocks of ``B`` queries over equally strided key windows with a block-local additive
+mask. Both run in one ``autograd.Function`` (:class:`_JointCPU`). ``window=None``: one SDPA per query stream with
+a key-padding vector.
 """
 
 from __future__ import annotations

@@ -1,17 +1,11 @@
-"""``flex`` attention: ``torch.nn.attention.flex_attention`` with a ``BlockMask`` from the JAM-Flow rules.
+"""``flex``: ``torch.nn.attention.flex_attention`` over the joint sequence ``[audio; motion]`` with a ``BlockMask``
+built from the JAM-Flow rules (paper §4.4, Algorithm 2) without any T x T tensor; see ``docs/attention.md``.
 
 Dimension legend: b batch, h heads, d head dim, n audio frames, m motion frames, T = n + m joint tokens,
 S block size (128), L frames of one stream. Masks mean True = valid.
 
-The two streams are laid out as one sequence ``[audio; motion]`` of T tokens (queries and keys alike), and the
-element rule of :mod:`jam_flow.nn.masks` is written as a ``mask_mod`` evaluated from token indices (exact integer
-frame map ``f(i) = (i * num) // den``). The block sparsity is derived without any T x T tensor: every query row's
-visible keys form at most two intervals (one per key stream), and those intervals are monotone in the row, so a
-query block's keys in one stream are the interval between the smallest start and the largest end of its rows;
-kv blocks overlapping it are kept (:meth:`BlockMask.from_kv_blocks`), the exact rule is applied inside them.
-
-FlexAttention has no backward on the CPU (torch 2.14): there this backend runs forward only (unmasked eager
-implementation) and refuses inputs that require grad; on CUDA the compiled kernel is used.
+FlexAttention has no backward on the CPU (torch 2.14): there this runs forward only (eager) and refuses inputs
+that require grad; on CUDA the compiled kernel is used.
 """
 
 from __future__ import annotations

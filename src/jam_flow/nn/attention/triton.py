@@ -1,23 +1,13 @@
-"""``triton``: the ``fused`` backend on CUDA, FlashAttention-2 with the JAM-Flow mask computed from frame indices.
+"""``triton``: the ``fused`` backend on CUDA, a FlashAttention-2 Triton kernel that computes the JAM-Flow mask from
+frame indices (paper §4.4, Algorithm 2); launchers and autograd functions here, kernels in :mod:`.triton_kernels`,
+the algorithm in ``docs/attention.md``.
 
 Dimension legend: b batch, h heads, d head dim (padded to the power of two D2 inside the kernel), n audio frames,
 m motion frames, BM query rows / BN key rows per tile. Masks mean True = valid.
 
-Every query stream attends over two *key pairs*: its own stream and the other one. A pair's rule is one of
-
-- ``FULL``  every valid key (audio -> audio, and every pair when ``window=None``);
-- ``ALIGN`` audio query ``i`` -> motion key ``f(i)`` only;
-- ``BAND``  motion query ``j`` -> motion keys ``|j - j'| <= W``;
-- ``XWIN``  motion query ``j`` -> audio keys ``i`` with ``|f(i) - j| <= W``;
-
-with ``f(i) = (i * NUM) // DEN`` evaluated in integers inside the kernel (``NUM / DEN = hop * fps / sr``
-reduced, see :func:`jam_flow.nn.masks.frame_ratio`). A tile's key range is derived from its query rows
-(and, in the backward, a key tile's query range from its keys), so fully masked tiles are never visited; inside a
-tile the exact element rule, the lengths and the per-sample cross-modal switch are applied. Online softmax in fp32
-(FlashAttention-2): the forward stores ``out`` and the row log-sum-exp; the backward recomputes the probabilities
-(one kernel for dq, one for dk/dv per key stream). Inputs may be fp32, fp16 or bf16; fp32 uses IEEE dots.
-
-Runs on the CPU through Triton's interpreter when ``TRITON_INTERPRET=1`` is set before Triton is imported (tests).
+Pair rules: ``FULL`` every valid key, ``ALIGN`` audio ``i`` -> motion ``f(i)``, ``BAND`` ``|j - j'| <= W``,
+``XWIN`` motion ``j`` -> audio ``i`` with ``|f(i) - j| <= W``; ``f(i) = (i * NUM) // DEN`` in integers. Runs on
+the CPU through Triton's interpreter when ``TRITON_INTERPRET=1`` is set before Triton is imported (tests).
 """
 
 from __future__ import annotations
