@@ -29,7 +29,7 @@ def check_window(window: int | None) -> None:
         raise ValueError(f"window must be >= 0 or None, got {window}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # tensors inside: identity, not element-wise, comparison
 class JointLayout:
     """Everything about a joint-attention batch except the projections: ``[b]`` lengths and switches on the
     inputs' device, the frame counts ``n`` / ``m``, the motion window and the frame ratio ``num / den``.
