@@ -169,6 +169,20 @@ class JointDiT(nn.Module):
         """Joint layers are recomputed in backward when either branch checkpoints its activations."""
         return self.audio.checkpoint_activations or self.motion.checkpoint_activations
 
+    def joint_layout(
+        self,
+        sa: AudioState,
+        sm: MotionState,
+        audio_sees_motion: bool | Tensor,
+        motion_sees_audio: bool | Tensor,
+    ) -> JointLayout:
+        """The batch's joint-attention layout (lengths, window, switches, clocks), shared by every joint layer."""
+        n, m = sa.h.shape[1], sm.h.shape[1]
+        return JointLayout.build(
+            sa.key_lens, sm.lens, n, m, self.window, audio_sees_motion, motion_sees_audio,
+            self.sample_rate, self.hop_length, self.fps, device=sa.h.device,
+        )  # fmt: skip
+
     def joint_block(
         self,
         i: int,
@@ -178,9 +192,15 @@ class JointDiT(nn.Module):
         sm: MotionState,
         rope_a: Tensor,
         rope_m: Tensor,
-        layout: JointLayout,
+        audio_sees_motion: bool | Tensor = True,
+        motion_sees_audio: bool | Tensor = True,
+        layout: JointLayout | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Algorithm 1 for layer ``i``: per-branch adaLN and projections around one joint attention."""
+        """Algorithm 1 for layer ``i``: per-branch adaLN and projections around one joint attention.
+
+        ``layout``: the batch's joint layout, built once per forward (None: built here from the switches)."""
+        if layout is None:
+            layout = self.joint_layout(sa, sm, audio_sees_motion, motion_sees_audio)
         block_a, block_m = self.audio.transformer_blocks[i], self.motion.transformer_blocks[i]
         xa, mod_a = block_a.modulate(ha, sa.t)
         xm, mod_m = block_m.modulate(hm, sm.t)
@@ -247,14 +267,11 @@ class JointDiT(nn.Module):
         mode = self.rope_alignment if self.joint_layers else "off"
         pos_a, pos_m = aligned_positions(sa.lens, sm.lens, n, m, mode, self.rate_ratio)
         rope_a, rope_m = self.audio.rope(pos_a), self.motion.rope(pos_m)
-        layout = JointLayout.build(
-            sa.key_lens, sm.lens, n, m, self.window, audio_sees_motion, motion_sees_audio,
-            self.sample_rate, self.hop_length, self.fps, device=audio_x.device,
-        )  # fmt: skip  # once per forward, shared by every joint layer
+        layout = self.joint_layout(sa, sm, audio_sees_motion, motion_sees_audio)  # once per forward
         joint = set(self.joint_layers)
         for i in range(max(self.audio.depth, self.motion.depth)):
             if i in joint:
-                args = (i, sa.h, sm.h, sa, sm, rope_a, rope_m, layout)
+                args = (i, sa.h, sm.h, sa, sm, rope_a, rope_m, audio_sees_motion, motion_sees_audio, layout)
                 if self.checkpoint_activations and torch.is_grad_enabled():
                     sa.h, sm.h = checkpoint(self.joint_block, *args, use_reentrant=False)
                 else:
