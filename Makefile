@@ -7,7 +7,7 @@ TORCH  ?= torch==2.14.1 torchaudio==2.11.0
 DATA   ?= data/synth
 RUN    ?= runs/tiny
 
-.PHONY: setup demo synth train test test-all test-slow lint format bench synth-recipe clean
+.PHONY: setup demo synth train test test-all test-slow lint format bench synth-recipe synth-recipe-audio clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +56,10 @@ bench: setup
 
 synth-recipe: setup
 	$(BIN)/python -m jam_flow.eval.recipe
+
+# The speech recipe (issue 16): held-out-sentence corpora, the CER judge, a 2-hour CPU run, learning curves.
+synth-recipe-audio: setup
+	$(BIN)/python -m jam_flow.eval.recipe_audio
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache

@@ -32,6 +32,11 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "tts | text2av | audio2motion | dub | motion2audio | edit",
     ),
     "evaluate": ("jam_flow.eval.cli", "main", "generate on a held-out split and report sync metrics"),
+    "train-judge": (
+        "jam_flow.eval.judge",
+        "main",
+        "train the intelligibility judge (CTC recogniser) for CER / WER in evaluate",
+    ),
     "render": (
         "jam_flow.render.cli",
         "main",

@@ -2,7 +2,7 @@
 
 Dimension legend: none (argument handling only; see ``eval.evaluate``).
 
-    jam-flow evaluate --ckpt CKPT --data.data_dir DIR --task audio2motion|motion2audio|text2av --out FILE.json
+    jam-flow evaluate --ckpt CKPT --data.data_dir DIR --task audio2motion|motion2audio|dub|text2av --out FILE.json
         [--split test] [--max-clips N] [--nfe 32] [--cfg 2.0] [--guidance joint] [--seed 0] [--tb-dir DIR] ...
 """
 
@@ -87,6 +87,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--lse-crop", default=None, help="face box x0,y0,x1,y1 in the videos (default: whole frame)"
     )
+    p.add_argument(
+        "--judge",
+        default=None,
+        help="judge directory from `jam-flow train-judge` -> cer, wer (+ *_ground_truth) of the generated speech",
+    )
+    p.add_argument(
+        "--pocketsphinx",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="with --judge: also pocketsphinx WER on the vocoded speech (auto: when the package is installed)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress")
     return p
 
@@ -140,6 +151,8 @@ def main(argv: list[str]) -> int:
         syncnet=args.syncnet,
         videos=args.videos,
         lse_crop=args.lse_crop,
+        judge=args.judge,
+        pocketsphinx=args.pocketsphinx,
     )
     result = evaluate(settings)
     out = Path(args.out)

@@ -41,6 +41,7 @@ from jam_flow.eval.metrics import (
     SpeakerSimilarity,
 )
 from jam_flow.eval.signals import speech_envelope
+from jam_flow.eval.speech import intelligibility_metrics, timing_metrics
 from jam_flow.flow.sampler import SamplerSettings
 from jam_flow.inference.bundle import ModelBundle, load_bundle
 
@@ -55,7 +56,7 @@ class EvalSettings:
 
     ckpt: str
     data_dir: str
-    task: Literal["audio2motion", "motion2audio", "text2av"]
+    task: Literal["audio2motion", "motion2audio", "dub", "text2av"]
     split: str = "test"
     max_clips: int | None = None
     nfe: int = 32
@@ -75,6 +76,8 @@ class EvalSettings:
     syncnet: str | None = None
     videos: str | None = None
     lse_crop: str | None = None
+    judge: str | None = None
+    pocketsphinx: Literal["auto", "on", "off"] = "auto"
 
 
 class MouthOpening:
@@ -179,6 +182,8 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
         raise InputError(f"--task: expected one of {', '.join(EVAL_TASKS)}, got {settings.task!r}")
     if settings.batch_size < 1:
         raise InputError(f"--batch-size: expected a positive number of clips, got {settings.batch_size}")
+    if settings.judge is not None and settings.task == "audio2motion":
+        raise InputError("--judge: task audio2motion generates no speech (use dub, motion2audio or text2av)")
     if settings.videos is not None and settings.syncnet is None:
         raise InputError("--videos: LSE needs --syncnet PATH (the syncnet_v2.model checkpoint)")
     try:
@@ -267,7 +272,7 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
         env_key = "ref_env" if settings.task == "audio2motion" else "gen_env"
         metrics.update(offset("gen_open", env_key))
         shuffled.update(offset("gen_open", env_key, perm_open=pi))
-    if settings.task in ("motion2audio", "text2av"):
+    if settings.task in ("motion2audio", "dub", "text2av"):
         metrics["envelope_corr"] = corr("gen_env", "ref_env")
         shuffled["envelope_corr"] = corr("gen_env", "ref_env", pi)
         mel = MelDistance()
@@ -277,9 +282,21 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
             dur.update(torch.tensor([c["gen_mel"].shape[0]]), torch.tensor([c["ref_mel"].shape[0]]))
         metrics.update(mel.compute())
         metrics.update({f"duration_{k}": v for k, v in dur.compute().items()})
-        if settings.task == "motion2audio":
+        if settings.task in ("motion2audio", "dub"):
             metrics.update(offset("ref_open", "gen_env"))
             shuffled.update(offset("ref_open", "gen_env", perm_env=pi))
+            metrics.update(timing_metrics(per_clip, lag))
+        metrics.update(
+            intelligibility_metrics(
+                settings.judge,
+                [bundle.vocab.decode(item["text"].tolist()) for item in items],
+                per_clip,
+                bundle.mel,
+                settings.vocoder,
+                settings.pocketsphinx if settings.judge is not None else "off",
+                settings.device,
+            )
+        )
 
     external = _external_metrics(settings, bundle, items, per_clip)
     metrics.update(external)
@@ -314,7 +331,7 @@ def _external_metrics(
 ) -> dict[str, float]:
     """WER, speaker similarity and LSE when their models are given (generated speech is vocoded for WER / SIM)."""
     out: dict[str, float] = {}
-    speech_task = settings.task in ("motion2audio", "text2av")
+    speech_task = settings.task in ("motion2audio", "dub", "text2av")
     if (settings.asr or settings.speaker_model) and speech_task:
         from torchmetrics.text import WordErrorRate
 
@@ -337,7 +354,7 @@ def _external_metrics(
                 ).numpy()  # same vocoder on both sides: a fair comparison
                 sim.update(spk.embed(gen_wave, sr)[None], spk.embed(ref_wave, sr)[None])
         if asr is not None:
-            out["wer"] = float(wer.compute())
+            out["wer_asr" if settings.judge is not None else "wer"] = float(wer.compute())
         if spk is not None:
             out["speaker_sim"] = float(sim.compute())
     elif settings.asr or settings.speaker_model:

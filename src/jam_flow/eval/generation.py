@@ -13,6 +13,8 @@ Per task (paper §5.2 / cases 1 and 4):
 * ``motion2audio``: the clip's whole motion (mouth + e_rest) is given; the mel is generated for
   ``ceil(m * sr / (hop * fps))`` frames (the task's rule: the smallest mel length with ``m`` motion frames); text
   dropped (case 4).
+* ``dub``: as ``motion2audio`` but the clip's text is given too (paper case 3: motion + text -> speech timed to
+  the lips).
 * ``text2av``: the clip's text is given; mel and mouth motion are generated (case 1, no reference voice). The
   length is the reference clip's (``duration="reference"``) or the tasks' chars-per-second rule
   (``duration="text"``, ``len(utf8) / CHARS_PER_SECOND`` seconds).
@@ -34,8 +36,8 @@ from jam_flow.inference.tasks import CHARS_PER_SECOND
 
 __all__ = ["EVAL_TASKS", "Generated", "generate_batch", "motion_frames_for_mel", "mel_frames_for_motion"]
 
-EVAL_TASKS = ("audio2motion", "motion2audio", "text2av")
-Task = Literal["audio2motion", "motion2audio", "text2av"]
+EVAL_TASKS = ("audio2motion", "motion2audio", "dub", "text2av")
+Task = Literal["audio2motion", "motion2audio", "dub", "text2av"]
 
 
 @dataclass
@@ -110,7 +112,7 @@ def generate_batch(
         motion_known = torch.zeros(b, m, dtype=torch.bool, device=dev)
         rest = _fit(rest_ref, m) if use_rest else torch.zeros(b, m, bundle.motion.rest_dim, device=dev)
         text, drop_text, drop_rest = _dropped_text(b, dev), True, not use_rest
-    elif task == "motion2audio":
+    elif task in ("motion2audio", "dub"):
         m_len = m_mask.sum(1)
         n_len = mel_frames_for_motion(bundle, m_len)
         n, m = int(n_len.max()), ref_exp.shape[1]
@@ -118,7 +120,8 @@ def generate_batch(
         audio_cond = torch.zeros(b, n, c, device=dev)
         audio_known = torch.zeros(b, n, dtype=torch.bool, device=dev)
         motion_cond, motion_known = mouth_ref * m_mask[..., None], m_mask
-        rest, text, drop_text, drop_rest = rest_ref, _dropped_text(b, dev), True, False
+        rest, drop_rest, drop_text = rest_ref, False, task == "motion2audio"
+        text = _dropped_text(b, dev) if drop_text else batch["text"].to(dev)
     else:  # text2av
         text = batch["text"].to(dev)
         if duration == "reference":

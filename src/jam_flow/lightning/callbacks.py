@@ -48,6 +48,11 @@ class ValidationMedia(L.Callback):
         prompt_frac: fraction of each clip given as the reference.
         vocoder_path: local Vocos directory; None: the Griffin-Lim fallback (jam_flow.data.vocoder).
         seed: noise seed of the sampler (the same noise every validation, so the images are comparable).
+        judge_path: intelligibility judge directory (``jam-flow train-judge``); when set, the first
+            ``judge_clips`` validation clips are generated from their text alone (text -> speech + motion, no
+            prompt) and the judge's CER is logged as ``val/cer``, with ``val/cer_ground_truth`` (the judge on the
+            clips' own mel) beside it. Independent of ``num_clips``.
+        judge_clips: validation clips scored by the judge.
     """
 
     def __init__(
@@ -61,6 +66,8 @@ class ValidationMedia(L.Callback):
         prompt_frac: float = 0.3,
         vocoder_path: str | None = None,
         seed: int = 0,
+        judge_path: str | None = None,
+        judge_clips: int = 4,
     ) -> None:
         super().__init__()
         if not 0.0 <= prompt_frac < 1.0:
@@ -73,6 +80,13 @@ class ValidationMedia(L.Callback):
         self.seed = seed
         self._vocoder = None
         self._runs = 0
+        self.judge_path = judge_path
+        self.judge_clips = judge_clips
+        self._judge = None
+        if judge_path is not None:
+            from jam_flow.models.judge import load_judge
+
+            self._judge = load_judge(judge_path)  # fails at start-up, not after the first epoch
 
     def _get_vocoder(self, mel_settings):
         if self._vocoder is None:
@@ -99,7 +113,7 @@ class ValidationMedia(L.Callback):
             raise InputError(str(err)) from err
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or self.num_clips <= 0:
+        if trainer.sanity_checking or (self.num_clips <= 0 and self._judge is None):
             return
         self._runs += 1
         if (self._runs - 1) % self.every_n_epochs or not trainer.is_global_zero:
@@ -107,6 +121,13 @@ class ValidationMedia(L.Callback):
         batch = getattr(pl_module, "val_batch", None)
         writer = getattr(trainer.logger, "experiment", None) if trainer.logger is not None else None
         if batch is None or writer is None or not hasattr(writer, "add_figure"):
+            return
+        if self._judge is not None and pl_module.stage != "stage1_motion":
+            with torch.no_grad():
+                scores = self.judge_cer(pl_module, batch)
+            for name, value in scores.items():
+                writer.add_scalar(f"val/{name}", value, global_step=int(trainer.global_step))
+        if self.num_clips <= 0:
             return
         with torch.no_grad():
             media = self.generate(pl_module, batch)
@@ -164,6 +185,45 @@ class ValidationMedia(L.Callback):
             media["motion_mask"] = fb.motion_mask.cpu()
             media["motion_known"] = cond.motion_known.cpu()
         return media
+
+    def judge_cer(self, pl_module: Any, batch: dict[str, Any]) -> dict[str, float]:
+        """Generate the first ``judge_clips`` clips from their text alone (the text2av layout of ``jam-flow
+        evaluate``: nothing given but the text; e_rest dropped) and score them with the judge."""
+        from torchmetrics.text import CharErrorRate
+
+        from jam_flow.models.judge import judge_text
+
+        k = min(self.judge_clips, batch["mel"].shape[0])
+        dev = pl_module.device
+        sub = {key: (v[:k].to(dev) if isinstance(v, Tensor) else v) for key, v in batch.items()}
+        fb = pl_module.flow_batch(sub)
+        none_a = torch.zeros_like(fb.audio_mask)
+        cond = JointConditions(
+            audio_cond=torch.zeros_like(fb.audio), audio_known=none_a, text=fb.text, audio_mask=fb.audio_mask
+        )
+        if fb.motion is not None:
+            cond.motion_cond = torch.zeros_like(fb.motion)
+            cond.motion_known = torch.zeros_like(fb.motion_mask)
+            cond.motion_rest = fb.motion_rest
+            cond.motion_mask = fb.motion_mask
+            cond.drop_rest = True
+        was_training = pl_module.ema.model.training
+        pl_module.ema.model.eval()
+        out = sample(
+            pl_module.ema_forward_fn, cond, self.settings, generator=torch.Generator().manual_seed(self.seed)
+        )
+        pl_module.ema.model.train(was_training)
+        mel_gen = pl_module.mel_from_model(out.audio).float().cpu()
+        vocab = (pl_module.data_meta or {}).get("vocab") or []
+        lengths = fb.audio_mask.sum(1).tolist()
+        texts = [judge_text("".join(vocab[i] for i in row[row >= 0].tolist())) for row in sub["text"].cpu()]
+        gen = [mel_gen[i, : int(n)] for i, n in enumerate(lengths)]
+        ref = [sub["mel"][i, : int(n)].float().cpu() for i, n in enumerate(lengths)]
+        judge = self._judge.to(dev) if self._judge is not None else None
+        return {
+            "cer": float(CharErrorRate()([judge_text(t) for t in judge.transcribe(gen)], texts)),
+            "cer_ground_truth": float(CharErrorRate()([judge_text(t) for t in judge.transcribe(ref)], texts)),
+        }
 
     # ------------------------------------------------------------------------------------------------ logging
     def log_media(self, writer: Any, media: dict[str, Tensor | None], pl_module: Any, step: int) -> None:
