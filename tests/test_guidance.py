@@ -122,3 +122,42 @@ def test_validation_sampler_refuses_an_untrained_guidance_mode(mode):
     with pytest.raises(InputError, match=rf"guidance mode '{mode}'.*dropout\.{field} = 0"):
         ValidationMedia(num_clips=1, guidance=mode).setup(None, module, "fit")
     ValidationMedia(num_clips=0, guidance=mode).setup(None, module, "fit")  # media off: nothing to refuse
+
+
+def test_layout_rates_match_the_scenario_sampler():
+    """layout_rate is what sample_masks draws: empirical layout frequencies over 20 000 stage2.yaml draws."""
+    from jam_flow.features import audio_to_motion_frame
+    from jam_flow.flow.masking import sample_masks
+
+    model = _stage2()
+    masking, dropout = MaskConfig(**model["masking"]), DropoutConfig(**model["dropout"])
+    b, n, m = 20_000, 120, 32
+    a_len = torch.randint(30, n + 1, (b,), generator=torch.Generator().manual_seed(1))
+    m_len = audio_to_motion_frame(a_len - 1) + 1
+    masks = sample_masks(a_len, n, m_len, m, masking, torch.Generator().manual_seed(2))
+
+    def states(gen, lens, hidden):
+        count = gen.sum(1)
+        return [
+            "given" if not h else ("generated" if c == ln else "partial")
+            for c, ln, h in zip(count.tolist(), lens.tolist(), hidden.tolist(), strict=True)
+        ]
+
+    pairs = list(
+        zip(
+            states(masks.audio_gen, a_len, masks.audio_hidden),
+            states(masks.motion_gen, m_len, masks.motion_hidden),
+            strict=True,
+        )
+    )
+
+    def got(layout):
+        return sum(p == layout for p in pairs) / b
+
+    layouts = {layout for layouts in TASK_LAYOUTS.values() for layout in layouts if layout[1] != "absent"}
+    shifting = {("partial", "partial"), ("partial", "generated")}  # aligned spans: see layout_rate
+    for layout in layouts - shifting:
+        assert abs(got(layout) - layout_rate(layout, masking, dropout)) < 0.01, (layout, got(layout))
+    assert got(("partial", "generated")) > layout_rate(("partial", "generated"), masking, dropout) - 0.01
+    both = sum(got(x) - layout_rate(x, masking, dropout) for x in shifting)
+    assert abs(both) < 0.01

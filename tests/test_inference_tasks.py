@@ -82,6 +82,16 @@ CLI_CASES = {
 }
 
 
+def test_cli_guidance_mode_reaches_the_record(env, tmp_path):
+    out = tmp_path / "f5"
+    assert (
+        _generate(env, out, "--task", "audio2motion", "--guidance", "f5", *CLI_CASES["audio2motion"](env))
+        == 0
+    )
+    info = json.loads((out / "motion.json").read_text())
+    assert info["guidance"] == info["guidance_used"] == "f5"
+
+
 @pytest.mark.parametrize("task", list(CLI_CASES))
 def test_cli_task_writes_its_files(env, task, tmp_path, capsys):
     out = tmp_path / task
@@ -89,9 +99,13 @@ def test_cli_task_writes_its_files(env, task, tmp_path, capsys):
     assert (out / "audio.wav").is_file() and sf.info(str(out / "audio.wav")).samplerate == 24000
     if task == "tts":
         assert not (out / "motion.npy").exists() and not (out / "preview.mp4").exists()
+        # no motion stream: guidance "joint" (the default) falls back to F5-TTS's and the record says so
+        record = json.loads((out / "generation.json").read_text())
+        assert record["guidance"] == "joint" and record["guidance_used"] == "f5" and record["seed"] == 3
         return
     motion = np.load(out / "motion.npy")
     info = json.loads((out / "motion.json").read_text())
+    assert info["guidance"] == info["guidance_used"] == "joint"
     assert motion.ndim == 3 and motion.shape[1:] == (21, 3) and motion.dtype == np.float32
     assert info["fps"] == 25 and info["num_frames"] == motion.shape[0] and info["task"] == task
     assert info["seed"] == 3 and info["nfe"] == 2 and info["mouth_indices"] == [14, 17, 19, 20]

@@ -44,7 +44,8 @@ class MelSettings:
 
 # LivePortrait expression keypoints that carry mouth articulation. LP's own lip list is [6, 12, 14, 17, 19, 20];
 # 6 and 12 are exactly zero in LP's closed-mouth reference and have the smallest variance, leaving 4 keypoints,
-# which matches the paper's e_mouth in R^{T x 4 x 3} (paper section 3.1). See docs/choices.md.
+# which matches the paper's e_mouth in R^{T x 4 x 3} (paper section 3.1).
+# See docs/architecture.md, "Choices where the paper is silent".
 DEFAULT_MOUTH_INDICES: tuple[int, ...] = (14, 17, 19, 20)
 
 

@@ -14,16 +14,21 @@ Per sample we draw
    both"): ``MOTION_ONLY`` / ``AUDIO_ONLY`` / ``BOTH`` with configurable probabilities. A stream that is not hidden
    gets an empty span (its loss weight is 0 for that sample) and is fully given to the network;
 2. an F5-TTS-style random span per hidden stream: ``frac ~ U(frac_min, frac_max)`` of the clip's valid length,
-   ``length = floor(frac * len)``, ``start = floor((len - length) * u)``;
-3. conditioning dropout flags (appendix A): ``drop_audio_cond`` 0.1, ``drop_motion_cond`` 0.1, ``drop_text`` 0.2,
-   ``drop_rest`` 0.8 and joint-attention dropout 0.1, which switches off *both* cross-modal directions of that
-   sample (``audio_sees_motion = motion_sees_audio = False``) to learn the unconditional branch used by CFG.
+   ``length = floor(frac * len)``, ``start = floor((len - length) * u)``, or, at ``p_whole_audio`` /
+   ``p_whole_motion``, the whole stream (a span of fraction < 1 always leaves a given frame, so the layouts with no
+   given frame, e.g. ``audio2motion``, need this draw);
+3. conditioning dropout (appendix A, :class:`DropoutConfig`): independent availability drops (``drop_audio_cond``
+   0.1, ``drop_motion_cond`` 0.1, ``drop_text`` 0.2, ``drop_rest`` 0.8) and one exclusive guidance configuration
+   (``joint_attention`` 0.1, ``f5`` 0.2, ``all`` 0), applied to the sample's hidden streams by the function the
+   sampler uses for its unconditional pass (:func:`jam_flow.flow.guidance.unconditional_flags`).
 
 When both streams are hidden and ``span_alignment="aligned"`` (default) the motion span covers exactly the time
 region of the audio span through the exact frame mapping ``audio_to_motion_frame`` (``(4 i) // 15`` at 24 kHz,
-hop 256, 25 fps): audio frames ``[s, e)`` -> motion frames ``[a2m(s), a2m(e - 1) + 1)``. The inference tasks
-(``text2av`` with a reference, ``edit``) hide one time region in both streams, so training on aligned regions
-matches them; ``"independent"`` draws a separate span for motion (F5-style) and is kept for ablations.
+hop 256, 25 fps): audio frames ``[s, e)`` -> motion frames ``[a2m(s), a2m(e - 1) + 1)``, the layout of ``edit``
+with both streams; ``"independent"`` draws a separate span for motion (F5-style) and is kept for ablations.
+``text2av`` with a reference voice hides the whole motion but only part of the audio (case 2): that layout comes
+from the whole-motion draw. :func:`layout_rate` states the training rate of each task's layout
+(``jam_flow.inference.tasks.TASK_LAYOUTS``).
 
 Every draw uses an explicit ``torch.Generator`` (CPU) so a run is reproducible and resumable.
 """
@@ -281,7 +286,9 @@ def layout_rate(layout: tuple[str, str], masking: MaskConfig, dropout: DropoutCo
     JointDiT runs as audio with its joint attention off; training shows it whenever the ``joint_attention``
     configuration switches off the joint attention of a hidden audio stream, RoPE positions of the audio being
     the standalone ones). Availability drops (e.g. ``cond_motion``) that also empty a stream's conditioning are
-    not counted: this is the rate stated by the scenario sampler itself."""
+    not counted: this is the rate of the scenario sampler's explicit draws. With aligned spans a partial audio span
+    near the clip's ends can still cover every motion frame (the motion clock is 3.75x coarser), which moves a few
+    percent from ``(partial, partial)`` to ``(partial, generated)``: the latter's rate is a lower bound."""
     audio, motion = layout
     if audio not in LAYOUT_STATES[:3] or motion not in LAYOUT_STATES:
         raise ValueError(f"layout: expected (audio, motion) states from {LAYOUT_STATES}, got {layout}")
@@ -302,12 +309,16 @@ def layout_rate(layout: tuple[str, str], masking: MaskConfig, dropout: DropoutCo
             p * state(code != MOTION_ONLY, masking.p_whole_audio, audio) for code, p in scen.items()
         )
         return p_audio * dropout.joint_attention if audio != "given" else 0.0
-    return sum(
-        p
-        * state(code != MOTION_ONLY, masking.p_whole_audio, audio)
-        * state(code != AUDIO_ONLY, masking.p_whole_motion, motion)
-        for code, p in scen.items()
-    )
+    total_rate = 0.0
+    for code, p in scen.items():
+        p_audio = state(code != MOTION_ONLY, masking.p_whole_audio, audio)
+        p_motion = state(code != AUDIO_ONLY, masking.p_whole_motion, motion)
+        if code == BOTH and masking.span_alignment == "aligned":
+            # a whole audio span aligns to the whole motion; otherwise the whole-motion coin decides
+            if audio == "generated":
+                p_motion = 1.0 if motion == "generated" else 0.0
+        total_rate += p * p_audio * p_motion
+    return total_rate
 
 
 def sample_scenarios(b: int, cfg: MaskConfig, generator: torch.Generator | None = None) -> Tensor:

@@ -1,4 +1,5 @@
-"""Output writers: ``audio.wav``, ``motion.npy`` + ``motion.json`` and a keypoint ``preview.mp4`` (PyAV).
+"""Output writers: ``audio.wav``, ``motion.npy`` + ``motion.json`` (``generation.json`` without motion) and a
+keypoint ``preview.mp4`` (PyAV).
 
 Dimension legend: s audio samples, m motion frames, k keypoints (21), H/W preview height/width in pixels.
 
@@ -70,7 +71,14 @@ NEUTRAL_KP = np.array(
 )
 
 # every file `jam-flow generate` may write into --out; a folder holding only these is one it wrote
-OUTPUT_FILES = ("audio.wav", "motion.npy", "motion.json", "preview.mp4", "talking_head.mp4")
+OUTPUT_FILES = (
+    "audio.wav",
+    "motion.npy",
+    "motion.json",
+    "generation.json",
+    "preview.mp4",
+    "talking_head.mp4",
+)
 SAMPLING_CAUSES = (
     "a checkpoint with NaN/inf weights (a diverged training run: look at its loss curve), an extreme guidance "
     "scale (--cfg / --audio-cfg / --motion-cfg) or extreme input values"
