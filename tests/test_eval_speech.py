@@ -320,3 +320,20 @@ def test_project_steps_solves_the_log_linear_fit():
     )  # not falling: no projection
     assert project_steps(steps[:2], values[:2], 0.5)["steps_needed"] is None
     assert project_steps(steps, values, target=0.95)["steps_needed"] == 1000  # already reached
+
+
+def test_evaluate_with_judge_and_vocoder_reports_the_vocoded_pair(
+    tmp_path, toy_data, tiny_export, trained_judge
+):
+    from jam_flow.inference.testing import vocos_config, write_random_vocos
+
+    vocos = tmp_path / "vocos"
+    write_random_vocos(vocos, vocos_config())
+    out = tmp_path / "r.json"
+    argv = ["evaluate", "--ckpt", str(tiny_export), "--data.data_dir", str(toy_data), "--task", "text2av"]
+    argv += ["--split", "train", "--max-clips", "2", "--nfe", "2", "--judge", str(trained_judge[0])]
+    argv += ["--vocoder", str(vocos), "--pocketsphinx", "off", "--out", str(out)]
+    assert cli_main(argv) == 0
+    metrics = json.loads(out.read_text())["metrics"]
+    for key in ("cer", "wer", "cer_vocoded", "wer_vocoded"):
+        assert metrics[key] >= 0.0 and metrics[f"{key}_ground_truth"] >= 0.0

@@ -127,6 +127,14 @@ def _checkpoints(run: Path) -> dict[int, Path]:
 def _train(args: argparse.Namespace, config: Path, run: Path) -> dict[str, Any]:
     cmd = [*_jam_flow(), "fit", "--config", _rel(config), "--data.data_dir", str(args.data_dir)]
     cmd += ["--trainer.default_root_dir", str(run), "--progress_bar.refresh_rate", "0"]
+    cmd += [
+        "--media.judge_path",
+        str(Path(args.runs_dir) / "judge"),
+        "--media.judge_clips",
+        "4",
+        "--media.nfe",
+        "16",
+    ]
     if args.max_time:
         cmd += ["--trainer.max_time", args.max_time]
     info_path = run / "train_info.json"
@@ -263,6 +271,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--no-train", action="store_true", help="start no training: use the checkpoints written so far"
     )
+    p.add_argument(
+        "--curve-only",
+        action="store_true",
+        help="evaluate the learning-curve checkpoints only (no final numbers)",
+    )
     p.add_argument("--judge-steps", type=int, default=1500, help="train-judge --steps")
     p.add_argument("--judge-minutes", type=float, default=30.0, help="train-judge --max-minutes")
     p.add_argument("--eval-clips", type=int, default=32, help="held-out clips of the final evaluation")
@@ -330,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             for task in CURVE_TASKS
         }
     final: dict[str, Any] = {}
-    if ckpts:
+    if ckpts and not args.curve_only:
         last = max(ckpts)
         for task in FINAL_TASKS:
             res = _evaluate(
