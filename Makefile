@@ -22,6 +22,9 @@ setup: $(BIN)/.installed
 demo: setup
 	test -f $(DATA)/manifest.jsonl || $(BIN)/jam-flow synth-corpus --out $(DATA) --n-clips 300 --seed 0
 	$(BIN)/jam-flow fit --config configs/tiny.yaml --data.data_dir $(DATA) --trainer.default_root_dir $(RUN)
+	@CKPT=$$(ls -td $(RUN)/lightning_logs/version_*/checkpoints/last.ckpt | head -1); \
+	echo; echo "Trained: $$CKPT. Open the web demo (every task, in the browser) with:"; \
+	echo "  $(BIN)/jam-flow demo --ckpt $$CKPT --port 7860    # then visit http://127.0.0.1:7860"
 
 synth: setup
 	$(BIN)/jam-flow synth-corpus --out $(DATA) --n-clips 1000 --seed 0

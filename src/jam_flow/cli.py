@@ -42,6 +42,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "render a talking head with LivePortrait from generated motion",
     ),
+    "demo": ("jam_flow.demo", "main", "a web page (Gradio) with every task of one model"),
 }
 
 

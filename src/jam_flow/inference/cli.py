@@ -44,7 +44,7 @@ TASK_HELP = {
 }
 
 # the options each task accepts besides the common ones; anything else is refused so a typo is not silently ignored
-_TASK_OPTIONS = {
+TASK_OPTIONS = {
     "tts": {"text", "ref_audio", "ref_text", "duration"},
     "text2av": {"text", "ref_audio", "ref_text", "duration"},
     "audio2motion": {"audio", "motion", "text"},
@@ -52,7 +52,7 @@ _TASK_OPTIONS = {
     "motion2audio": {"motion", "ref_audio", "ref_text"},
     "edit": {"audio", "motion", "text", "edit_start", "edit_end", "edit_streams"},
 }
-_REQUIRED = {
+REQUIRED_OPTIONS = {
     "tts": ("text", "ref_audio"),
     "text2av": ("text",),
     "audio2motion": ("audio",),
@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _check_args(args: argparse.Namespace) -> None:
     task = args.task
-    for name in _REQUIRED[task]:
+    for name in REQUIRED_OPTIONS[task]:
         if getattr(args, name) is None:
             raise InputError(f"--{name.replace('_', '-')}: required for --task {task}")
     for name in (
@@ -161,7 +161,7 @@ def _check_args(args: argparse.Namespace) -> None:
         "edit_end",
         "edit_streams",
     ):
-        if getattr(args, name) is not None and name not in _TASK_OPTIONS[task]:
+        if getattr(args, name) is not None and name not in TASK_OPTIONS[task]:
             raise InputError(f"--{name.replace('_', '-')}: not used by --task {task} ({TASK_HELP[task]})")
     for name in ("ref_audio", "audio", "motion", "source"):
         path = getattr(args, name)
@@ -214,12 +214,39 @@ def _render(args: argparse.Namespace, paths: dict[str, Path], out_dir: Path) -> 
     return out_path
 
 
-def main(argv: list[str]) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    """Parse and check ``jam-flow generate`` arguments; a bad one raises ``InputError`` (one line)."""
+    args = build_parser().parse_args(argv)
     _check_args(args)
+    return args
 
+
+def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    # the whole output set is written into a temporary sibling of --out (created now, so an unwritable --out fails
+    # before any work) and swapped in only when complete: a failure leaves --out as it was
+    with replace_dir(args.out, args.overwrite, outputs_owned) as tmp:
+        from jam_flow.data.vocoder import load_vocoder
+        from jam_flow.inference.bundle import load_bundle
+
+        bundle = load_bundle(args.ckpt, device=args.device)
+        # a given vocoder is loaded now, so a bad directory fails before sampling; without one the tasks fall back
+        # to Griffin-Lim (with its warning) only once they have speech to decode
+        vocoder = (
+            load_vocoder(args.vocoder, bundle.mel, device=args.device) if args.vocoder is not None else None
+        )
+        _, paths = run_task(args, bundle, vocoder, tmp)
+    for name, path in paths.items():
+        print(f"{name}: {args.out / path.relative_to(tmp)}")
+    return 0
+
+
+def run_task(args: argparse.Namespace, bundle, vocoder, out_dir: Path):
+    """Run the task of checked ``args`` (:func:`parse_args`) on a loaded ``bundle`` [+ ``vocoder``] and write its
+    files into ``out_dir``. Returns ``(GenerationResult, {name: path})``. Shared by ``jam-flow generate`` and
+    ``jam-flow demo``."""
     from jam_flow.flow.sampler import SamplerSettings
+    from jam_flow.inference import tasks
 
     settings = SamplerSettings(
         nfe=args.nfe,
@@ -230,24 +257,6 @@ def main(argv: list[str]) -> int:
         motion_cfg=args.motion_cfg,
         guidance=args.guidance,
     )
-    # the whole output set is written into a temporary sibling of --out (created now, so an unwritable --out fails
-    # before any work) and swapped in only when complete: a failure leaves --out as it was
-    with replace_dir(args.out, args.overwrite, outputs_owned) as tmp:
-        paths = _generate(args, settings, tmp)
-    for name, path in paths.items():
-        print(f"{name}: {args.out / path.relative_to(tmp)}")
-    return 0
-
-
-def _generate(args: argparse.Namespace, settings, out_dir: Path) -> dict[str, Path]:
-    from jam_flow.data.vocoder import load_vocoder
-    from jam_flow.inference import tasks
-    from jam_flow.inference.bundle import load_bundle
-
-    bundle = load_bundle(args.ckpt, device=args.device)
-    # a given vocoder is loaded now, so a bad directory fails before sampling; without one the tasks fall back to
-    # Griffin-Lim (with its warning) only once they have speech to decode
-    vocoder = load_vocoder(args.vocoder, bundle.mel, device=args.device) if args.vocoder is not None else None
     common = {"settings": settings, "seed": args.seed}
     if args.task in ("tts", "text2av"):
         speak = tasks.tts if args.task == "tts" else tasks.text2av  # the same arguments
@@ -290,4 +299,4 @@ def _generate(args: argparse.Namespace, settings, out_dir: Path) -> dict[str, Pa
     rendered = _render(args, paths, out_dir)
     if rendered is not None:
         paths["talking_head"] = rendered
-    return paths
+    return result, paths

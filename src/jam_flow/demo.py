@@ -1,0 +1,498 @@
+"""``jam-flow demo``: a Gradio page with one tab per JAM-Flow task, on top of the ``jam-flow generate`` code path.
+
+Dimension legend: n mel frames (93.75 / s), c mel channels (100), m motion frames (25 / s), k keypoints (21).
+Masks: True = valid (none are built here).
+
+    jam-flow demo --ckpt CKPT_OR_EXPORT [--vocoder DIR] [--liveportrait DIR --source IMG]
+        [--motion-extractor PTH_OR_LP_DIR] [--host 127.0.0.1] [--port 7860] [--device cpu|cuda] [--out DIR]
+
+Every request is turned into the argument list of ``jam-flow generate`` and goes through the same parser, checks
+and task dispatch (:func:`jam_flow.inference.cli.parse_args` / :func:`~jam_flow.inference.cli.run_task`), so a bad
+input shows the very line the CLI prints (``error: ...``), in the page, and the app keeps serving. The model,
+vocoder and motion extractor are loaded once; requests run one at a time (one model), and the progress bar counts
+the network evaluations of the sampler. Each request writes the files of ``jam-flow generate`` (plus the two plots)
+to its own folder under ``--out`` (default: a temporary folder), offered for download in the page.
+
+Layer: top (beside :mod:`jam_flow.cli`); Gradio is an optional extra (``pip install 'jam-flow[demo]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import itertools
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from jam_flow.errors import InputError
+from jam_flow.inference import cli as generate_cli
+from jam_flow.inference.tasks import TASKS
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TAB_HELP", "build_app", "request_argv", "run_request", "main"]
+
+TAB_HELP = {
+    "tts": "Text + a reference voice → speech (the audio branch alone, F5-TTS inference).",
+    "text2av": "Text [+ a reference voice] → speech and lip motion together (paper cases 1-2).",
+    "audio2motion": "Speech → lip motion [+ the other keypoints from a motion file, + transcript].",
+    "dub": "Given lip motion + new text [+ reference voice] → speech timed to the motion (case 3).",
+    "motion2audio": "Lip motion alone [+ reference voice] → plausible speech, no text (case 4).",
+    "edit": "Regenerate [start, end) seconds of a clip in its speech, its motion or both.",
+}
+# the widgets of each option, in page order (labels name the CLI option the value goes to)
+_ORDER = (
+    "text",
+    "ref_audio",
+    "ref_text",
+    "audio",
+    "motion",
+    "duration",
+    "edit_start",
+    "edit_end",
+    "edit_streams",
+)
+_OUTPUT_FILES = ("audio", "motion", "motion_json", "preview", "talking_head", "mel_plot", "mouth_plot")
+
+
+# ---------------------------------------------------------------------------------------------------- requests
+def _motion_file(files: list[str] | str | None, folder: Path) -> Path | None:
+    """Copy uploaded motion files into ``folder`` so ``motion.npy`` finds its ``motion.json`` sidecar (fps).
+
+    Accepts one ``.npy`` [m, k, 3] (+ optionally its ``.json``) or one dataset clip ``.npz``."""
+    if not files:
+        return None
+    files = [files] if isinstance(files, (str, Path)) else list(files)
+    arrays = [Path(f) for f in files if Path(f).suffix in (".npy", ".npz")]
+    sidecars = [Path(f) for f in files if Path(f).suffix == ".json"]
+    if len(arrays) != 1 or len(sidecars) > 1 or len(arrays) + len(sidecars) != len(files):
+        names = ", ".join(Path(f).name for f in files)
+        raise InputError(f"--motion: give one motion .npy (+ its .json) or one clip .npz, got {names}")
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / f"motion{arrays[0].suffix}"
+    shutil.copyfile(arrays[0], target)
+    if sidecars:
+        shutil.copyfile(sidecars[0], target.with_suffix(".json"))
+    return target
+
+
+def _extract_motion(video: str, folder: Path, extractor: Any, device: str) -> Path:
+    """Motion of a talking-face video with the ``jam-flow preprocess`` pipeline; returns the clip ``.npz``."""
+    from jam_flow.data.preprocess import ClipFailure, PreprocessConfig, process_clip
+    from jam_flow.data.sources import SourceClip
+
+    model, detector, weights = extractor
+    (folder / "clips").mkdir(parents=True, exist_ok=True)
+    src = SourceClip(id="video", path=Path(video), split="test", speaker="demo", text="")
+    try:
+        record = process_clip(
+            src, folder, PreprocessConfig(motion_extractor=weights, device=device), model, detector
+        )
+    except ClipFailure as err:
+        raise InputError(f"--motion: video {Path(video).name}: {err}") from err
+    return folder / record.features
+
+
+def request_argv(task: str, fields: dict[str, Any], out_dir: Path, ckpt: Path, device: str) -> list[str]:
+    """The ``jam-flow generate`` arguments of one request. ``fields`` holds option names (``text``, ``ref_audio``,
+    ``nfe``, ``cfg``, ``seed``, ...) -> values; empty values (None, "") are left out, as on a command line."""
+    argv = ["--task", task, "--ckpt", str(ckpt), "--out", str(out_dir), "--device", device]
+    for name, value in fields.items():
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        if isinstance(value, float) and value.is_integer() and name in ("nfe", "seed"):
+            value = int(value)  # a number box returns floats
+        argv += [f"--{name.replace('_', '-')}", str(value)]
+    return argv
+
+
+@contextmanager
+def _count_evaluations(model: torch.nn.Module, total: int, report: Callable[[int, int], None] | None):
+    """Call ``report(done, total)`` after each forward of ``model`` (one per sampler evaluation)."""
+    if report is None:
+        yield
+        return
+    counter = itertools.count(1)
+
+    def hook(*_: Any) -> None:  # returns None: the model's output is left as it is
+        report(min(next(counter), total), total)
+
+    handle = model.register_forward_hook(hook)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _plots(result: Any, out_dir: Path) -> dict[str, Path]:
+    """``mel.png`` (the output speech's log-mel) and ``mouth.png`` (mouth keypoints over time), when present."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    paths: dict[str, Path] = {}
+    if result.mel is not None:
+        mel = result.mel.float().numpy()  # [n, c]
+        fig, ax = plt.subplots(figsize=(8, 2.6))
+        seconds = mel.shape[0] / (result.sample_rate / 256)
+        ax.imshow(
+            mel.T, origin="lower", aspect="auto", interpolation="none", extent=(0, seconds, 0, mel.shape[1])
+        )
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("mel bin")
+        ax.set_title("log-mel of the output speech")
+        fig.tight_layout()
+        paths["mel_plot"] = out_dir / "mel.png"
+        fig.savefig(paths["mel_plot"], dpi=80)
+        plt.close(fig)
+    if result.motion is not None:
+        exp = np.asarray(result.motion)  # [m, k, 3]
+        t = np.arange(exp.shape[0]) / result.fps
+        fig, axes = plt.subplots(1, 3, figsize=(8, 2.6), sharex=True)
+        for axis, ax in enumerate(axes):
+            for kp in result.mouth_indices:
+                ax.plot(t, exp[:, kp, axis], linewidth=1.2, label=f"kp {kp}")
+            ax.set_title(f"mouth keypoints: {'xyz'[axis]}")
+            ax.set_xlabel("seconds")
+        axes[0].legend(fontsize=6)
+        fig.tight_layout()
+        paths["mouth_plot"] = out_dir / "mouth.png"
+        fig.savefig(paths["mouth_plot"], dpi=80)
+        plt.close(fig)
+    return paths
+
+
+class DemoRunner:
+    """What the page needs besides the widgets: the loaded model and the generate code path."""
+
+    def __init__(
+        self,
+        bundle: Any,
+        vocoder: Any = None,
+        liveportrait: str | Path | None = None,
+        source: str | Path | None = None,
+        motion_extractor: str | Path | None = None,
+        out_root: str | Path | None = None,
+    ) -> None:
+        if (liveportrait is None) != (source is None):
+            raise InputError("--source / --liveportrait: give both to render a talking head, or neither")
+        if vocoder is None:  # Griffin-Lim, loaded (and warned about) once rather than per request
+            from jam_flow.data.vocoder import load_vocoder
+
+            vocoder = load_vocoder(None, bundle.mel)
+        self.bundle, self.vocoder = bundle, vocoder
+        self.liveportrait = Path(liveportrait) if liveportrait else None
+        self.source = Path(source) if source else None
+        self.device = str(bundle.device)
+        self.out_root = Path(out_root) if out_root else Path(tempfile.mkdtemp(prefix="jam-flow-demo-"))
+        self.out_root.mkdir(parents=True, exist_ok=True)
+        self._count = itertools.count(1)
+        extractor_path = motion_extractor or liveportrait
+        self.extractor = None
+        if extractor_path is not None:
+            from jam_flow.liveportrait import load_motion_extractor
+            from jam_flow.liveportrait.face import FaceDetector
+
+            model = load_motion_extractor(extractor_path, self.device)
+            self.extractor = (model, FaceDetector(None), str(extractor_path))
+
+    @property
+    def can_render(self) -> bool:
+        return self.liveportrait is not None
+
+    def run(
+        self, task: str, fields: dict[str, Any], report: Callable[[int, int], None] | None = None
+    ) -> dict[str, Path]:
+        """Run one request; returns the written files by name. Bad input raises ``InputError``."""
+        if task not in TASKS:
+            raise InputError(f"--task: expected one of {', '.join(TASKS)}, got {task!r}")
+        fields = dict(fields)
+        out_dir = self.out_root / f"{next(self._count):04d}-{task}"
+        video = fields.pop("video", None)
+        motion = _motion_file(fields.pop("motion", None), out_dir / "inputs")
+        if video and motion is not None:
+            raise InputError("--motion: give a motion file or a video, not both")
+        if video:
+            if self.extractor is None:
+                raise InputError(
+                    "--motion: a video needs a motion extractor (start the demo with --liveportrait)"
+                )
+            motion = _extract_motion(video, out_dir / "inputs", self.extractor, self.device)
+        fields["motion"] = str(motion) if motion is not None else None
+        produces_av = task != "tts" and not (task == "edit" and motion is None)
+        if self.can_render and produces_av:
+            fields.update(source=str(self.source), liveportrait=str(self.liveportrait))
+        args = generate_cli.parse_args(request_argv(task, fields, out_dir, self.bundle.source, self.device))
+        with _count_evaluations(self.bundle.model, args.nfe, report):
+            result, paths = generate_cli.run_task(args, self.bundle, self.vocoder, out_dir)
+        paths.update(_plots(result, out_dir))
+        return paths
+
+
+def run_request(
+    runner: DemoRunner, task: str, fields: dict[str, Any], report=None
+) -> tuple[str, dict[str, Path]]:
+    """``(status line, files)``: the CLI's ``error: ...`` line and no files when the input is bad."""
+    t0 = time.perf_counter()
+    try:
+        paths = runner.run(task, fields, report)
+    except InputError as err:
+        return f"error: {err}", {}
+    return f"done in {time.perf_counter() - t0:.1f} s: {', '.join(p.name for p in paths.values())}", paths
+
+
+# ---------------------------------------------------------------------------------------------------- the page
+def _guidance_option() -> tuple[list[str], str | None] | None:
+    """``(choices, default)`` of ``jam-flow generate --guidance`` when this version has that option, else None."""
+    for action in generate_cli.build_parser()._actions:
+        if action.dest == "guidance" and action.choices:
+            return [str(c) for c in action.choices], action.default
+    return None
+
+
+def _input_widgets(gr: Any, task: str, runner: DemoRunner) -> dict[str, Any]:
+    options = generate_cli.TASK_OPTIONS[task]
+    required = set(generate_cli.REQUIRED_OPTIONS[task])
+
+    def label(name: str, text: str) -> str:
+        return f"{text} (--{name.replace('_', '-')}{', required' if name in required else ''})"
+
+    w: dict[str, Any] = {}
+    for name in _ORDER:
+        if name not in options:
+            continue
+        eid = f"{task}-{name.replace('_', '-')}"
+        if name in ("text", "ref_text"):
+            what = "transcript of the reference" if name == "ref_text" else "text to speak"
+            if task == "edit":
+                what = "transcript of the whole clip after the edit"
+            w[name] = gr.Textbox(label=label(name, what), lines=2 if name == "text" else 1, elem_id=eid)
+        elif name in ("ref_audio", "audio"):
+            what = "reference voice" if name == "ref_audio" else "speech"
+            w[name] = gr.Audio(
+                sources=["upload", "microphone"], type="filepath", label=label(name, what), elem_id=eid
+            )
+        elif name == "motion":
+            what = "motion: one .npy [m, 21, 3] (+ its .json) or a dataset clip .npz"
+            w[name] = gr.File(
+                file_count="multiple",
+                file_types=[".npy", ".npz", ".json"],
+                label=label(name, what),
+                elem_id=eid,
+            )
+            if runner.extractor is not None:
+                w["video"] = gr.Video(
+                    sources=["upload"],
+                    label="or a talking-face video to extract the motion from",
+                    elem_id=f"{task}-video",
+                )
+        elif name in ("duration", "edit_start", "edit_end"):
+            # text, not a number box: empty means "not given", and the CLI parser reads (and refuses) the value
+            hint = "seconds of speech; empty: from the text" if name == "duration" else "seconds"
+            w[name] = gr.Textbox(
+                label=label(name, hint), placeholder="auto" if name == "duration" else "", elem_id=eid
+            )
+        elif name == "edit_streams":
+            w[name] = gr.Dropdown(
+                choices=["audio", "motion", "both"],
+                value=None,
+                label=label(name, "streams to regenerate"),
+                elem_id=eid,
+            )
+    with gr.Row():
+        w["nfe"] = gr.Number(label="NFE (--nfe)", value=32, precision=0, elem_id=f"{task}-nfe")
+        w["cfg"] = gr.Number(label="γ, guidance scale (--cfg)", value=2.0, elem_id=f"{task}-cfg")
+        guidance = _guidance_option()
+        if guidance:
+            choices, default = guidance
+            w["guidance"] = gr.Dropdown(
+                choices=choices, value=default, label="guidance (--guidance)", elem_id=f"{task}-guidance"
+            )
+        w["seed"] = gr.Textbox(label="seed (--seed; empty: random)", value="0", elem_id=f"{task}-seed")
+    return w
+
+
+def _output_widgets(gr: Any, task: str, runner: DemoRunner) -> dict[str, Any]:
+    av = task != "tts"  # every other task can produce speech + motion
+    o: dict[str, Any] = {"status": gr.Markdown(elem_id=f"{task}-status")}
+    o["audio"] = gr.Audio(
+        label="speech (audio.wav)",
+        type="filepath",
+        interactive=False,
+        waveform_options=gr.WaveformOptions(
+            show_recording_waveform=False
+        ),  # the browser's own <audio> player
+        elem_id=f"{task}-out-audio",
+    )
+    o["preview"] = gr.Video(
+        label="preview.mp4 (keypoints + sound)", interactive=False, visible=av, elem_id=f"{task}-out-preview"
+    )
+    o["talking_head"] = gr.Video(
+        label="talking head (LivePortrait)",
+        interactive=False,
+        visible=av and runner.can_render,
+        elem_id=f"{task}-out-talking-head",
+    )
+    with gr.Row():
+        o["mel_plot"] = gr.Image(label="log-mel", type="filepath", interactive=False, elem_id=f"{task}-mel")
+        o["mouth_plot"] = gr.Image(
+            label="mouth keypoints", type="filepath", interactive=False, visible=av, elem_id=f"{task}-mouth"
+        )
+    o["files"] = gr.File(
+        label="files written (as by jam-flow generate)",
+        file_count="multiple",
+        interactive=False,
+        elem_id=f"{task}-files",
+    )
+    return o
+
+
+def build_app(
+    bundle: Any,
+    vocoder: Any = None,
+    liveportrait: str | Path | None = None,
+    source: str | Path | None = None,
+    motion_extractor: str | Path | None = None,
+    out_root: str | Path | None = None,
+):
+    """The demo page (a ``gradio.Blocks``) for a loaded ``bundle`` (:func:`jam_flow.inference.bundle.load_bundle`).
+
+    ``vocoder``: a loaded Vocos (default: Griffin-Lim); ``liveportrait`` + ``source``: render talking heads;
+    ``motion_extractor`` (default: the one in ``liveportrait``): accept videos as motion input; ``out_root``:
+    where each request's files go (default: a new temporary folder). ``app.runner`` is the :class:`DemoRunner`."""
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    import gradio as gr
+
+    runner = DemoRunner(bundle, vocoder, liveportrait, source, motion_extractor, out_root)
+    with gr.Blocks(title="JAM-Flow demo", analytics_enabled=False) as app:
+        gr.Markdown(
+            f"# JAM-Flow\nOne model, every task: speech and lip motion generated jointly. Model: `{bundle.source.name}`"
+            f" on {runner.device}; vocoder: {'Vocos' if vocoder is not None else 'Griffin-Lim (no --vocoder)'}."
+        )
+        for task in TASKS:
+            with gr.Tab(task, id=task, elem_id=f"tab-{task}"):
+                gr.Markdown(TAB_HELP[task])
+                with gr.Row():
+                    with gr.Column():
+                        widgets = _input_widgets(gr, task, runner)
+                        button = gr.Button("Generate", variant="primary", elem_id=f"{task}-run")
+                    with gr.Column():
+                        outs = _output_widgets(gr, task, runner)
+                button.click(
+                    _handler(gr, runner, task, list(widgets)),
+                    inputs=list(widgets.values()),
+                    outputs=[
+                        outs["status"],
+                        outs["audio"],
+                        outs["preview"],
+                        outs["talking_head"],
+                        outs["mel_plot"],
+                        outs["mouth_plot"],
+                        outs["files"],
+                    ],
+                    concurrency_id="model",
+                )
+    app.runner = runner
+    return app
+
+
+def _handler(gr: Any, runner: DemoRunner, task: str, names: list[str]):
+    def handle(*values: Any, progress=gr.Progress()):  # noqa: B008 - Gradio's progress injection
+        fields = dict(zip(names, values, strict=True))
+        status, paths = run_request(
+            runner, task, fields, report=lambda i, n: progress((i, n), desc="sampling", unit="evaluations")
+        )
+        files = [str(paths[k]) for k in _OUTPUT_FILES if k in paths and not k.endswith("_plot")]
+        return (
+            status,
+            *(
+                str(paths[k]) if k in paths else None
+                for k in ("audio", "preview", "talking_head", "mel_plot", "mouth_plot")
+            ),
+            files or None,
+        )
+
+    return handle
+
+
+def launch(app: Any, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
+    """Serve ``app`` (one request at a time: one model); ``block=False`` returns once the server is up."""
+    import gradio as gr
+
+    theme = gr.themes.Default(
+        font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
+    )
+    app.queue(default_concurrency_limit=1)
+    return app.launch(
+        server_name=host,
+        server_port=port,
+        prevent_thread_lock=not block,
+        allowed_paths=[str(app.runner.out_root)],
+        theme=theme,  # system fonts: the page loads nothing from the network
+        ssr_mode=False,
+        quiet=True,
+        footer_links=[],
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- command
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        raise InputError(f"{message} (see `jam-flow demo --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="jam-flow demo", description="A web page that runs every JAM-Flow task of one model.")
+    p.add_argument("--ckpt", required=True, type=Path, metavar="CKPT_OR_EXPORT_DIR")
+    p.add_argument("--vocoder", type=Path, metavar="DIR", help="local Vocos directory (default: Griffin-Lim)")
+    p.add_argument(
+        "--liveportrait", type=Path, metavar="LP_DIR", help="LivePortrait weights: render talking heads"
+    )
+    p.add_argument("--source", type=Path, metavar="IMAGE", help="portrait to animate (with --liveportrait)")
+    p.add_argument(
+        "--motion-extractor",
+        type=Path,
+        metavar="PTH",
+        help="accept videos as motion input (default: LP_DIR's)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--out", type=Path, metavar="DIR", help="where requests write their files (default: a temp dir)"
+    )
+    return p
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    if importlib.util.find_spec("gradio") is None:
+        raise InputError("jam-flow demo needs Gradio: pip install 'jam-flow[demo]'")
+    for name in ("source", "motion_extractor"):
+        path = getattr(args, name)
+        if path is not None and not path.exists():
+            raise InputError(f"--{name.replace('_', '-')}: {path} does not exist")
+    if args.vocoder is not None and not args.vocoder.is_dir():
+        raise InputError(
+            f"--vocoder: {args.vocoder} is not a directory (expected config.yaml + pytorch_model.bin)"
+        )
+    from jam_flow.data.vocoder import load_vocoder
+    from jam_flow.inference.bundle import load_bundle
+
+    bundle = load_bundle(args.ckpt, device=args.device)
+    vocoder = load_vocoder(args.vocoder, bundle.mel, device=args.device) if args.vocoder is not None else None
+    app = build_app(bundle, vocoder, args.liveportrait, args.source, args.motion_extractor, args.out)
+    print(f"JAM-Flow demo on http://{args.host}:{args.port} (Ctrl+C stops it)", flush=True)
+    launch(app, args.host, args.port, block=True)
+    return 0
