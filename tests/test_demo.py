@@ -142,9 +142,23 @@ def test_build_app_has_a_tab_per_task_and_survives_bad_input(setup):
     for task in TASKS:
         assert {f"{task}-run", f"{task}-status", f"{task}-out-audio", f"{task}-files"} <= ids
     handler = next(fn for fn in app.fns.values() if fn.name == "handle").fn  # the first tab: tts
-    out = handler("Hi.", str(inputs["ref"]), "", "", 0, 2.0, "0")
+    fields = {
+        "text": "Hi.",
+        "ref_audio": str(inputs["ref"]),
+        "ref_text": "",
+        "duration": "",
+        "nfe": 0,
+        "cfg": 2.0,
+    }
+    fields.update(seed="0", guidance="joint")
+
+    def call(**changes):
+        values = {**fields, **changes}
+        return handler(*(values[name] for name in handler.names))
+
+    out = call()
     assert out[0] == "error: --nfe: expected 1-1000, got 0" and out[1:] == (None,) * 6
-    out = handler("Hi.", str(inputs["ref"]), "", "0.5", 2, 2.0, "0")  # the next request still runs
+    out = call(nfe=2, duration="0.5")  # the next request still runs
     assert out[0].startswith("done"), out[0]
     assert Path(out[1]).name == "audio.wav" and Path(out[4]).name == "mel.png"
     assert [Path(f).name for f in out[6]] == ["audio.wav"]

@@ -218,9 +218,10 @@ class DemoRunner:
         if task not in TASKS:
             raise InputError(f"--task: expected one of {', '.join(TASKS)}, got {task!r}")
         fields = dict(fields)
-        out_dir = self.out_root / f"{next(self._count):04d}-{task}"
+        out_dir = self.out_root / f"{next(self._count):04d}-{task}"  # what `jam-flow generate --out` writes
+        inputs = out_dir.with_name(out_dir.name + "-inputs")  # uploads copied beside it
         video = fields.pop("video", None)
-        motion = _motion_file(fields.pop("motion", None), out_dir / "inputs")
+        motion = _motion_file(fields.pop("motion", None), inputs)
         if video and motion is not None:
             raise InputError("--motion: give a motion file or a video, not both")
         if video:
@@ -228,7 +229,7 @@ class DemoRunner:
                 raise InputError(
                     "--motion: a video needs a motion extractor (start the demo with --liveportrait)"
                 )
-            motion = _extract_motion(video, out_dir / "inputs", self.extractor, self.device)
+            motion = _extract_motion(video, inputs, self.extractor, self.device)
         fields["motion"] = str(motion) if motion is not None else None
         produces_av = task != "tts" and not (task == "edit" and motion is None)
         if self.can_render and produces_av:
@@ -423,6 +424,7 @@ def _handler(gr: Any, runner: DemoRunner, task: str, names: list[str]):
             files or None,
         )
 
+    handle.names = names  # the input order, for tests
     return handle
 
 
