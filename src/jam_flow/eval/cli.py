@@ -4,6 +4,7 @@ Dimension legend: none (argument handling only; see ``eval.evaluate``).
 
     jam-flow evaluate --ckpt CKPT --data.data_dir DIR --task audio2motion|motion2audio|dub|text2av --out FILE.json
         [--split test] [--max-clips N] [--nfe 32] [--cfg 2.0] [--guidance joint] [--seed 0] [--tb-dir DIR] ...
+    jam-flow evaluate --protocol talking-head|tts|dubbing|ablation ...   (eval.protocols.cli)
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         prog="jam-flow evaluate",
         description="Generate on a held-out split for one task and report lip-sync / audio metrics "
-        "(docs/evaluation.md).",
+        "(docs/evaluation.md). The paper's tables: `jam-flow evaluate --protocol "
+        "talking-head|tts|dubbing|ablation --help`.",
     )
     p.add_argument("--ckpt", required=True, help="Lightning .ckpt from `jam-flow fit` or an export directory")
     p.add_argument("--data.data_dir", dest="data_dir", required=True, help="dataset directory (format v1)")
@@ -119,6 +121,10 @@ def write_tensorboard(result: dict, tb_dir: str | Path) -> None:
 
 
 def main(argv: list[str]) -> int:
+    if any(a == "--protocol" or a.startswith("--protocol=") for a in argv):  # the paper's tables (issue 17)
+        from jam_flow.eval.protocols.cli import main as protocol_main
+
+        return protocol_main(argv)
     args = build_parser().parse_args(argv)
     if args.verbose:
         logging.basicConfig(level=logging.INFO, format="%(message)s")

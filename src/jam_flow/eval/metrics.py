@@ -337,3 +337,9 @@ class LipSyncScores(_SumMetric):
             "lse_c": float(self.conf_sum / videos),
             "offset_frames": float(self.offset_sum / videos),
         }
+
+
+# FID / FVD (issue 17) live in their own module; exported here (``from jam_flow.eval.metrics import FID, FVD``).
+from jam_flow.eval.video_metrics import FID, FVD  # noqa: E402
+
+__all__ += ["FID", "FVD"]

@@ -1,0 +1,337 @@
+"""``jam-flow evaluate --protocol``: FID / FVD on random weights in the published formats, the paper-number file,
+and every protocol end to end on tiny generated data (issue 17).
+
+Shared module fixtures: one tiny random JointDiT export, a tiny Vocos, random judges (Inception state dict, scripted
+I3D, syncnet_v2 state dict, TorchScript speaker model), two 1.2 s test videos, a LibriSpeech-layout TTS list and a
+3-clip dubbing dataset. LivePortrait is the toy-width network set of the render tests (same code paths).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from jam_flow.errors import InputError
+from jam_flow.eval.metrics import FID, FVD
+from jam_flow.eval.video_metrics import video_windows
+
+SR = 24000
+FPS = 25
+
+
+@pytest.fixture(scope="module")
+def judges(tmp_path_factory):
+    from jam_flow.eval.testing import (
+        write_random_ctc_asr,
+        write_random_i3d,
+        write_random_inception,
+        write_random_speaker,
+        write_random_syncnet,
+    )
+
+    root = tmp_path_factory.mktemp("judges")
+    return {
+        "inception": write_random_inception(root / "weights-inception.pth"),
+        "i3d": write_random_i3d(root / "i3d_torchscript.pt", size=32),
+        "syncnet": write_random_syncnet(root / "syncnet_v2.model"),
+        "speaker": write_random_speaker(root / "speaker.pt"),
+        "asr": write_random_ctc_asr(root / "asr"),
+    }
+
+
+def _images(n: int, seed: int, size: int = 48) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, 3, size, size, generator=g) * 255).to(torch.uint8)
+
+
+def _noisy(x: torch.Tensor, sigma: float, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (x.float() + sigma * torch.randn(x.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+
+
+def test_fid_self_zero_and_monotone_in_noise(judges):
+    fid = FID(judges["inception"], feature=64, reset_real_features=False)
+    real = _images(4, 0)
+    fid.update(real, real=True)
+    values = []
+    for sigma in (0.0, 25.0, 80.0):
+        fid.reset()  # keeps the real statistics
+        fid.update(_noisy(real, sigma, 1), real=False)
+        values.append(float(fid.compute()))
+    assert abs(values[0]) < 1e-6 * max(1.0, values[2])
+    assert values[0] < values[1] < values[2], values
+
+
+def test_fvd_self_zero_monotone_and_windows(judges):
+    fvd = FVD(judges["i3d"], reset_real_features=False)
+    frames = _images(48, 2, size=32)
+    clips = video_windows(frames.reshape(48, 3, 32, 32))  # [3, 16, 3, 32, 32]
+    assert clips.shape == (3, 16, 3, 32, 32)
+    fvd.update(clips, real=True)
+    values = []
+    for sigma in (0.0, 30.0, 90.0):
+        fvd.reset()
+        fvd.update(_noisy(clips, sigma, 3), real=False)
+        values.append(float(fvd.compute()))
+    assert abs(values[0]) < 1e-4 * values[2]  # rank-deficient covariances: float64 round-off only
+    assert values[0] < values[1] < values[2], values
+
+
+def test_fid_fvd_refuse_bad_files_and_inputs(tmp_path, judges):
+    with pytest.raises(InputError, match="--inception"):
+        FID(tmp_path / "missing.pth")
+    (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="--inception"):
+        FID(tmp_path / "bad.pth")
+    torch.save({"x": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(InputError, match="InceptionV3"):
+        FID(tmp_path / "other.pth")
+    with pytest.raises(InputError, match="--i3d"):
+        FVD(judges["inception"])  # a state dict, not TorchScript
+    fid = FID(judges["inception"], feature=64)
+    with pytest.raises(InputError, match="uint8"):
+        fid.update(torch.rand(2, 3, 8, 8), real=True)
+
+
+def test_paper_results_parse_and_table():
+    from jam_flow.eval.protocols.report import load_paper_results, markdown_table
+
+    data = load_paper_results()["tables"]
+    assert set(data) == {"table1", "table2", "table3", "table4"}
+    assert data["table1"]["rows"][-1]["values"]["fvd"] == 25.07  # Ours (V2V)
+    assert [c["metric"] for c in data["table4"]["columns"]] == ["fid", "lse_c", "lse_d", "wer", "sim_o"]
+    assert len(data["table4"]["rows"]) == 5
+    md = markdown_table("tts", [{"label": "ours", "metrics": {"wer": 0.05, "sim_o": 0.5}}], compare_paper=True)
+    lines = md.splitlines()
+    assert lines[2] == "| Method | WER ↓ | SIM-o ↑ |"
+    assert "| F5-TTS (paper) | 2.42% | 0.660 |" in lines
+    assert lines[-1] == "| ours (this run) | 5.00% | 0.500 |"
+
+
+# ------------------------------------------------------------------------------------------------ tiny data
+def _tone(seconds: float, freq: float, sr: int = SR) -> np.ndarray:
+    t = np.arange(int(round(seconds * sr))) / sr
+    return (0.2 * np.sin(2 * np.pi * freq * t) * (1 + 0.5 * np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+
+
+def _write_video(path: Path, seconds: float, seed: int, size: int = 48) -> Path:
+    from jam_flow.render.io import VideoWriter
+
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (size, size, 3)).astype(np.float32)
+    writer = VideoWriter(path, FPS, size, size, audio=_tone(seconds, 180 + 40 * seed), sample_rate=SR)
+    for j in range(int(round(seconds * FPS))):
+        frame = np.roll(base, j, axis=1) * (0.8 + 0.2 * np.sin(j / 3))
+        writer.write(frame.clip(0, 255).astype(np.uint8))
+    writer.close()
+    return path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory, judges):
+    from inference_fixtures import tiny_meta, write_vocos
+
+    from jam_flow.data.format import (
+        ClipRecord,
+        DatasetInfo,
+        compute_stats,
+        write_clip,
+        write_dataset_json,
+        write_manifest,
+        write_stats,
+    )
+    from jam_flow.features import MelSettings, MotionSettings, num_motion_frames
+    from jam_flow.inference.testing import write_random_export
+
+    root = tmp_path_factory.mktemp("protocols")
+    export = write_random_export(root / "export", tiny_meta())
+    vocos = write_vocos(root)
+    videos = root / "videos"
+    _write_video(videos / "WRA_person0_000.mp4", 0.64, 0)
+    # LibriSpeech layout + F5 list
+    libri = root / "librispeech"
+    utts = ["1089-134686-0000", "1089-134686-0001", "2300-131720-0000"]
+    for k, utt in enumerate(utts):
+        spk, chapter, _ = utt.split("-")
+        (libri / spk / chapter).mkdir(parents=True, exist_ok=True)
+        sf.write(libri / spk / chapter / f"{utt}.flac", _tone(0.8, 150 + 30 * k, 16000), 16000)
+    lines = [
+        f"{utts[0]}\t0.8\tHello there.\t{utts[1]}\t1.0\tA short line.",
+        f"{utts[1]}\t0.8\tAnother one.\t{utts[2]}\t1.0\tGood day to you.",
+    ]
+    (root / "list.lst").write_text("\n".join(lines) + "\n")
+    # dubbing dataset (format v1 with audio) + original videos DIR/<id>.mp4
+    data, dub_videos = root / "dub", root / "dub_videos"
+    mel_s, motion_s = MelSettings(), MotionSettings()
+    rng = np.random.default_rng(0)
+    records = []
+    for i, text in enumerate(["hello there", "lips and sound", "one more line"]):
+        wave = (32767 * _tone(0.72, 200 + 20 * i)).astype(np.int16)
+        n = 1 + wave.size // mel_s.hop_length
+        duration = wave.size / SR
+        m = num_motion_frames(duration)
+        rec = ClipRecord(f"clip{i}", "test", f"spk{i % 2}", duration, n, m, text, "")
+        arrays = {
+            "mel": rng.normal(-4, 2, (n, 100)),
+            "exp": rng.normal(0, 0.02, (m, 21, 3)),
+            "pitch": np.zeros(m),
+            "yaw": np.zeros(m),
+            "roll": np.zeros(m),
+            "scale": np.ones((m, 1)),
+            "t": np.zeros((m, 3)),
+            "kp": rng.normal(0, 0.1, (m, 21, 3)),
+        }
+        records.append(write_clip(data, rec, arrays, audio=wave))
+        _write_video(dub_videos / f"clip{i}.mp4", duration, 5 + i)
+    write_manifest(data, records)
+    write_dataset_json(data, DatasetInfo(mel=mel_s, motion=motion_s, num_clips=len(records), source="folder"))
+    write_stats(data, compute_stats(data, records))
+    return {
+        "root": root,
+        "export": export,
+        "vocos": vocos,
+        "videos": videos,
+        "libri": libri,
+        "list": root / "list.lst",
+        "data": data,
+        "dub_videos": dub_videos,
+        **{k: str(v) for k, v in judges.items()},
+    }
+
+
+@pytest.fixture
+def tiny_liveportrait(monkeypatch, tmp_path):
+    """LivePortrait at toy widths (the render tests' networks): ``--liveportrait`` still names a directory."""
+    import jam_flow.liveportrait as lp
+    from test_render_e2e import tiny_models
+
+    monkeypatch.setattr(lp, "load_liveportrait", lambda path, device="cpu", half=False: tiny_models().to(device))
+    (tmp_path / "lp").mkdir()
+    return tmp_path / "lp"
+
+
+def _evaluate(*args) -> int:
+    from jam_flow.cli import main as cli_main
+
+    return cli_main(["evaluate", *map(str, args)])
+
+
+def _common(world, out: Path) -> list:
+    return ["--ckpt", world["export"], "--out", out, "--nfe", "2", "--accelerator", "cpu", "--vocoder", world["vocos"]]
+
+
+def _video_args(world, lp: Path) -> list:
+    return [
+        "--videos", world["videos"], "--chunk-seconds", "0.32", "--min-chunk-seconds", "0.24",
+        "--liveportrait", lp, "--face-model", "full-frame", "--render-crop-size", "128",
+        "--inception", world["inception"], "--fid-feature", "64", "--frame-stride", "5",
+        "--i3d", world["i3d"], "--fvd-frames", "8", "--syncnet", world["syncnet"],
+    ]  # fmt: skip
+
+
+def test_talking_head_end_to_end_and_resume(world, tiny_liveportrait, capsys):
+    out = world["root"] / "th"
+    args = [*_common(world, out), "--protocol", "talking-head", *_video_args(world, tiny_liveportrait)]
+    assert _evaluate(*args, "--compare-paper") == 0
+    result = json.loads((out / "result.json").read_text())
+    row = result["rows"][0]
+    assert result["protocol"] == "talking-head" and result["columns"] == ["fid", "fvd", "lse_c", "lse_d"]
+    assert list(row["metrics"]) == ["fid", "fvd", "lse_c", "lse_d"]
+    assert all(np.isfinite(v) for v in row["metrics"].values())
+    assert row["parts"]["video"] == {"clips": 2, "generated": 2, "reused": 0}  # 0.64 s = 2 chunks of 8 frames
+    chunk = out / "ours" / "chunks" / "WRA_person0_000__001"
+    assert np.load(chunk / "motion.npy").shape == (8, 21, 3)
+    table = (out / "table.md").read_text()
+    assert "| Ours (V2V) (paper) | 11.633 | 25.070 | 8.086 | 7.181 |" in table
+    assert "| ours (this run) |" in table
+    assert not any(str(world["root"]) in json.dumps(v) for v in result["settings"].values())
+    # a restart reuses the finished chunks and redoes a lost one
+    (chunk / "done.json").unlink()
+    assert _evaluate(*args, "--metrics", "fid,lse_d") == 0
+    again = json.loads((out / "result.json").read_text())["rows"][0]
+    assert again["parts"]["video"] == {"clips": 2, "generated": 1, "reused": 1}
+    assert list(again["metrics"]) == ["fid", "lse_d"]
+    assert capsys.readouterr().out.count("wrote") == 2
+
+
+def test_tts_end_to_end(world):
+    out = world["root"] / "tts"
+    args = [*_common(world, out), "--protocol", "tts", "--list", world["list"], "--audio-root", world["libri"]]
+    assert _evaluate(*args, "--speaker-model", world["speaker"], "--asr", world["asr"]) == 0
+    row = json.loads((out / "result.json").read_text())["rows"][0]
+    assert list(row["metrics"]) == ["wer", "sim_o"] and -1.0 <= row["metrics"]["sim_o"] <= 1.0
+    assert row["metrics"]["wer"] >= 0.0
+    assert row["parts"]["tts"] == {"clips": 2, "generated": 2, "reused": 0}
+    assert (out / "ours" / "tts" / "2300-131720-0000" / "audio.wav").is_file()
+
+
+def test_dubbing_end_to_end(world):
+    out = world["root"] / "dub"
+    args = [*_common(world, out), "--protocol", "dubbing", "--data.data_dir", world["data"]]
+    args += ["--videos", world["dub_videos"], "--syncnet", world["syncnet"], "--speaker-model", world["speaker"]]
+    assert _evaluate(*args, "--asr", world["asr"]) == 0
+    row = json.loads((out / "result.json").read_text())["rows"][0]
+    assert list(row["metrics"]) == ["lse_c", "lse_d", "wer", "spk_sim"]
+    assert row["parts"]["dub"]["clips"] == 3
+    wave, sr = sf.read(out / "ours" / "dub" / "clip1" / "audio.wav")
+    assert sr == SR and abs(wave.size / SR - 0.72) < 0.05  # the speech follows the given motion's length
+
+
+def _ablation(world, out: Path, lp: Path | None, metrics: str) -> dict:
+    args = ["--protocol", "ablation", "--ckpt", world["export"], world["export"], "--labels", "half-mask-trained"]
+    args += ["other", "--out", out, "--nfe", "2", "--accelerator", "cpu", "--vocoder", world["vocos"]]
+    args += [*(_video_args(world, lp) if lp else []), "--max-clips", "2", "--asr", world["asr"]]
+    args += ["--list", world["list"], "--audio-root", world["libri"], "--speaker-model", world["speaker"]]
+    assert _evaluate(*args, "--metrics", metrics, "--compare-paper") == 0
+    result = json.loads((out / "result.json").read_text())
+    assert [r["label"] for r in result["rows"]] == ["half-mask-trained", "other"]
+    assert "| 11 (Half), mask, Audio-DiT trained (paper) | 5.662 | 6.45" in (out / "table.md").read_text()
+    return result
+
+
+def test_ablation_speech_columns(world):
+    result = _ablation(world, world["root"] / "abl_speech", None, "wer,sim_o")
+    for row in result["rows"]:
+        assert list(row["metrics"]) == ["wer", "sim_o"] and set(row["parts"]) == {"text2av"}
+    a, b = (r["metrics"] for r in result["rows"])
+    assert a == pytest.approx(b)  # same weights, same seeds
+
+
+@pytest.mark.slow
+def test_ablation_all_columns(world, tiny_liveportrait):
+    out = world["root"] / "abl"
+    result = _ablation(world, out, tiny_liveportrait, "fid,lse_c,lse_d,wer,sim_o")
+    for row in result["rows"]:
+        assert list(row["metrics"]) == ["fid", "lse_c", "lse_d", "wer", "sim_o"]
+        assert set(row["parts"]) == {"video", "text2av"}
+    # same weights, same seed: both rows agree
+    a, b = (r["metrics"] for r in result["rows"])
+    assert a == pytest.approx(b)
+    assert (out / "other" / "text2av" / "1089-134686-0001" / "motion.npy").is_file()
+
+
+def test_missing_judges_and_bad_arguments(world, capsys):
+    out = world["root"] / "bad"
+    base = _common(world, out)
+    rc = _evaluate(*base, "--protocol", "talking-head", "--videos", world["videos"], "--liveportrait", out)
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("error: missing judge weights")
+    for flag in ("--inception", "--i3d", "--syncnet"):
+        assert flag in err
+    rc = _evaluate(*base, "--protocol", "tts", "--list", world["list"], "--audio-root", world["libri"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--asr" in err and "--speaker-model" in err
+    rc = _evaluate(*base, "--protocol", "tts", "--metrics", "fid")
+    assert rc == 2 and "not part of protocol tts" in capsys.readouterr().err
+    rc = _evaluate(*base, "--protocol", "dubbing", "--metrics", "spk_sim", "--speaker-model", world["speaker"])
+    assert rc == 2 and "--data.data_dir" in capsys.readouterr().err
+    (out / "x.lst").parent.mkdir(parents=True, exist_ok=True)
+    (out / "x.lst").write_text("only\tthree\tfields\n")
+    args = ["--protocol", "tts", "--list", out / "x.lst", "--audio-root", world["libri"], "--metrics", "sim_o"]
+    rc = _evaluate(*base, *args, "--speaker-model", world["speaker"])
+    assert rc == 2 and "x.lst:1: expected 6 tab-separated fields" in capsys.readouterr().err
