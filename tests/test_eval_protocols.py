@@ -106,7 +106,9 @@ def test_paper_results_parse_and_table():
     assert data["table1"]["rows"][-1]["values"]["fvd"] == 25.07  # Ours (V2V)
     assert [c["metric"] for c in data["table4"]["columns"]] == ["fid", "lse_c", "lse_d", "wer", "sim_o"]
     assert len(data["table4"]["rows"]) == 5
-    md = markdown_table("tts", [{"label": "ours", "metrics": {"wer": 0.05, "sim_o": 0.5}}], compare_paper=True)
+    md = markdown_table(
+        "tts", [{"label": "ours", "metrics": {"wer": 0.05, "sim_o": 0.5}}], compare_paper=True
+    )
     lines = md.splitlines()
     assert lines[2] == "| Method | WER ↓ | SIM-o ↑ |"
     assert "| F5-TTS (paper) | 2.42% | 0.660 |" in lines
@@ -207,10 +209,13 @@ def world(tmp_path_factory, judges):
 @pytest.fixture
 def tiny_liveportrait(monkeypatch, tmp_path):
     """LivePortrait at toy widths (the render tests' networks): ``--liveportrait`` still names a directory."""
-    import jam_flow.liveportrait as lp
     from test_render_e2e import tiny_models
 
-    monkeypatch.setattr(lp, "load_liveportrait", lambda path, device="cpu", half=False: tiny_models().to(device))
+    import jam_flow.liveportrait as lp
+
+    monkeypatch.setattr(
+        lp, "load_liveportrait", lambda path, device="cpu", half=False: tiny_models().to(device)
+    )
     (tmp_path / "lp").mkdir()
     return tmp_path / "lp"
 
@@ -222,7 +227,18 @@ def _evaluate(*args) -> int:
 
 
 def _common(world, out: Path) -> list:
-    return ["--ckpt", world["export"], "--out", out, "--nfe", "2", "--accelerator", "cpu", "--vocoder", world["vocos"]]
+    return [
+        "--ckpt",
+        world["export"],
+        "--out",
+        out,
+        "--nfe",
+        "2",
+        "--accelerator",
+        "cpu",
+        "--vocoder",
+        world["vocos"],
+    ]
 
 
 def _video_args(world, lp: Path) -> list:
@@ -252,16 +268,24 @@ def test_talking_head_end_to_end_and_resume(world, tiny_liveportrait, capsys):
     assert not any(str(world["root"]) in json.dumps(v) for v in result["settings"].values())
     # a restart reuses the finished chunks and redoes a lost one
     (chunk / "done.json").unlink()
-    assert _evaluate(*args, "--metrics", "fid,lse_d") == 0
+    assert _evaluate(*args, "--metrics", "fid,fvd") == 0
     again = json.loads((out / "result.json").read_text())["rows"][0]
     assert again["parts"]["video"] == {"clips": 2, "generated": 1, "reused": 1}
-    assert list(again["metrics"]) == ["fid", "lse_d"]
+    assert list(again["metrics"]) == ["fid", "fvd"]
     assert capsys.readouterr().out.count("wrote") == 2
 
 
 def test_tts_end_to_end(world):
     out = world["root"] / "tts"
-    args = [*_common(world, out), "--protocol", "tts", "--list", world["list"], "--audio-root", world["libri"]]
+    args = [
+        *_common(world, out),
+        "--protocol",
+        "tts",
+        "--list",
+        world["list"],
+        "--audio-root",
+        world["libri"],
+    ]
     assert _evaluate(*args, "--speaker-model", world["speaker"], "--asr", world["asr"]) == 0
     row = json.loads((out / "result.json").read_text())["rows"][0]
     assert list(row["metrics"]) == ["wer", "sim_o"] and -1.0 <= row["metrics"]["sim_o"] <= 1.0
@@ -273,7 +297,14 @@ def test_tts_end_to_end(world):
 def test_dubbing_end_to_end(world):
     out = world["root"] / "dub"
     args = [*_common(world, out), "--protocol", "dubbing", "--data.data_dir", world["data"]]
-    args += ["--videos", world["dub_videos"], "--syncnet", world["syncnet"], "--speaker-model", world["speaker"]]
+    args += [
+        "--videos",
+        world["dub_videos"],
+        "--syncnet",
+        world["syncnet"],
+        "--speaker-model",
+        world["speaker"],
+    ]
     assert _evaluate(*args, "--asr", world["asr"]) == 0
     row = json.loads((out / "result.json").read_text())["rows"][0]
     assert list(row["metrics"]) == ["lse_c", "lse_d", "wer", "spk_sim"]
@@ -283,7 +314,15 @@ def test_dubbing_end_to_end(world):
 
 
 def _ablation(world, out: Path, lp: Path | None, metrics: str) -> dict:
-    args = ["--protocol", "ablation", "--ckpt", world["export"], world["export"], "--labels", "half-mask-trained"]
+    args = [
+        "--protocol",
+        "ablation",
+        "--ckpt",
+        world["export"],
+        world["export"],
+        "--labels",
+        "half-mask-trained",
+    ]
     args += ["other", "--out", out, "--nfe", "2", "--accelerator", "cpu", "--vocoder", world["vocos"]]
     args += [*(_video_args(world, lp) if lp else []), "--max-clips", "2", "--asr", world["asr"]]
     args += ["--list", world["list"], "--audio-root", world["libri"], "--speaker-model", world["speaker"]]
@@ -328,10 +367,21 @@ def test_missing_judges_and_bad_arguments(world, capsys):
     assert rc == 2 and "--asr" in err and "--speaker-model" in err
     rc = _evaluate(*base, "--protocol", "tts", "--metrics", "fid")
     assert rc == 2 and "not part of protocol tts" in capsys.readouterr().err
-    rc = _evaluate(*base, "--protocol", "dubbing", "--metrics", "spk_sim", "--speaker-model", world["speaker"])
+    rc = _evaluate(
+        *base, "--protocol", "dubbing", "--metrics", "spk_sim", "--speaker-model", world["speaker"]
+    )
     assert rc == 2 and "--data.data_dir" in capsys.readouterr().err
     (out / "x.lst").parent.mkdir(parents=True, exist_ok=True)
     (out / "x.lst").write_text("only\tthree\tfields\n")
-    args = ["--protocol", "tts", "--list", out / "x.lst", "--audio-root", world["libri"], "--metrics", "sim_o"]
+    args = [
+        "--protocol",
+        "tts",
+        "--list",
+        out / "x.lst",
+        "--audio-root",
+        world["libri"],
+        "--metrics",
+        "sim_o",
+    ]
     rc = _evaluate(*base, *args, "--speaker-model", world["speaker"])
     assert rc == 2 and "x.lst:1: expected 6 tab-separated fields" in capsys.readouterr().err

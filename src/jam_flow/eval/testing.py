@@ -126,7 +126,9 @@ def write_random_ctc_asr(path: str | Path, seed: int = 0) -> Path:
     vocab = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "|": 4, **{c: i + 5 for i, c in enumerate(letters)}}
     (path / "vocab.json").write_text(json.dumps(vocab), encoding="utf-8")
     tokenizer = tf.Wav2Vec2CTCTokenizer(str(path / "vocab.json"), word_delimiter_token="|")
-    extractor = tf.Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True, return_attention_mask=False)
+    extractor = tf.Wav2Vec2FeatureExtractor(
+        sampling_rate=16000, do_normalize=True, return_attention_mask=False
+    )
     tf.Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer).save_pretrained(str(path))
     torch.manual_seed(seed)
     config = tf.Wav2Vec2Config(

@@ -40,16 +40,15 @@ FVD_CLIP_FRAMES = 16  # StyleGAN-V's FVD_16
 def _check_inception_file(path: str | Path, flag: str) -> Path:
     """The weights must be a plain state dict of tensors (read with ``weights_only=True`` before torch-fidelity
     reads the same file; anything else is refused here, naming the flag)."""
+    from jam_flow.models.format import read_torch_file
+
     path = Path(path)
     if not path.is_file():
         raise InputError(
             f"{flag}: {path} does not exist (expected torch-fidelity's "
             f"weights-inception-2015-12-05-6726825d.pth, a torch.save'd state dict)"
         )
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise InputError(f"{flag}: cannot read {path} as a state dict of tensors: {err}") from err
+    state = read_torch_file(path, flag)
     if not isinstance(state, dict) or "Conv2d_1a_3x3.conv.weight" not in state:
         raise InputError(f"{flag}: {path} is not an InceptionV3 state dict (no 'Conv2d_1a_3x3.conv.weight')")
     return path

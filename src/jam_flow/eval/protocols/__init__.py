@@ -27,7 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from jam_flow.errors import InputError
-from jam_flow.eval.protocols.common import PROTOCOL_METRICS, ClipCache, ProtocolSettings, Ranks, select_metrics
+from jam_flow.eval.protocols.common import (
+    PROTOCOL_METRICS,
+    ClipCache,
+    ProtocolSettings,
+    Ranks,
+    select_metrics,
+)
 
 __all__ = ["PROTOCOLS", "ProtocolSettings", "run_protocol"]
 
@@ -40,7 +46,9 @@ VIDEO_METRICS = ("fid", "fvd", "lse_c", "lse_d")
 def _labels(settings: ProtocolSettings) -> list[str]:
     if settings.labels:
         if len(settings.labels) != len(settings.ckpt):
-            raise InputError(f"--labels: got {len(settings.labels)} labels for {len(settings.ckpt)} checkpoints")
+            raise InputError(
+                f"--labels: got {len(settings.labels)} labels for {len(settings.ckpt)} checkpoints"
+            )
         labels = list(settings.labels)
     elif len(settings.ckpt) == 1:
         labels = ["ours"]
@@ -75,7 +83,9 @@ def run_protocol(settings: ProtocolSettings) -> dict[str, Any] | None:
     chunks, items, speech_task = [], [], None
     if settings.protocol in ("talking-head", "ablation") and video:
         if settings.liveportrait is None:
-            raise InputError("--liveportrait: rendering for FID / FVD / LSE needs the LivePortrait weights dir")
+            raise InputError(
+                "--liveportrait: rendering for FID / FVD / LSE needs the LivePortrait weights dir"
+            )
         chunks = plan_chunks(settings)
     if settings.protocol in ("tts", "ablation") and speech:
         items = read_tts_list(settings)
@@ -83,7 +93,9 @@ def run_protocol(settings: ProtocolSettings) -> dict[str, Any] | None:
     if settings.protocol == "dubbing":
         items, speech_task = dubbing_items(settings), "dub"
         if settings.videos is None and ("lse_c" in metrics or "lse_d" in metrics):
-            raise InputError("--videos: LSE in the dubbing protocol needs the original videos DIR/<clip id>.mp4")
+            raise InputError(
+                "--videos: LSE in the dubbing protocol needs the original videos DIR/<clip id>.mp4"
+            )
     started = time.perf_counter()
     ranks = Ranks(settings.accelerator, settings.devices)
     judges = Judges(settings, metrics, ranks.device)

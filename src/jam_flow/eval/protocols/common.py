@@ -54,8 +54,16 @@ JUDGE_FLAGS: dict[str, tuple[str, str, str]] = {
     "lse_c": ("syncnet", "--syncnet", "syncnet_v2.model"),
     "lse_d": ("syncnet", "--syncnet", "syncnet_v2.model"),
     "wer": ("asr", "--asr", "a local transformers Whisper (or CTC) directory"),
-    "sim_o": ("speaker_model", "--speaker-model", "a speaker-verification model (TorchScript or x-vector dir)"),
-    "spk_sim": ("speaker_model", "--speaker-model", "a speaker-verification model (TorchScript or x-vector dir)"),
+    "sim_o": (
+        "speaker_model",
+        "--speaker-model",
+        "a speaker-verification model (TorchScript or x-vector dir)",
+    ),
+    "spk_sim": (
+        "speaker_model",
+        "--speaker-model",
+        "a speaker-verification model (TorchScript or x-vector dir)",
+    ),
 }
 
 

@@ -90,7 +90,7 @@ class Judges:
         )
 
     def vocoder(self, mel_settings):
-        from jam_flow.inference.vocoder import load_vocoder
+        from jam_flow.data.vocoder import load_vocoder
 
         return self._get("vocoder", lambda: load_vocoder(self.s.vocoder, mel_settings, self.device))
 

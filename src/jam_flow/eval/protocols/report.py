@@ -31,7 +31,9 @@ def load_paper_results() -> dict[str, Any]:
                 raise ValueError(f"paper_results.json: {name} row {row['row']!r} has {sorted(row['values'])}")
             for value in row["values"].values():
                 if value is not None and not isinstance(value, (int, float)):
-                    raise ValueError(f"paper_results.json: {name} row {row['row']!r}: {value!r} is not a number")
+                    raise ValueError(
+                        f"paper_results.json: {name} row {row['row']!r}: {value!r} is not a number"
+                    )
     return data
 
 

@@ -108,7 +108,9 @@ def dubbing_items(settings: ProtocolSettings) -> list[SpeechItem]:
     root = Path(settings.data_dir)
     records = [r for r in read_manifest(root, split=settings.split) if r.text.strip() and r.audio]
     if not records:
-        raise InputError(f"--data.data_dir: {root} has no clips with text and audio in split {settings.split!r}")
+        raise InputError(
+            f"--data.data_dir: {root} has no clips with text and audio in split {settings.split!r}"
+        )
     if settings.max_clips is not None:
         records = records[: settings.max_clips]
     if settings.dub_reference not in ("same-speaker", "none"):
@@ -150,7 +152,13 @@ def _generate(task: str, settings: ProtocolSettings, bundle, item: SpeechItem, v
 
 
 def generate_items(
-    task: str, settings: ProtocolSettings, bundle, ckpt: str, items: list[SpeechItem], cache: ClipCache, judges
+    task: str,
+    settings: ProtocolSettings,
+    bundle,
+    ckpt: str,
+    items: list[SpeechItem],
+    cache: ClipCache,
+    judges,
 ) -> tuple[int, int]:
     """Generate this rank's items that the cache lacks; returns (generated, reused)."""
     from jam_flow.data.audio import save_wav
@@ -176,7 +184,11 @@ def generate_items(
 
 
 def speech_metrics(
-    settings: ProtocolSettings, metrics: tuple[str, ...], items: list[SpeechItem], cache: ClipCache, judges: Judges
+    settings: ProtocolSettings,
+    metrics: tuple[str, ...],
+    items: list[SpeechItem],
+    cache: ClipCache,
+    judges: Judges,
 ) -> dict[str, float]:
     """WER, SIM-o / spkSIM and (dubbing) LSE over this rank's items, reduced over all ranks."""
     import torch
@@ -205,7 +217,9 @@ def speech_metrics(
             sim.update(judges.embed(wave, 24000), judges.embed(ref, rate))
         if lse is not None:
             if item.video is None:
-                raise InputError("--videos: LSE in the dubbing protocol needs the original videos DIR/<id>.mp4")
+                raise InputError(
+                    "--videos: LSE in the dubbing protocol needs the original videos DIR/<id>.mp4"
+                )
             if not Path(item.video).is_file():
                 raise InputError(f"--videos: {item.video} does not exist (original video of clip {item.id})")
             s = lse_from_files(net, item.video, wav, crop)

@@ -30,8 +30,14 @@ import numpy as np
 import torch
 
 from jam_flow.errors import InputError
-from jam_flow.eval.protocols.common import ClipCache, FrameFeeder, ProtocolSettings, Ranks, clip_key
-from jam_flow.eval.protocols.common import iter_video_frames
+from jam_flow.eval.protocols.common import (
+    ClipCache,
+    FrameFeeder,
+    ProtocolSettings,
+    Ranks,
+    clip_key,
+    iter_video_frames,
+)
 from jam_flow.eval.protocols.judges import Judges
 
 __all__ = ["Chunk", "plan_chunks", "video_metrics"]
@@ -76,7 +82,9 @@ def plan_chunks(settings: ProtocolSettings) -> list[Chunk]:
     from jam_flow.data.audio import load_audio
 
     if settings.videos is None:
-        raise InputError("--videos: this protocol needs a directory of test videos (HDTF-style mp4 with speech)")
+        raise InputError(
+            "--videos: this protocol needs a directory of test videos (HDTF-style mp4 with speech)"
+        )
     root = Path(settings.videos)
     if not root.is_dir():
         raise InputError(f"--videos: {root} is not a directory")
@@ -109,7 +117,9 @@ def _chunk_audio(chunk: Chunk, waves: dict[str, np.ndarray]) -> np.ndarray:
     if chunk.video not in waves:
         waves.clear()  # chunks of one video are consecutive: keep one decoded track
         waves[chunk.video] = load_audio(chunk.video, SAMPLE_RATE)
-    wave = waves[chunk.video][chunk.start * SAMPLES_PER_FRAME : (chunk.start + chunk.frames) * SAMPLES_PER_FRAME]
+    wave = waves[chunk.video][
+        chunk.start * SAMPLES_PER_FRAME : (chunk.start + chunk.frames) * SAMPLES_PER_FRAME
+    ]
     return np.pad(wave, (0, chunk.frames * SAMPLES_PER_FRAME - wave.shape[0])).astype(np.float32)
 
 
