@@ -385,3 +385,26 @@ def test_missing_judges_and_bad_arguments(world, capsys):
     ]
     rc = _evaluate(*base, *args, "--speaker-model", world["speaker"])
     assert rc == 2 and "x.lst:1: expected 6 tab-separated fields" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_two_processes_reduce_to_the_single_process_result(world):
+    """``--devices 2`` on the CPU (Lightning Fabric, DDP over gloo): each rank takes every other item and
+    torchmetrics reduces the states, so the metrics equal a one-process run's."""
+    import os
+    import subprocess
+    import sys
+
+    base = ["--protocol", "tts", "--ckpt", world["export"], "--nfe", "2", "--accelerator", "cpu"]
+    base += ["--vocoder", world["vocos"], "--list", world["list"], "--audio-root", world["libri"]]
+    base += ["--speaker-model", world["speaker"], "--metrics", "sim_o"]
+    results = []
+    for devices in (1, 2):
+        out = world["root"] / f"ddp{devices}"
+        cmd = [sys.executable, "-m", "jam_flow.cli", "evaluate", *map(str, base), "--out", str(out)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        proc = subprocess.run([*cmd, "--devices", str(devices)], env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results.append(json.loads((out / "result.json").read_text())["rows"][0])
+    assert results[1]["parts"]["tts"] == {"clips": 2, "generated": 2, "reused": 0}
+    assert results[1]["metrics"]["sim_o"] == pytest.approx(results[0]["metrics"]["sim_o"], abs=1e-5)
