@@ -173,7 +173,7 @@ PLANTS = {
         lambda r, recs: (r / "dataset.json").write_text(
             json.dumps({**json.loads((r / "dataset.json").read_text()), "num_clips": 9})
         ),
-        "num_clips is 9 but the manifest lists 4",
+        "num_clips is 9 but the manifest has 4 rows",
     ),
     "manifest_missing": (
         lambda r, recs: (r / "manifest.jsonl").unlink(),
@@ -289,6 +289,19 @@ def test_validate_reports_planted_problem(tmp_path, name, capsys):
     assert cli_main(["data", "validate", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert expected in out and "problem(s)" in out
+
+
+def test_duplicate_id_is_reported_by_id_and_read_once(tmp_path, caplog):
+    """issue 13: a row repeating an id is one problem naming the id (no false count mismatch), and the loaders
+    skip it with a warning instead of training the clip twice."""
+    make_dataset(tmp_path)
+    _rewrite_manifest(tmp_path, lambda rows: rows[:2] + [{**rows[2], "id": "c1"}] + rows[3:])
+    problems = validate_dataset(tmp_path)
+    assert any("duplicate clip id 'c1'" in p for p in problems), problems
+    assert not any("num_clips" in p for p in problems), problems
+    ids = [r.id for r in read_manifest(tmp_path)]
+    assert ids == ["c0", "c1", "c3"]
+    assert "skipping 1 duplicate clip id(s): 'c1' (line 3, first on line 2)" in caplog.text
 
 
 def test_validate_cli_bad_dir(tmp_path):

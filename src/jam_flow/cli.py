@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in SUBCOMMANDS:
-        print(f"error: unknown command {name!r}\n\n{_usage()}", file=sys.stderr)
+        known = ", ".join(SUBCOMMANDS)
+        print(f"error: unknown command {name!r} (commands: {known}; see `jam-flow --help`)", file=sys.stderr)
         return 2
     module_name, func_name, _ = SUBCOMMANDS[name]
     func = getattr(importlib.import_module(module_name), func_name)

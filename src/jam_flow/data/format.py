@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 import zipfile
 from collections.abc import Iterable
@@ -59,6 +60,7 @@ FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
 MOTION_KEYS = ("exp", "pitch", "yaw", "roll", "scale", "t", "kp")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+log = logging.getLogger(__name__)
 STD_FLOOR = 1e-6  # stats.json std values are at least this (a constant component must not divide by zero)
 
 
@@ -331,11 +333,12 @@ def write_manifest(root: str | Path, records: Iterable[ClipRecord]) -> Path:
 
 def read_manifest(root: str | Path, split: str | None = None) -> list[ClipRecord]:
     """All records of ``DIR/manifest.jsonl`` (optionally one split). A malformed row raises ``InputError``
-    naming ``manifest.jsonl:<line>``; use :func:`validate_dataset` to list every problem instead."""
+    naming ``manifest.jsonl:<line>``; use :func:`validate_dataset` to list every problem instead. A row repeating
+    an earlier clip id is skipped with a warning naming it (a clip is never trained on twice)."""
     path = Path(root) / "manifest.jsonl"
     if not path.is_file():
         raise InputError(f"{path}: manifest does not exist")
-    records = []
+    records, seen, duplicates = [], {}, []
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         if not line.strip():
             continue
@@ -345,8 +348,16 @@ def read_manifest(root: str | Path, split: str | None = None) -> list[ClipRecord
         except json.JSONDecodeError as err:
             raise InputError(f"{where}: not valid JSON ({err.msg})") from err
         rec = ClipRecord.from_json(obj, where)
+        if rec.id in seen:
+            duplicates.append(f"{rec.id!r} (line {lineno}, first on line {seen[rec.id]})")
+            continue
+        seen[rec.id] = lineno
         if split is None or rec.split == split:
             records.append(rec)
+    if duplicates:
+        log.warning(
+            "%s: skipping %d duplicate clip id(s): %s", path, len(duplicates), ", ".join(duplicates[:10])
+        )
     return records
 
 
@@ -501,9 +512,11 @@ def validate_dataset(root: str | Path, check_audio: bool = True) -> list[str]:
         problems.append(f"{manifest}: manifest does not exist")
     else:
         ids: dict[str, int] = {}
+        rows = 0
         for lineno, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():
                 continue
+            rows += 1
             where = f"{manifest}:{lineno}"
             try:
                 rec = ClipRecord.from_json(json.loads(line), where)
@@ -518,9 +531,9 @@ def validate_dataset(root: str | Path, check_audio: bool = True) -> list[str]:
                 continue
             ids[rec.id] = lineno
             records.append(rec)
-        if info is not None and info.num_clips != len(ids):
+        if info is not None and info.num_clips != rows:  # rows: a duplicate id is reported once, above
             problems.append(
-                f"{root / 'dataset.json'}: num_clips is {info.num_clips} but the manifest lists {len(ids)} clips"
+                f"{root / 'dataset.json'}: num_clips is {info.num_clips} but the manifest has {rows} rows"
             )
         if ids and not any(r.split == "train" for r in records):
             problems.append(f"{manifest}: no clip in the 'train' split")

@@ -282,8 +282,9 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBu
                 raise InputError(f"--ckpt: export directory {path} has no {p.name}")
         try:
             meta = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as err:
-            raise InputError(f"{cfg_path}: not valid YAML ({err})") from err
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise InputError(f"{cfg_path}: not valid YAML text ({first})") from err
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 

@@ -1,5 +1,7 @@
-"""Validation media for TensorBoard: a generated mel image, vocoded audio and mouth-keypoint trajectories against
-the ground truth, sampled with the EMA network through :func:`jam_flow.flow.sampler.sample`.
+"""Training callbacks: :class:`Checkpoint` (best after the validation that scores it, periodic ``last.ckpt``,
+atomic writes), :class:`NonFiniteGuard` (skips and counts NaN/inf steps, stops a diverged run) and
+:class:`ValidationMedia`: a generated mel image, vocoded audio and mouth-keypoint trajectories against the ground
+truth, sampled with the EMA network through :func:`jam_flow.flow.sampler.sample`.
 
 Dimension legend: b batch, n mel frames, c mel channels (100), m motion frames, km mouth keypoints (4).
 Masks are **True = valid**; ``*_known`` masks are **True = given** (the sampler's convention).
@@ -19,19 +21,158 @@ generated frames.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any, Literal
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 from jam_flow.errors import InputError
 from jam_flow.features import audio_to_motion_frame
 from jam_flow.flow.sampler import JointConditions, SamplerSettings, sample
 
-__all__ = ["ValidationMedia"]
+__all__ = ["AtomicCheckpointIO", "Checkpoint", "NonFiniteGuard", "NonFiniteTrainingError", "ValidationMedia"]
 
 log = logging.getLogger(__name__)
+
+
+class Checkpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` with its two jobs kept apart (docs/training.md, "Checkpoints"):
+
+    * the **best** checkpoint(s) by ``monitor`` are decided in ``on_validation_end``, right after the validation
+      that produced the score (Lightning's step trigger fires *before* a validation at the same step and would
+      rank the weights by the previous validation's score);
+    * ``last.ckpt`` is written every ``every_n_train_steps`` optimizer steps whether or not a validation ran, after
+      every validation (so it carries the newest best score) and at the end of training;
+    * every file is written to a hidden sibling and renamed into place with the usual file mode
+      (:class:`AtomicCheckpointIO`, installed when the strategy uses the default ``TorchCheckpointIO``).
+
+    Without ``monitor`` it behaves exactly as ``ModelCheckpoint``. The arguments are ``ModelCheckpoint``'s.
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if self.monitor is None or not pl_module.automatic_optimization:
+            return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        n = self._every_n_train_steps
+        if n < 1 or trainer.global_step % n or self._should_skip_saving_checkpoint(trainer):
+            return
+        self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if self.monitor is None:
+            return super().on_validation_end(trainer, pl_module)
+        if trainer.fast_dev_run or trainer.state.fn != TrainerFn.FITTING or trainer.sanity_checking:
+            return
+        candidates = self._monitor_candidates(trainer)
+        if self.monitor in candidates:
+            self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
+            trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``TorchCheckpointIO`` that writes a local checkpoint to ``.checkpoint-save.partial`` beside it and renames it
+    into place: Lightning's own save goes through a ``mkstemp`` file in the system temp folder (mode 0600, left
+    behind when the process is killed). The partial file is removed on failure; a killed save leaves only it, and
+    the next save overwrites it (its name holds no "last", so ``ckpt_path="last"`` never picks it)."""
+
+    PARTIAL_NAME = ".checkpoint-save.partial"
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        directory = os.path.dirname(os.path.abspath(path))
+        os.makedirs(directory, exist_ok=True)
+        partial = os.path.join(directory, self.PARTIAL_NAME)
+        try:
+            torch.save(checkpoint, partial)
+            os.replace(partial, path)
+        except BaseException:
+            if os.path.exists(partial):
+                os.remove(partial)
+            raise
+
+
+class NonFiniteTrainingError(RuntimeError):
+    """Training stopped after too many consecutive optimizer steps with NaN/inf loss or gradients."""
+
+
+class NonFiniteGuard(L.Callback):
+    """Skip, count and log optimizer steps whose gradients are NaN/inf; stop a run that stays non-finite.
+
+    A non-finite step (NaN/inf in any gradient, which a NaN/inf loss produces) has its gradients dropped, so the
+    optimizer leaves the weights and its state as they were. TensorBoard gets ``train/nonfinite_steps`` and
+    ``train/nonfinite_loss`` (running totals) and ``train/nonfinite_consecutive``. After
+    ``max_consecutive_nonfinite`` non-finite steps in a row training stops with :class:`NonFiniteTrainingError`
+    (``jam-flow fit`` prints it as one line and exits 1); ``last.ckpt`` keeps the last periodic save.
+
+    Args:
+        max_consecutive_nonfinite: consecutive non-finite steps that stop training (0: never stop). fp16 loss
+            scaling skips a few steps in a row on its own while it calibrates, so keep this well above 1.
+    """
+
+    def __init__(self, max_consecutive_nonfinite: int = 20) -> None:
+        super().__init__()
+        if max_consecutive_nonfinite < 0:
+            raise ValueError(
+                f"nonfinite.max_consecutive_nonfinite: expected >= 0, got {max_consecutive_nonfinite}"
+            )
+        self.max_consecutive_nonfinite = int(max_consecutive_nonfinite)
+        self.steps = 0  # non-finite optimizer steps so far
+        self.losses = 0  # non-finite training losses so far
+        self.consecutive = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if isinstance(loss, Tensor) and not bool(torch.isfinite(loss.detach()).all()):
+            self.losses += 1
+            pl_module.log("train/nonfinite_loss", float(self.losses), batch_size=1)
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not params:
+            return
+        norms = torch.stack([torch.linalg.vector_norm(p.grad.detach().float()) for p in params])
+        if bool(torch.isfinite(norms).all()):
+            self.consecutive = 0
+            return
+        for p in params:
+            p.grad = None  # the optimizer skips parameters without gradients: weights and moments stay finite
+        self.steps += 1
+        self.consecutive += 1
+        pl_module.log("train/nonfinite_steps", float(self.steps), batch_size=1)
+        pl_module.log("train/nonfinite_consecutive", float(self.consecutive), batch_size=1)
+        log.warning(
+            "step %d: non-finite gradients (NaN/inf); the step was skipped (%d in a row, %d so far)",
+            trainer.global_step,
+            self.consecutive,
+            self.steps,
+        )
+        if self.max_consecutive_nonfinite and self.consecutive >= self.max_consecutive_nonfinite:
+            raise NonFiniteTrainingError(
+                f"training stopped at step {trainer.global_step}: {self.consecutive} consecutive optimizer steps "
+                f"had NaN/inf gradients ({self.steps} non-finite steps, {self.losses} non-finite losses so far; "
+                f"--nonfinite.max_consecutive_nonfinite {self.max_consecutive_nonfinite}). Likely causes: a "
+                f"learning rate too high (--model.lr), fp16 overflow (use bf16-mixed or 32-true precision), "
+                f"gradient clipping off (--trainer.gradient_clip_val) or bad data (`jam-flow data validate`); "
+                f"resume from the last checkpoint with a fix"
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"steps": self.steps, "losses": self.losses, "consecutive": self.consecutive}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.steps = int(state_dict.get("steps", 0))
+        self.losses = int(state_dict.get("losses", 0))
+        self.consecutive = int(state_dict.get("consecutive", 0))
 
 
 class ValidationMedia(L.Callback):

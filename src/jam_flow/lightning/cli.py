@@ -3,8 +3,13 @@
 
 No tensors here. Besides Lightning's own ``--trainer.*``, ``--model.*``, ``--data.*`` and ``--ckpt_path`` it adds:
 
-* ``--checkpoint.*``: a :class:`~lightning.pytorch.callbacks.ModelCheckpoint` that always runs: ``last.ckpt``
-  plus the best checkpoint by ``val/loss`` (EMA network), under ``<log dir>/checkpoints/``;
+* ``--checkpoint.*``: a :class:`~jam_flow.lightning.callbacks.Checkpoint` (Lightning's ``ModelCheckpoint``
+  arguments) that always runs: the best checkpoint by ``val/loss`` (EMA network), decided right after each
+  validation, plus ``last.ckpt`` every ``every_n_train_steps`` steps, under ``<log dir>/checkpoints/``;
+* ``--nonfinite.*``: :class:`~jam_flow.lightning.callbacks.NonFiniteGuard` (skips and counts NaN/inf steps, stops
+  after ``max_consecutive_nonfinite`` in a row: one ``error:`` line, exit status 1);
+* ``--ckpt_path`` is checked before anything is built (exists, loads with ``weights_only=True``, holds a
+  ``state_dict``): a bad one is one ``error:`` line, exit status 2;
 * ``--media.*``: :class:`~jam_flow.lightning.callbacks.ValidationMedia` (mel image, audio, mouth trajectories);
 * a rich progress bar (``--progress_bar.*``); Lightning's default TensorBoard logger writes to
   ``<default_root_dir>/lightning_logs/version_N/`` (checkpoints in its ``checkpoints/``);
@@ -24,7 +29,8 @@ import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from jam_flow.lightning.callbacks import ValidationMedia
+from jam_flow.errors import InputError
+from jam_flow.lightning.callbacks import Checkpoint, NonFiniteGuard, NonFiniteTrainingError, ValidationMedia
 from jam_flow.lightning.datamodule import JAMFlowDataModule
 from jam_flow.lightning.module import JAMFlowModule
 
@@ -35,7 +41,7 @@ class JAMFlowCLI(LightningCLI):
     """LightningCLI with jam-flow's forced callbacks, defaults and argument links."""
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(Checkpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,
@@ -46,6 +52,7 @@ class JAMFlowCLI(LightningCLI):
                 "checkpoint.auto_insert_metric_name": False,
             }
         )
+        parser.add_lightning_class_args(NonFiniteGuard, "nonfinite")
         parser.add_lightning_class_args(ValidationMedia, "media")
         parser.add_lightning_class_args(RichProgressBar, "progress_bar")
         # Lightning's default logger (trainer.logger: true) is TensorBoard under <default_root_dir>/lightning_logs
@@ -94,7 +101,9 @@ def _check_ckpt_path(ckpt_path: object) -> None:
         return
     from jam_flow.models.format import read_torch_file
 
-    read_torch_file(ckpt_path, "--ckpt_path", mmap=True)
+    ckpt = read_torch_file(ckpt_path, "--ckpt_path", mmap=True)
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise InputError(f"--ckpt_path: {ckpt_path} is not a Lightning checkpoint (no 'state_dict' entry)")
 
 
 def run_cli(subcommand: str, argv: list[str]) -> JAMFlowCLI:
@@ -115,7 +124,11 @@ def run_cli(subcommand: str, argv: list[str]) -> JAMFlowCLI:
 
 
 def fit_main(argv: list[str]) -> int:
-    run_cli("fit", argv)
+    try:
+        run_cli("fit", argv)
+    except NonFiniteTrainingError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 
