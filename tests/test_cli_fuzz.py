@@ -117,6 +117,11 @@ CASES: dict[str, tuple[list[str], str]] = {
         ["generate", "--ckpt", "{plain_pickle_ckpt}", "--out", "{out}", *TEXT2AV],
         "--ckpt",
     ),
+    "gen_ckpt_evil_zip": (["generate", "--ckpt", "{evil_ckpt}", "--out", "{out}", *TEXT2AV], "--ckpt"),
+    "gen_ckpt_evil_plain": (
+        ["generate", "--ckpt", "{plain_evil_ckpt}", "--out", "{out}", *TEXT2AV],
+        "--ckpt",
+    ),
     "gen_export_yaml_junk": (
         ["generate", "--ckpt", "{bad_yaml_export}", "--out", "{out}", *TEXT2AV],
         "config.yaml",
@@ -150,6 +155,8 @@ CASES: dict[str, tuple[list[str], str]] = {
     "export_ckpt_junk": (["export", "--ckpt", "{junk}", "--out", "{out}"], "--ckpt"),
     "export_ckpt_missing": (["export", "--ckpt", "{missing}", "--out", "{out}"], "--ckpt"),
     "export_ckpt_truncated": (["export", "--ckpt", "{truncated_ckpt}", "--out", "{out}"], "--ckpt"),
+    "export_ckpt_evil_zip": (["export", "--ckpt", "{evil_ckpt}", "--out", "{out}"], "--ckpt"),
+    "export_ckpt_evil_plain": (["export", "--ckpt", "{plain_evil_ckpt}", "--out", "{out}"], "--ckpt"),
     "export_out_is_file": (["export", "--ckpt", "{evil_ckpt}", "--out", "{a_file}"], "--out"),
     "export_out_foreign": (["export", "--ckpt", "{evil_ckpt}", "--out", "{root}", "--overwrite"], "--out"),
     # synth-corpus
@@ -203,6 +210,20 @@ CASES: dict[str, tuple[list[str], str]] = {
             "evaluate",
             "--ckpt",
             "{missing}",
+            "--data.data_dir",
+            "{data}",
+            "--task",
+            "audio2motion",
+            "--out",
+            "{out}/m.json",
+        ],
+        "--ckpt",
+    ),
+    "evaluate_ckpt_evil": (
+        [
+            "evaluate",
+            "--ckpt",
+            "{evil_ckpt}",
             "--data.data_dir",
             "{data}",
             "--task",
