@@ -54,7 +54,7 @@ def test_out_refuses_non_empty_and_overwrite_replaces_the_whole_set(env, capsys,
     assert _tree(out) == before
     # --overwrite: only the new task's files remain (no stale motion.npy of the earlier run)
     assert _run(env, capsys, out, *TTS, env["ref"], "--overwrite")[0] == 0
-    assert [p.name for p in out.iterdir()] == ["audio.wav"]
+    assert sorted(p.name for p in out.iterdir()) == ["audio.wav", "generation.json"]
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     # a failing run under --overwrite leaves the previous output untouched
     before = _tree(out)

@@ -108,16 +108,15 @@ def outputs_owned(root: Path) -> str | None:
     foreign = [p.name for p in entries if p.name not in OUTPUT_FILES or not p.is_file() or p.is_symlink()]
     if foreign:
         return f"it holds entries `jam-flow generate` does not write: {', '.join(foreign[:5])}"
-    info = root / "motion.json"
-    if info.is_file():
-        try:
-            ok = str(json.loads(info.read_text(encoding="utf-8")).get("layout", "")).startswith(
-                "liveportrait"
-            )
-        except (ValueError, AttributeError, UnicodeDecodeError):
-            ok = False
-        if not ok:
-            return f"{info} is not a motion.json written by `jam-flow generate`"
+    for name, key in (("motion.json", "layout"), ("generation.json", "task")):
+        info = root / name
+        if info.is_file():
+            try:
+                ok = key in json.loads(info.read_text(encoding="utf-8"))
+            except (ValueError, TypeError, UnicodeDecodeError):
+                ok = False
+            if not ok:
+                return f"{info} is not a {name} written by `jam-flow generate`"
     return None
 
 
