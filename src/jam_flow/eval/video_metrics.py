@@ -75,6 +75,7 @@ class FID(FrechetInceptionDistance):
             raise InputError(f"{flag}: FID needs the torch-fidelity package ({err})") from err
         except RuntimeError as err:  # load_state_dict: missing / unexpected keys, wrong shapes
             raise InputError(f"{flag}: {path} does not match the InceptionV3 layout: {err}") from err
+        self.orig_dtype = torch.float32  # set by update(); a DDP rank with no clips still computes
 
     def update(self, imgs: Tensor, real: bool) -> None:  # type: ignore[override]
         if imgs.dtype != torch.uint8 or imgs.dim() != 4 or imgs.shape[1] != 3:
@@ -131,6 +132,7 @@ class FVD(FrechetInceptionDistance):
         wrapper = _I3DFeatures(detector)
         wrapper.num_features = int(probe.shape[1])
         super().__init__(feature=wrapper, **kwargs)
+        self.orig_dtype = torch.float32  # set by update(); a DDP rank with no clips still computes
 
     def update(self, imgs: Tensor, real: bool) -> None:  # type: ignore[override]
         if imgs.dtype != torch.uint8 or imgs.dim() != 5 or imgs.shape[2] != 3:

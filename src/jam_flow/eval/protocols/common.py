@@ -224,6 +224,20 @@ class Ranks:
         if self.world > 1:
             self.fabric.barrier()
 
+    def run(self, items: list[Any], generate, score) -> dict[str, Any]:
+        """Generate this rank's share (``generate(mine) -> (generated, reused)``), wait for every rank, score it
+        (``score(mine) -> metrics``, reduced across ranks by torchmetrics); returns metrics and clip counts."""
+        mine = self.shard(items)
+        generated, reused = generate(mine)
+        self.barrier()
+        values = score(mine)
+        return {
+            "metrics": values,
+            "clips": len(items),
+            "generated": self.total(generated),
+            "reused": self.total(reused),
+        }
+
 
 def iter_video_frames(path: str | Path, fps: float = 25.0) -> Iterator[np.ndarray]:
     """Stream a video's frames resampled to ``fps`` (slot ``j`` shows the latest frame starting at or before

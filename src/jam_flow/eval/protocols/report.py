@@ -67,16 +67,6 @@ def markdown_table(protocol: str, rows: list[dict[str, Any]], compare_paper: boo
     return "\n".join(lines) + "\n"
 
 
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_finite(v) for v in obj]
-    return obj
-
-
 def _relative(path: str | None) -> str | None:
     """Repository-relative when the path lies inside the working directory; else its name only."""
     if path is None:
@@ -114,6 +104,8 @@ def write_outputs(
     }
     if compare:
         result["paper"] = paper_table(protocol)
+    from jam_flow.eval.evaluate import _finite  # NaN / inf -> null, as `jam-flow evaluate --task` writes
+
     result = _finite(result)
     (out_dir / "result.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (out_dir / "table.md").write_text(markdown_table(protocol, rows, compare), encoding="utf-8")

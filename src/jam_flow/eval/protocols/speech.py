@@ -247,13 +247,8 @@ def run_speech_part(
     items: list[SpeechItem],
 ) -> dict[str, Any]:
     """Generate + score ``task`` (tts, text2av or dub) for one checkpoint; returns metrics and clip counts."""
-    mine = ranks.shard(items)
-    generated, reused = generate_items(task, settings, bundle, ckpt, mine, cache, judges)
-    ranks.barrier()
-    values = speech_metrics(settings, metrics, mine, cache, judges)
-    return {
-        "metrics": values,
-        "clips": len(items),
-        "generated": ranks.total(generated),
-        "reused": ranks.total(reused),
-    }
+    return ranks.run(
+        items,
+        lambda mine: generate_items(task, settings, bundle, ckpt, mine, cache, judges),
+        lambda mine: speech_metrics(settings, metrics, mine, cache, judges),
+    )

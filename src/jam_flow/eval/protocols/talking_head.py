@@ -269,14 +269,9 @@ def run_video_part(
     chunks: list[Chunk],
 ) -> dict[str, Any]:
     """Generate + score the talking-head part for one checkpoint; returns metrics and clip counts."""
-    mine = ranks.shard(chunks)
     need_render = any(m in metrics for m in ("fid", "fvd", "lse_c", "lse_d"))
-    generated, reused = generate_chunks(settings, bundle, ckpt, mine, cache, judges, need_render)
-    ranks.barrier()
-    values = video_metrics(settings, metrics, mine, cache, judges, ranks)
-    return {
-        "metrics": values,
-        "clips": len(chunks),
-        "generated": ranks.total(generated),
-        "reused": ranks.total(reused),
-    }
+    return ranks.run(
+        chunks,
+        lambda mine: generate_chunks(settings, bundle, ckpt, mine, cache, judges, need_render),
+        lambda mine: video_metrics(settings, metrics, mine, cache, judges, ranks),
+    )
