@@ -109,8 +109,8 @@ def test_datamodule_batches_masks_and_bad_clips(tmp_path):
     dm.setup("fit")
     assert dm.missing == ["clip001"] and len(dm.datasets["train"]) == 5
     meta = dm.meta()
-    assert set(meta) == {"mel", "motion", "stats", "vocab"} and len(meta["vocab"]) == dm.vocab_size
-    assert np.asarray(meta["stats"]["motion"]["exp_std"]).shape == (21, 3)
+    assert set(meta.to_dict()) == {"mel", "motion", "stats", "vocab"} and len(meta.vocab) == dm.vocab_size
+    assert meta.stats.exp_std.shape == (21, 3) and meta.stats.mel_mean.shape == (100,)
     batches = list(dm.train_dataloader())
     skipped = sum(b["skipped"] for b in batches)
     assert skipped == 1 and any("clip000" in b["skipped_ids"] for b in batches)

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from jam_flow.data.meta import STD_FLOOR
 from jam_flow.errors import InputError
 from jam_flow.features import MelSettings, MotionSettings, audio_to_motion_frame, num_motion_frames
 
@@ -61,7 +62,6 @@ SPLITS = ("train", "val", "test")
 MOTION_KEYS = ("exp", "pitch", "yaw", "roll", "scale", "t", "kp")
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 log = logging.getLogger(__name__)
-STD_FLOOR = 1e-6  # stats.json std values are at least this (a constant component must not divide by zero)
 
 
 class ClipError(InputError):
@@ -432,7 +432,7 @@ def write_stats(root: str | Path, stats: dict[str, Any]) -> Path:
 def read_stats(root: str | Path) -> dict[str, np.ndarray]:
     """``DIR/stats.json`` as float32 arrays: ``mel_mean``/``mel_std`` [c], ``exp_mean``/``exp_std`` [k, 3].
 
-    Normalise with ``(x - mean) / std``; the std values are floored at 1e-6."""
+    Normalise with :class:`jam_flow.data.meta.Normaliser` (std floored at ``STD_FLOOR``, 1e-5)."""
     path = Path(root) / "stats.json"
     obj = _read_json(path)
     problems = _stats_problems(obj)

@@ -19,7 +19,7 @@ both streams on one time grid, so shared times train exactly the noise-level pai
 times (``shared_time=False``) spend capacity on mismatched pairs that are never queried.
 
 The network is an argument, never an attribute: ``net`` is anything with the ``JointDiT.forward`` interface
-(docs/CONVENTIONS.md); stage-1 adapters in :mod:`jam_flow.lightning.module` present Audio-DiT / Motion-DiT that way.
+(docs/CONVENTIONS.md); stage-1 adapters in :mod:`jam_flow.models.stages` present Audio-DiT / Motion-DiT that way.
 """
 
 from __future__ import annotations

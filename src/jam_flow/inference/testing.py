@@ -14,7 +14,8 @@ from torch import nn
 
 from jam_flow.data.text import Vocab
 from jam_flow.features import MelSettings, MotionSettings
-from jam_flow.inference.bundle import FORMAT_VERSION, save_export
+from jam_flow.inference.bundle import save_export
+from jam_flow.models.format import FORMAT_VERSION
 
 __all__ = ["vocos_config", "write_random_vocos", "joint_meta", "random_joint_net", "write_random_export"]
 

@@ -34,6 +34,7 @@ from torch import Tensor
 from jam_flow.errors import InputError
 from jam_flow.features import audio_to_motion_frame
 from jam_flow.flow.sampler import JointConditions, SamplerSettings, sample
+from jam_flow.models.stages import Stage
 
 __all__ = ["AtomicCheckpointIO", "Checkpoint", "NonFiniteGuard", "NonFiniteTrainingError", "ValidationMedia"]
 
@@ -246,7 +247,7 @@ class ValidationMedia(L.Callback):
         ):
             return
         mode = self.settings.guidance
-        if mode == "joint" and getattr(pl_module, "stage", None) == "stage1_audio":
+        if mode == "joint" and getattr(pl_module, "stage", None) is Stage.stage1_audio:
             mode = "f5"  # no motion stream: the sampler falls back to f5
         try:
             dropout.check_trained(mode, f"--media.guidance {self.settings.guidance}")
@@ -281,18 +282,13 @@ class ValidationMedia(L.Callback):
         dev = pl_module.device
         sub = {key: (v[:k].to(dev) if isinstance(v, Tensor) else v) for key, v in batch.items()}
         fb = pl_module.flow_batch(sub)
-        meta = pl_module.data_meta or {}
-        mel_s, mot_s = meta.get("mel", {}), meta.get("motion", {})
-        sr, hop, fps = (
-            int(mel_s.get("sample_rate", 24000)),
-            int(mel_s.get("hop_length", 256)),
-            int(mot_s.get("fps", 25)),
-        )
+        meta = pl_module.data_meta
+        sr, hop, fps = meta.mel.sample_rate, meta.mel.hop_length, meta.motion.fps
         a_len = fb.audio_mask.sum(1)
         prompt = (a_len.float() * self.prompt_frac).long()
         pos = torch.arange(fb.audio.shape[1], device=dev)[None]
         stage = pl_module.stage
-        audio_known = fb.audio_mask.clone() if stage == "stage1_motion" else pos < prompt[:, None]
+        audio_known = fb.audio_mask.clone() if stage is Stage.stage1_motion else pos < prompt[:, None]
         cond = JointConditions(
             audio_cond=fb.audio, audio_known=audio_known, text=fb.text, audio_mask=fb.audio_mask
         )
@@ -373,12 +369,12 @@ class ValidationMedia(L.Callback):
         matplotlib.use("Agg", force=False)
         import matplotlib.pyplot as plt
 
-        mel_s = (pl_module.data_meta or {}).get("mel", {})
+        mel_s = pl_module.data_meta.mel
         stage = pl_module.stage
         for i in range(media["mel_gen"].shape[0]):
             n = int(media["audio_mask"][i].sum())
             gen_mel, gt_mel = media["mel_gen"][i, :n], media["mel_gt"][i, :n]
-            if stage != "stage1_motion":
+            if stage is not Stage.stage1_motion:
                 fig, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
                 for ax, mel, title in ((axes[0], gt_mel, "ground truth"), (axes[1], gen_mel, "generated")):
                     ax.imshow(mel.T.numpy(), origin="lower", aspect="auto", interpolation="none")
@@ -390,7 +386,7 @@ class ValidationMedia(L.Callback):
                 writer.add_figure(f"val/mel/{i}", fig, global_step=step)
                 plt.close(fig)
                 try:
-                    vocoder = self._get_vocoder(_mel_settings(mel_s))
+                    vocoder = self._get_vocoder(mel_s)
                     wave = vocoder.decode(gen_mel)
                     peak = wave.abs().max().clamp_min(1e-8)
                     writer.add_audio(
@@ -431,9 +427,3 @@ class ValidationMedia(L.Callback):
                 fig.tight_layout()
                 writer.add_figure(f"val/mouth/{i}", fig, global_step=step)
                 plt.close(fig)
-
-
-def _mel_settings(d: dict):
-    from jam_flow.features import MelSettings
-
-    return MelSettings(**d) if d else MelSettings()

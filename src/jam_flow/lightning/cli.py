@@ -85,9 +85,10 @@ class JAMFlowCLI(LightningCLI):
         net = cfg.get("model.net")
         if net is None or "init_args" not in net:
             return
-        args = net.init_args
-        holder = args.get("audio") if args.get("audio") is not None else args
-        if "text_num_embeds" not in holder:
+        from jam_flow.models.format import text_embeds_holder
+
+        holder = text_embeds_holder(net.init_args)
+        if holder is None:
             return
         vocab_path = cfg.get("data.vocab_path")
         size = len(Vocab.from_file(vocab_path) if vocab_path else Vocab.default())

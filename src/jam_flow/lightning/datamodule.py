@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import lightning as L
 
@@ -19,6 +19,7 @@ from jam_flow.data.audio_features import features_dir
 from jam_flow.data.batching import DynamicBatchSampler, ResumableDataLoader
 from jam_flow.data.dataset import ClipDataset, collate_clips
 from jam_flow.data.format import ClipRecord, read_dataset_json, read_manifest, read_stats
+from jam_flow.data.meta import DataMeta, DatasetStats
 from jam_flow.data.text import Vocab
 from jam_flow.errors import InputError
 
@@ -112,10 +113,7 @@ class JAMFlowDataModule(L.LightningDataModule):
         info = read_dataset_json(self.data_dir)
         self.mel, self.motion = info.mel, info.motion
         st = read_stats(self.data_dir)
-        self.stats = {
-            "mel": {"mean": st["mel_mean"].tolist(), "std": st["mel_std"].tolist()},
-            "motion": {"exp_mean": st["exp_mean"].tolist(), "exp_std": st["exp_std"].tolist()},
-        }
+        self.stats = DatasetStats(st["mel_mean"], st["mel_std"], st["exp_mean"], st["exp_std"])
         records = read_manifest(self.data_dir)
         keep: list[ClipRecord] = []
         for rec in records:
@@ -163,15 +161,10 @@ class JAMFlowDataModule(L.LightningDataModule):
             )
         self._prepared = True
 
-    def meta(self) -> dict[str, Any]:
-        """What inference needs from the data side (goes into ``ckpt["jam_flow"]``)."""
+    def meta(self) -> DataMeta:
+        """What a model takes from the data side (goes into ``ckpt["jam_flow"]``)."""
         self._read()
-        return {
-            "mel": self.mel.to_dict(),
-            "motion": self.motion.to_dict(),
-            "stats": self.stats,
-            "vocab": self.vocab.to_list(),
-        }
+        return DataMeta(self.mel, self.motion, self.stats, self.vocab)
 
     # ------------------------------------------------------------------------------------------------ hooks
     def setup(self, stage: str | None = None) -> None:

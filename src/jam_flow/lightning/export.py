@@ -2,9 +2,9 @@
 plus ``DIR/config.yaml`` (architecture, mel and motion settings, normalisation statistics, mouth indices,
 vocabulary), the export format of docs/CONVENTIONS.md. No tensor dimensions of its own.
 
-The checkpoint's ``ckpt["jam_flow"]`` block is read with :func:`jam_flow.inference.bundle.load_bundle` (which
-rebuilds the network and loads the EMA weights strictly) and written with
-:func:`jam_flow.inference.bundle.save_export`, so an export is exactly what ``jam-flow generate`` reads.
+The checkpoint's ``ckpt["jam_flow"]`` block is read, checked against the rebuilt network (strictly) and written
+with :mod:`jam_flow.models.format` (the one owner of the format, with the weights' SHA-256 in ``config.yaml``), so
+an export is exactly what ``jam-flow generate`` reads.
 """
 
 from __future__ import annotations
@@ -43,15 +43,20 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, overwrite: bool = False
     The export is written into a temporary sibling folder and swapped in when complete (:mod:`jam_flow.atomic`);
     ``overwrite`` replaces only a folder :func:`export_owned` recognises."""
     from jam_flow.atomic import check_out_dir, replace_dir
-    from jam_flow.inference.bundle import load_bundle, save_export
+    from jam_flow.models.configs import with_legacy_defaults
+    from jam_flow.models.format import build_model, check_state_dict, read_model_file, write_export
 
     ckpt, out = Path(ckpt), Path(out)
     if not ckpt.is_file():
         raise InputError(f"--ckpt: {ckpt} is not a file (expected a .ckpt written by `jam-flow fit`)")
     check_out_dir(out, overwrite, export_owned)
-    bundle = load_bundle(ckpt, device="cpu")
+    found = read_model_file(ckpt, "--ckpt")
+    # the network is rebuilt and loaded strictly, so an export always loads; old checkpoints get their old defaults
+    meta = {**found.meta, "model": with_legacy_defaults(found.meta["model"])}
+    net = build_model(meta["model"], found.where)
+    check_state_dict(net, found.state, found.where)
     with replace_dir(out, overwrite, export_owned) as tmp:
-        save_export(tmp, bundle.model, bundle.config)
+        write_export(tmp, found.state, meta)
     return out
 
 

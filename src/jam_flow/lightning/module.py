@@ -31,6 +31,7 @@ import lightning as L
 import torch
 from torch import Tensor, nn
 
+from jam_flow.data.meta import DataMeta, Normaliser
 from jam_flow.errors import InputError
 from jam_flow.flow.masking import (
     AUDIO_ONLY,
@@ -41,18 +42,16 @@ from jam_flow.flow.masking import (
     sample_masks,
 )
 from jam_flow.flow.objective import FlowBatch, FlowLoss, FlowObjective
-from jam_flow.lightning.adapters import enable_activation_checkpointing, joint_interface, net_spec
 from jam_flow.lightning.ema import EMA
-from jam_flow.models.format import plain
+from jam_flow.models import JointDiT
+from jam_flow.models.format import make_meta, net_spec, plain, text_num_embeds
+from jam_flow.models.stages import Stage, joint_interface, load_audio_init, load_motion_init
 
 __all__ = ["JAMFlowModule", "EMAConfig", "WarmupLinearDecay", "STAGES"]
 
 log = logging.getLogger(__name__)
 
-STAGES = ("stage1_motion", "stage1_audio", "stage2")
-EXP_STD_FLOOR = (
-    1e-5  # same floor as jam_flow.inference.bundle (an exp coordinate that never moves is not scaled up)
-)
+STAGES = tuple(s.value for s in Stage)
 
 
 @dataclass
@@ -81,6 +80,19 @@ class WarmupLinearDecay:
             return 1.0
         done = min(step - self.warmup, self.decay) / self.decay
         return 1.0 + (self.floor - 1.0) * done
+
+
+def enable_activation_checkpointing(net: nn.Module) -> bool:
+    """Switch on ``checkpoint_activations`` wherever the network (or a branch of it) has that switch; returns
+    whether any was found. Read-only properties (JointDiT derives its flag from its branches) are skipped."""
+    found = False
+    for mod in net.modules():
+        if isinstance(getattr(type(mod), "checkpoint_activations", None), property):
+            continue
+        if hasattr(mod, "checkpoint_activations"):
+            mod.checkpoint_activations = True
+            found = True
+    return found
 
 
 def _step_seed(seed: int, rank: int, step: int, salt: int = 0) -> int:
@@ -121,7 +133,7 @@ class JAMFlowModule(L.LightningModule):
     def __init__(
         self,
         net: nn.Module,
-        stage: Literal["stage1_motion", "stage1_audio", "stage2"] = "stage2",
+        stage: Stage = Stage.stage2,
         lr: float = 7.5e-5,
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.01,
@@ -144,6 +156,7 @@ class JAMFlowModule(L.LightningModule):
         super().__init__()
         if stage not in STAGES:
             raise InputError(f"--model.stage: expected one of {list(STAGES)}, got {stage!r}")
+        stage = Stage(stage)  # also accepts the plain string (a module built in Python)
         if warmup_steps < 0 or (decay_steps is not None and decay_steps < 0):
             raise InputError("--model.warmup_steps / decay_steps: expected >= 0")
         self.save_hyperparameters(ignore=["net"])
@@ -164,21 +177,14 @@ class JAMFlowModule(L.LightningModule):
                 "'checkpoint_activations' switch"
             )
         if freeze_audio_dit:
-            if stage != "stage2" or not hasattr(net, "audio"):
+            if stage is not Stage.stage2 or not isinstance(net, JointDiT):
                 raise InputError("--model.freeze_audio_dit needs stage2 and a JointDiT (a net with .audio)")
             net.audio.requires_grad_(False)
         self.forward_fn = joint_interface(net, stage)
         self.ema = EMA(net, ema.beta, ema.update_after_step, ema.update_every)
         self.ema_forward_fn = joint_interface(self.ema.model, stage)
-        self.data_meta: dict[str, Any] | None = (
-            None  # mel, motion, stats, vocab (from the DataModule/checkpoint)
-        )
-        self.register_buffer("exp_mean", torch.zeros(21, 3), persistent=False)
-        self.register_buffer("exp_std", torch.ones(21, 3), persistent=False)
-        self.register_buffer("mel_mean", torch.zeros(100), persistent=False)
-        self.register_buffer("mel_std", torch.ones(100), persistent=False)
-        self.mouth_indices: list[int] = [14, 17, 19, 20]
-        self.rest_indices: list[int] = [i for i in range(21) if i not in self.mouth_indices]
+        self.data_meta: DataMeta | None = None  # mel, motion, stats, vocab (from the DataModule / checkpoint)
+        self.normaliser: Normaliser | None = None  # built with data_meta (set_data_meta)
         self._generator = torch.Generator()
         self._last_ema_step = -1
         self._tick: float | None = None
@@ -197,45 +203,23 @@ class JAMFlowModule(L.LightningModule):
         spec = given.get("net") if isinstance(given, dict) else None
         return dict(spec) if isinstance(spec, dict) and "class_path" in spec else None
 
-    def set_data_meta(self, meta: dict[str, Any]) -> None:
-        """Take mel/motion settings, stats and vocabulary from the data side (or a checkpoint)."""
-        self.data_meta = {k: meta[k] for k in ("mel", "motion", "stats", "vocab")}
-        motion = meta["motion"]
-        self.mouth_indices = [int(i) for i in motion["mouth_indices"]]
-        k = int(motion["num_kp"])
-        self.rest_indices = [i for i in range(k) if i not in self.mouth_indices]
-        stats = meta["stats"]
-        if stats is not None:
-            dev = self.exp_mean.device
-            self.exp_mean = torch.as_tensor(
-                stats["motion"]["exp_mean"], dtype=torch.float32, device=dev
-            ).reshape(k, 3)
-            self.exp_std = (
-                torch.as_tensor(stats["motion"]["exp_std"], dtype=torch.float32, device=dev)
-                .reshape(k, 3)
-                .clamp_min(EXP_STD_FLOOR)
-            )
-            self.mel_mean = torch.as_tensor(stats["mel"]["mean"], dtype=torch.float32, device=dev)
-            self.mel_std = torch.as_tensor(stats["mel"]["std"], dtype=torch.float32, device=dev).clamp_min(
-                EXP_STD_FLOOR
-            )
-        elif self.normalize_mel:
+    def set_data_meta(self, meta: dict[str, Any] | DataMeta) -> None:
+        """Take mel/motion settings, stats and vocabulary from the data side (or a checkpoint's block)."""
+        data = meta if isinstance(meta, DataMeta) else DataMeta.from_dict(meta, "dataset metadata")
+        if data.stats is None and self.normalize_mel:
             raise InputError("--model.normalize_mel needs dataset stats (stats.json)")
+        device = self.normaliser.exp_mean.device if self.normaliser is not None else None
+        self.data_meta = data
+        self.normaliser = Normaliser(data.motion, data.stats, self.normalize_mel).to(device)
 
     def jam_flow_meta(self, with_weights: bool = True) -> dict[str, Any]:
-        """``ckpt["jam_flow"]`` exactly as docs/CONVENTIONS.md describes it."""
+        """``ckpt["jam_flow"]`` exactly as docs/CONVENTIONS.md describes it (:func:`jam_flow.models.format.make_meta`)."""
         if self.data_meta is None:
             raise InputError(
                 "the model has no dataset metadata (train it with a DataModule or load a checkpoint)"
             )
-        meta = {
-            "format_version": 1,
-            "model": net_spec(self.net, self._net_spec_hint),
-            **self.data_meta,
-            "normalize_mel": self.normalize_mel,
-        }
-        order = ("format_version", "model", "mel", "motion", "stats", "vocab", "normalize_mel")
-        meta = {key: meta[key] for key in order}
+        data = self.data_meta.to_dict()
+        meta = make_meta(net_spec(self.net, self._net_spec_hint), **data, normalize_mel=self.normalize_mel)
         if with_weights:
             meta["ema_state_dict"] = {k: v.detach().cpu().clone() for k, v in self.ema.weights().items()}
         return meta
@@ -266,7 +250,7 @@ class JAMFlowModule(L.LightningModule):
                 f"{getattr(dm, 'audio_features', 'mel')}) but the Motion-DiT has audio_feat_dim={net_dim}"
             )
         if self.data_meta is not None and self.net_text_embeds() is not None:
-            vocab_len = len(self.data_meta["vocab"])
+            vocab_len = len(self.data_meta.vocab)
             if self.net_text_embeds() != vocab_len:
                 raise InputError(
                     f"the network has text_num_embeds={self.net_text_embeds()} but the vocabulary has "
@@ -275,11 +259,7 @@ class JAMFlowModule(L.LightningModule):
 
     def net_text_embeds(self) -> int | None:
         spec = net_spec(self.net, self._net_spec_hint, strict=False)
-        args = (spec or {}).get("init_args", {})
-        args = (
-            args.get("audio", args) if isinstance(args.get("audio"), dict) else args
-        )  # JointDiT: audio branch
-        return int(args["text_num_embeds"]) if "text_num_embeds" in args else None
+        return text_num_embeds((spec or {}).get("init_args"))
 
     def on_fit_start(self) -> None:
         if self._initialised_from_pretrained:
@@ -287,14 +267,10 @@ class JAMFlowModule(L.LightningModule):
         self._initialised_from_pretrained = True
         loaded = False
         if self.init_audio_from:
-            from jam_flow.lightning.adapters import load_audio_init
-
             load_audio_init(self.net, self.init_audio_from)
             log.info("initialised the Audio-DiT from %s", self.init_audio_from)
             loaded = True
         if self.init_motion_from:
-            from jam_flow.lightning.adapters import load_motion_init
-
             load_motion_init(self.net, self.init_motion_from)
             log.info("initialised the Motion-DiT from %s", self.init_motion_from)
             loaded = True
@@ -302,24 +278,36 @@ class JAMFlowModule(L.LightningModule):
             self.ema.copy_from(self.net)
 
     # ------------------------------------------------------------------------------------------------ batches
+    def _data(self) -> DataMeta:
+        if self.data_meta is None:
+            raise InputError(
+                "the model has no dataset metadata (train it with a DataModule or load a checkpoint)"
+            )
+        return self.data_meta
+
+    def _norm(self) -> Normaliser:
+        if self.normaliser is None:
+            raise InputError(
+                "the model has no dataset metadata (train it with a DataModule or load a checkpoint)"
+            )
+        return self.normaliser
+
     def normalise_exp(self, exp: Tensor) -> tuple[Tensor, Tensor]:
         """Raw ``exp [b, m, k, 3]`` -> ``(mouth [b, m, dm], rest [b, m, dr])`` in model space."""
-        z = (exp - self.exp_mean) / self.exp_std
-        return z[:, :, self.mouth_indices].flatten(2), z[:, :, self.rest_indices].flatten(2)
+        return self._norm().motion_to_model(exp)
 
     def denormalise_mouth(self, mouth: Tensor) -> Tensor:
         """Model-space ``mouth [b, m, dm]`` -> raw mouth keypoints ``[b, m, len(mouth_indices), 3]``."""
-        z = mouth.float().reshape(*mouth.shape[:2], -1, 3)
-        return z * self.exp_std[self.mouth_indices] + self.exp_mean[self.mouth_indices]
+        return self._norm().mouth_from_model(mouth)
 
     def mel_to_model(self, mel: Tensor) -> Tensor:
-        return (mel - self.mel_mean) / self.mel_std if self.normalize_mel else mel
+        return self._norm().mel_to_model(mel)
 
     def mel_from_model(self, x: Tensor) -> Tensor:
-        return x * self.mel_std + self.mel_mean if self.normalize_mel else x
+        return self._norm().mel_from_model(x)
 
     def flow_batch(self, batch: dict[str, Any]) -> FlowBatch:
-        with_motion = self.stage != "stage1_audio"
+        with_motion = self.stage.has_motion
         mouth = rest = None
         if with_motion:
             mouth, rest = self.normalise_exp(batch["exp"].float())
@@ -335,8 +323,8 @@ class JAMFlowModule(L.LightningModule):
         )
 
     def compute_loss(self, fb: FlowBatch, forward_fn, generator: torch.Generator) -> FlowLoss:
-        forced = {"stage1_audio": AUDIO_ONLY, "stage1_motion": MOTION_ONLY}.get(self.stage)
-        mel, motion = (self.data_meta or {}).get("mel", {}), (self.data_meta or {}).get("motion", {})
+        forced = {Stage.stage1_audio: AUDIO_ONLY, Stage.stage1_motion: MOTION_ONLY}.get(self.stage)
+        mel, motion = self._data().mel, self._data().motion
         masks = sample_masks(
             fb.audio_mask.sum(1),
             fb.audio.shape[1],
@@ -345,9 +333,9 @@ class JAMFlowModule(L.LightningModule):
             self.masking,
             generator,
             scenario=forced,
-            sample_rate=int(mel.get("sample_rate", 24000)),
-            hop_length=int(mel.get("hop_length", 256)),
-            fps=int(motion.get("fps", 25)),
+            sample_rate=mel.sample_rate,
+            hop_length=mel.hop_length,
+            fps=motion.fps,
         )
         drops = sample_dropout(
             fb.audio.shape[0], self.dropout_cfg, generator, masks.audio_hidden, masks.motion_hidden

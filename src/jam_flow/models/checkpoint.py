@@ -23,7 +23,8 @@ from torch import Tensor, nn
 
 from jam_flow.errors import InputError
 from jam_flow.models.audio_dit import AudioDiT
-from jam_flow.models.format import read_torch_file
+from jam_flow.models.format import read_torch_file, state_dict_problems
+from jam_flow.models.joint_dit import JointDiT
 
 __all__ = ["load_f5tts_checkpoint", "F5CheckpointInfo", "map_f5tts_state_dict", "IGNORED_KEYS", "PREFIXES"]
 
@@ -110,27 +111,18 @@ def load_f5tts_checkpoint(model: nn.Module, path: str | Path, use_ema: bool = Tr
     ``use_ema`` picks the EMA weights (F5-TTS inference default) or the online ``model_state_dict``.
     """
     path = Path(path)
-    target = getattr(model, "audio", model)
+    target = model.audio if isinstance(model, JointDiT) else model
     if not isinstance(target, AudioDiT):
         raise InputError(
             f"load_f5tts_checkpoint: expected an AudioDiT or a JointDiT, got {type(model).__name__}"
         )
     kind, state = _select(path, _read(path), use_ema)
     mapped, ignored, unmapped = map_f5tts_state_dict(state, kind)
-    own = target.state_dict()
     problems = [
         f"unexpected key {k!r} (not under {PREFIXES[kind]!r} and not a known non-parameter key)"
         for k in unmapped
     ]
-    problems += [
-        f"unexpected key {PREFIXES[kind] + k!r} (the model has no {k!r})" for k in mapped if k not in own
-    ]
-    problems += [f"missing key {PREFIXES[kind] + k!r}" for k in own if k not in mapped]
-    problems += [
-        f"shape mismatch for {PREFIXES[kind] + k!r}: checkpoint {tuple(v.shape)}, model {tuple(own[k].shape)}"
-        for k, v in mapped.items()
-        if k in own and tuple(v.shape) != tuple(own[k].shape)
-    ]
+    problems += state_dict_problems(target.state_dict(), mapped, lambda k: PREFIXES[kind] + k)
     if problems:
         listing = "\n  ".join(problems)
         raise InputError(f"{path}: does not match the model ({len(problems)} problem(s)):\n  {listing}")

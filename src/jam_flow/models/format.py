@@ -1,23 +1,61 @@
-"""The jam-flow checkpoint / export format (docs/CONVENTIONS.md "Checkpoints and exported models"): how a file is
-read safely. No tensor dimensions of its own (state dicts only).
+"""The jam-flow checkpoint / export format (docs/CONVENTIONS.md "Checkpoints and exported models"): its version,
+its fields and their order, safe reading, the strict state-dict check, building the network from ``class_path`` and
+writing an export directory. No tensor dimensions of its own (state dicts only). The one owner of the format:
+training (``jam_flow.lightning``) writes ``ckpt["jam_flow"]`` with :func:`make_meta`, inference and export read it
+with :func:`read_model_file`.
 
-Every read of a ``.ckpt`` / ``.pt`` goes through :func:`read_torch_file`: ``torch.load(weights_only=True)`` (tensors
-and plain Python values only; a file that needs more, e.g. a pickled ``__reduce__``, is refused with one line
-before anything in it runs).
+* every ``.ckpt`` / ``.pt`` read goes through :func:`read_torch_file`: ``torch.load(weights_only=True)`` (tensors and
+  plain values only); a file that needs more (a pickled ``__reduce__``) is refused with one line before it runs;
+* an export directory is ``model.safetensors`` + ``config.yaml`` (:data:`META_FIELDS` plus ``weights_sha256``, the
+  SHA-256 of ``model.safetensors``, checked on load; exports written before it load without the check).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib
 import re
 import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor, nn
 
 from jam_flow.errors import InputError
 
-__all__ = ["read_torch_file", "plain", "CONVERT_HINT"]
+__all__ = [
+    "FORMAT_VERSION",
+    "META_FIELDS",
+    "WEIGHTS_FILE",
+    "CONFIG_FILE",
+    "CHECKSUM_FIELD",
+    "CONVERT_HINT",
+    "ModelFile",
+    "read_torch_file",
+    "read_model_file",
+    "write_export",
+    "make_meta",
+    "check_meta",
+    "model_class",
+    "build_model",
+    "net_spec",
+    "text_num_embeds",
+    "text_embeds_holder",
+    "state_dict_problems",
+    "check_state_dict",
+    "sha256_file",
+    "plain",
+]
+
+FORMAT_VERSION = 1
+# the fields of ckpt["jam_flow"] (plus "ema_state_dict") and of an export's config.yaml, in writing order
+META_FIELDS = ("format_version", "model", "mel", "motion", "stats", "vocab", "normalize_mel")
+WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.yaml"
+CHECKSUM_FIELD = "weights_sha256"  # export config.yaml only
+
 
 CONVERT_HINT = "if you trust the file, convert it once as docs/training.md 'Checkpoint safety' shows"
 
@@ -86,3 +124,231 @@ def plain(obj: Any) -> Any:
     if isinstance(obj, np.generic):
         return obj.item()
     return obj
+
+
+# ------------------------------------------------------------------------------------------------------ fields
+def make_meta(
+    model: dict[str, Any], mel: Any, motion: Any, stats: Any, vocab: Any, normalize_mel: bool
+) -> dict[str, Any]:
+    """``ckpt["jam_flow"]`` without the weights, in :data:`META_FIELDS` order (the one writer of the field list)."""
+    values = {"model": model, "mel": mel, "motion": motion, "stats": stats, "vocab": vocab}
+    meta = {"format_version": FORMAT_VERSION, **values, "normalize_mel": bool(normalize_mel)}
+    return {k: meta[k] for k in META_FIELDS}
+
+
+def check_meta(meta: Any, where: str) -> dict[str, Any]:
+    """``meta`` if it is a mapping holding every :data:`META_FIELDS` entry at a known ``format_version``."""
+    if not isinstance(meta, dict):
+        raise InputError(f"{where}: expected a mapping of jam-flow metadata, got {type(meta).__name__}")
+    missing = [f for f in META_FIELDS if f not in meta]
+    if missing:
+        raise InputError(f"{where}: missing fields {missing} (expected {list(META_FIELDS)})")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise InputError(
+            f"{where}: unknown format_version {meta['format_version']!r} (this jam-flow reads {FORMAT_VERSION})"
+        )
+    if not isinstance(meta["model"], dict) or "class_path" not in meta["model"]:
+        raise InputError(f"{where}: field 'model' must hold 'class_path' and 'init_args'")
+    return meta
+
+
+# ------------------------------------------------------------------------------------------------------ networks
+def model_class(class_path: str, where: str) -> type:
+    """The class ``class_path`` names (``module.Class``)."""
+    module_name, _, cls_name = str(class_path).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), cls_name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise InputError(f"{where}: model class_path {class_path!r} cannot be imported ({err})") from err
+    if not isinstance(cls, type):
+        raise InputError(f"{where}: model class_path {class_path!r} is not a class")
+    return cls
+
+
+def build_model(spec: Mapping[str, Any], where: str) -> nn.Module:
+    """Instantiate ``spec`` (``{"class_path", "init_args"}``). The network keeps its constructor arguments as
+    ``net.init_args`` (written back into checkpoints by :func:`net_spec`)."""
+    cls = model_class(spec["class_path"], where)
+    init_args = dict(spec.get("init_args") or {})
+    try:
+        net = cls(**init_args)
+    except TypeError as err:
+        raise InputError(f"{where}: model.init_args do not fit {cls.__name__} ({err})") from err
+    if not isinstance(getattr(net, "init_args", None), dict):
+        net.init_args = init_args
+    return net
+
+
+def net_spec(net: nn.Module, hint: Mapping[str, Any] | None = None, strict: bool = True) -> dict | None:
+    """``{"class_path", "init_args"}`` that rebuilds ``net``: the CLI's config when given (``hint``), else the
+    network's own record of its constructor arguments (``net.init_args``)."""
+    import sys
+
+    cls = type(net)
+    models = sys.modules.get("jam_flow.models")  # loaded with any of its classes (no import edge back up)
+    public = f"jam_flow.models.{cls.__name__}" if getattr(models, cls.__name__, None) is cls else None
+    class_path = public or f"{cls.__module__}.{cls.__qualname__}"
+    own = getattr(net, "init_args", None)
+    if hint is not None and str(hint["class_path"]).rsplit(".", 1)[-1] == cls.__name__:
+        init_args = dict(hint.get("init_args") or {})
+        if (
+            isinstance(own, dict) and "motion_window_layers" in own
+        ):  # always record the key (old ckpts lack it)
+            init_args.setdefault("motion_window_layers", own["motion_window_layers"])
+        return {"class_path": class_path, "init_args": init_args}
+    if isinstance(own, dict):
+        return {"class_path": class_path, "init_args": dict(own)}
+    if strict:
+        raise InputError(
+            f"cannot record how to rebuild {cls.__name__}: build it through the CLI config "
+            "(model.net.class_path/init_args) or give it an 'init_args' dict"
+        )
+    return None
+
+
+def text_embeds_holder(init_args: Any) -> Any:
+    """The mapping of a network's ``init_args`` that holds ``text_num_embeds``: ``init_args["audio"]`` for a
+    JointDiT, ``init_args`` itself for an AudioDiT; None when there is none (a MotionDiT)."""
+    if init_args is None:
+        return None
+    holder = init_args.get("audio") if init_args.get("audio") is not None else init_args
+    return holder if "text_num_embeds" in holder else None
+
+
+def text_num_embeds(init_args: Any) -> int | None:
+    """The text vocabulary size a network's ``init_args`` state (None when they state none)."""
+    try:
+        holder = text_embeds_holder(init_args)
+        return None if holder is None else int(holder["text_num_embeds"])
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+
+
+# ------------------------------------------------------------------------------------------------------ weights
+def _diff(expected: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> tuple[list, list, list]:
+    """``(missing keys, unexpected keys, keys of another shape)`` of ``state`` against ``expected``."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    return missing, unexpected, wrong
+
+
+def state_dict_problems(expected: Mapping[str, Tensor], state: Mapping[str, Tensor], name=str) -> list[str]:
+    """Every difference between two state dicts, one line each: missing / unexpected keys and shape mismatches
+    (keys shown through ``name``)."""
+    missing, unexpected, wrong = _diff(expected, state)
+    return (
+        [f"missing key {name(k)!r}" for k in missing]
+        + [f"unexpected key {name(k)!r}" for k in unexpected]
+        + [
+            f"shape mismatch for {name(k)!r}: checkpoint {tuple(state[k].shape)}, model {tuple(expected[k].shape)}"
+            for k in wrong
+        ]
+    )
+
+
+def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], where: str) -> None:
+    """Raise ``InputError`` (naming ``where``) unless ``state`` matches ``model.state_dict()`` key for key and
+    shape for shape (the first five of each kind are listed, with the count)."""
+    expected = model.state_dict()
+    missing, unexpected, wrong = _diff(expected, state)
+    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in wrong]
+    problems = []
+    for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)):
+        if items:
+            shown = ", ".join(items[:5]) + (f", ... ({len(items)} in all)" if len(items) > 5 else "")
+            problems.append(f"{label}: {shown}")
+    if problems:
+        raise InputError(f"{where}: weights do not match the model config ({'; '.join(problems)})")
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# ------------------------------------------------------------------------------------------------------ files
+@dataclass
+class ModelFile:
+    """What a ``.ckpt`` or an export directory holds: ``meta`` (the fields, checked), the EMA ``state`` dict, the
+    ``source`` path and ``where`` (the file to name in later errors)."""
+
+    meta: dict[str, Any]
+    state: dict[str, Tensor]
+    source: Path
+    where: str
+
+
+def read_model_file(path: str | Path, what: str) -> ModelFile:
+    """Read a jam-flow model: a Lightning ``.ckpt`` (its ``ckpt["jam_flow"]`` block, EMA weights) or an export
+    directory (its checksum verified when it has one). ``what`` names the argument in errors."""
+    import yaml
+
+    path = Path(path)
+    if path.is_dir():
+        cfg_path, weights_path = path / CONFIG_FILE, path / WEIGHTS_FILE
+        for p in (cfg_path, weights_path):
+            if not p.is_file():
+                raise InputError(f"{what}: export directory {path} has no {p.name}")
+        try:
+            meta = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise InputError(f"{cfg_path}: not valid YAML text ({first})") from err
+        check_meta(meta, str(cfg_path))
+        want = meta.get(CHECKSUM_FIELD)
+        if want is not None and sha256_file(weights_path) != str(want):
+            raise InputError(
+                f"{weights_path}: its SHA-256 does not match {CHECKSUM_FIELD} in {cfg_path} (the weights file is "
+                "corrupt or was changed; export the checkpoint again)"
+            )
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            state = load_file(str(weights_path))
+        except (SafetensorError, OSError) as err:
+            raise InputError(f"{weights_path}: cannot read safetensors ({err})") from err
+        return ModelFile(meta, state, path, str(cfg_path))
+    if not path.is_file():
+        raise InputError(f"{what}: {path} does not exist (expected a .ckpt file or an export directory)")
+    ckpt = read_torch_file(path, what)
+    if not isinstance(ckpt, dict) or "jam_flow" not in ckpt:
+        raise InputError(
+            f"{path}: not a jam-flow checkpoint (no 'jam_flow' entry; was it written by `jam-flow fit`?)"
+        )
+    meta = ckpt["jam_flow"]
+    if not isinstance(meta, dict) or "ema_state_dict" not in meta:
+        raise InputError(f"{path}: ckpt['jam_flow'] has no 'ema_state_dict'")
+    where = f"{path} [jam_flow]"
+    return ModelFile(check_meta(meta, where), meta["ema_state_dict"], path, where)
+
+
+def write_export(out_dir: str | Path, state: Mapping[str, Tensor], meta: Mapping[str, Any]) -> Path:
+    """Write ``out_dir/model.safetensors`` (``state``, meant to be the EMA weights) and ``out_dir/config.yaml``
+    (:data:`META_FIELDS` of ``meta`` and the weights' SHA-256). Returns ``out_dir``."""
+    import yaml
+    from safetensors.torch import save_file
+
+    missing = [f for f in META_FIELDS if f not in meta]
+    if missing:
+        raise InputError(f"save_export: meta is missing fields {missing} (expected {list(META_FIELDS)})")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise InputError(
+            f"save_export: meta format_version must be {FORMAT_VERSION}, got {meta['format_version']!r}"
+        )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # clone: safetensors refuses tensors that share storage (tied weights)
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+    weights = out_dir / WEIGHTS_FILE
+    save_file(state, str(weights), metadata={"format": "jam-flow", "format_version": str(FORMAT_VERSION)})
+    config = {k: plain(meta[k]) for k in META_FIELDS}
+    config[CHECKSUM_FIELD] = sha256_file(weights)
+    (out_dir / CONFIG_FILE).write_text(
+        yaml.safe_dump(config, sort_keys=False, allow_unicode=True), encoding="utf-8"
+    )
+    return out_dir
