@@ -264,7 +264,7 @@ class ValidationMedia(L.Callback):
         writer = getattr(trainer.logger, "experiment", None) if trainer.logger is not None else None
         if batch is None or writer is None or not hasattr(writer, "add_figure"):
             return
-        if self._judge is not None and pl_module.stage != "stage1_motion":
+        if self._judge is not None and pl_module.stage is not Stage.stage1_motion:
             with torch.no_grad():
                 scores = self.judge_cer(pl_module, batch)
             for name, value in scores.items():
@@ -351,7 +351,7 @@ class ValidationMedia(L.Callback):
         )
         pl_module.ema.model.train(was_training)
         mel_gen = pl_module.mel_from_model(out.audio).float().cpu()
-        vocab = (pl_module.data_meta or {}).get("vocab") or []
+        vocab = pl_module.data_meta.vocab.tokens
         lengths = fb.audio_mask.sum(1).tolist()
         texts = [judge_text("".join(vocab[i] for i in row[row >= 0].tolist())) for row in sub["text"].cpu()]
         gen = [mel_gen[i, : int(n)] for i, n in enumerate(lengths)]

@@ -43,7 +43,7 @@ from jam_flow.flow.masking import (
 )
 from jam_flow.flow.objective import FlowBatch, FlowLoss, FlowObjective
 from jam_flow.lightning.ema import EMA
-from jam_flow.models import JointDiT
+from jam_flow.models import JointDiT, MotionDiT
 from jam_flow.models.format import make_meta, net_spec, plain, text_num_embeds
 from jam_flow.models.stages import Stage, joint_interface, load_audio_init, load_motion_init
 
@@ -243,8 +243,9 @@ class JAMFlowModule(L.LightningModule):
             self.set_data_meta(dm.meta())
             self._skipped_setup = len(getattr(dm, "missing", []))
         feat_dim = getattr(dm, "audio_feature_dim", None) if dm is not None else None
-        net_dim = getattr(getattr(self.net, "motion", self.net), "audio_feat_dim", None)
-        if self.stage == "stage1_motion" and feat_dim is not None and net_dim != feat_dim:
+        motion = self.net.motion if isinstance(self.net, JointDiT) else self.net
+        net_dim = motion.audio_feat_dim if isinstance(motion, MotionDiT) else None
+        if self.stage is Stage.stage1_motion and feat_dim is not None and net_dim != feat_dim:
             raise InputError(
                 f"stage1_motion: the data gives {feat_dim}-wide audio features (--data.audio_features "
                 f"{getattr(dm, 'audio_features', 'mel')}) but the Motion-DiT has audio_feat_dim={net_dim}"
@@ -319,7 +320,7 @@ class JAMFlowModule(L.LightningModule):
             motion_rest=rest,
             motion_mask=batch["motion_mask"] if with_motion else None,
             # precomputed wav2vec2 features feed the stage-1 Motion-DiT only (paper: not used in stage 2)
-            audio_feats=batch.get("audio_feats") if self.stage == "stage1_motion" else None,
+            audio_feats=batch.get("audio_feats") if self.stage is Stage.stage1_motion else None,
         )
 
     def compute_loss(self, fb: FlowBatch, forward_fn, generator: torch.Generator) -> FlowLoss:
