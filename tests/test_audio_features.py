@@ -83,9 +83,9 @@ def test_missing_or_wrong_directories_are_one_line_errors(w2v_dir, tmp_path):
 
 
 def test_features_written_beside_the_clips_reach_the_stage1_batch(w2v_dir, tmp_path):
-    from jam_flow.lightning.adapters import joint_interface
     from jam_flow.lightning.datamodule import JAMFlowDataModule
     from jam_flow.models import MotionDiT
+    from jam_flow.models.stages import joint_interface
 
     root = make_dataset(tmp_path / "data", n_train=3, n_val=1)
     records = []
