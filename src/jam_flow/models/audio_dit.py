@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from jam_flow.errors import InputError
+from jam_flow.models.branch import DiTBranch
 from jam_flow.models.validation import (
     as_time,
     check_backend,
@@ -32,8 +33,6 @@ from jam_flow.nn.modules import (
     AdaLayerNormFinal,
     check_dit_sizes,
     dit_blocks,
-    maybe_checkpoint,
-    zero_init_adaln,
 )
 from jam_flow.nn.rope import RotaryEmbedding
 
@@ -57,7 +56,7 @@ class AudioState:
     residual: Tensor | None
 
 
-class AudioDiT(nn.Module):
+class AudioDiT(DiTBranch):
     """F5-TTS's DiT with F5-TTS's constructor arguments (same names and defaults) plus ``attention_backend``.
 
     Args mirror ``f5_tts.model.backbones.dit.DiT``: ``dim`` width, ``depth`` blocks, ``heads`` x ``dim_head``
@@ -127,10 +126,6 @@ class AudioDiT(nn.Module):
         self.proj_out = nn.Linear(dim, mel_dim)
         self.initialize_weights()
 
-    def initialize_weights(self) -> None:
-        """adaLN-Zero initialisation (as F5-TTS): block modulations and the output head start at zero."""
-        zero_init_adaln(self.transformer_blocks, self.norm_out, self.proj_out)
-
     # -- stages (shared with JointDiT) ------------------------------------------------------------------------------
     def embed(
         self,
@@ -168,15 +163,9 @@ class AudioDiT(nn.Module):
         residual = h if self.long_skip_connection is not None else None
         return AudioState(h, t, mask, lens, key_lens, residual)
 
-    def rope(self, positions: Tensor) -> Tensor:
-        """RoPE angles ``[1 or b, n, d]`` for positions ``[n]`` or ``[b, n]``."""
-        return self.rotary_embed.angles(positions)
-
-    def run_block(self, i: int, s: AudioState, rope: Tensor) -> Tensor:
-        """Block ``i`` as a plain self-attention block (global attention over the key frames)."""
-        block = self.transformer_blocks[i]
-        args = (s.h, s.t, s.key_lens, s.mask, rope, None, self.attention_backend)
-        return maybe_checkpoint(block, *args, enabled=self.checkpoint_activations)
+    def key_lens(self, s: AudioState) -> Tensor:
+        """Global self-attention over the key frames (all ``n`` unless ``attn_mask_enabled``, as in F5-TTS)."""
+        return s.key_lens
 
     def head(self, s: AudioState) -> Tensor:
         """Long skip (if any), final adaLN and projection to ``mel_dim``."""
@@ -198,8 +187,4 @@ class AudioDiT(nn.Module):
     ) -> Tensor:
         """Predicted flow ``[b, n, mel_dim]`` for noisy mel ``x`` ``[b, n, mel_dim]``, masked mel ``cond``, text ids
         ``[b, nt]`` (pad -1), flow time ``[b]`` or scalar and the valid-frame ``mask`` ``[b, n]``."""
-        s = self.embed(x, cond, text, time, mask, drop_audio_cond, drop_text)
-        rope = self.rope(torch.arange(x.shape[1], device=x.device))
-        for i in range(self.depth):
-            s.h = self.run_block(i, s, rope)
-        return self.head(s)
+        return self.head(self.run_blocks(self.embed(x, cond, text, time, mask, drop_audio_cond, drop_text)))

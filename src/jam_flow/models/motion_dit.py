@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from jam_flow.errors import InputError
 from jam_flow.features import DEFAULT_MOUTH_INDICES, MotionSettings
+from jam_flow.models.branch import DiTBranch
 from jam_flow.models.validation import (
     as_time,
     check_backend,
@@ -38,8 +39,6 @@ from jam_flow.nn.modules import (
     AdaLayerNormFinal,
     check_dit_sizes,
     dit_blocks,
-    maybe_checkpoint,
-    zero_init_adaln,
 )
 from jam_flow.nn.rope import RotaryEmbedding
 
@@ -57,7 +56,7 @@ class MotionState:
     lens: Tensor
 
 
-class MotionDiT(nn.Module):
+class MotionDiT(DiTBranch):
     """Flow network for ``e_mouth`` conditioned on the masked ``e_mouth``, ``e_rest`` and optional audio features.
 
     Args: ``dim`` / ``depth`` / ``heads`` / ``dim_head`` / ``dropout`` / ``ff_mult`` / ``qk_norm`` as in
@@ -135,10 +134,6 @@ class MotionDiT(nn.Module):
         self.proj_out = nn.Linear(dim, self.motion_dim)
         self.initialize_weights()
 
-    def initialize_weights(self) -> None:
-        """adaLN-Zero initialisation: block modulations and the output head start at zero."""
-        zero_init_adaln(self.transformer_blocks, self.norm_out, self.proj_out)
-
     # -- stages (shared with JointDiT) ------------------------------------------------------------------------------
     def embed(
         self,
@@ -180,16 +175,10 @@ class MotionDiT(nn.Module):
             lens = torch.full((b,), m, dtype=torch.long, device=x.device)
         return MotionState(h, t, mask, lens)
 
-    def rope(self, positions: Tensor) -> Tensor:
-        """RoPE angles ``[1 or b, m, d]`` for positions ``[m]`` or ``[b, m]``."""
-        return self.rotary_embed.angles(positions)
-
-    def run_block(self, i: int, s: MotionState, rope: Tensor) -> Tensor:
-        """Block ``i`` with self-attention over the valid motion frames (windowed with ``motion_window_layers``
-        ``"all"``, global with ``"joint"``: these layers have no joint attention, alpha = 0)."""
-        block = self.transformer_blocks[i]
-        args = (s.h, s.t, s.lens, s.mask, rope, self.self_attention_window, self.attention_backend)
-        return maybe_checkpoint(block, *args, enabled=self.checkpoint_activations)
+    def key_lens(self, s: MotionState) -> Tensor:
+        """Self-attention over the valid motion frames (windowed with ``motion_window_layers`` ``"all"``, global
+        with ``"joint"``: these layers have no joint attention, alpha = 0); padded frames are never keys."""
+        return s.lens
 
     def head(self, s: MotionState) -> Tensor:
         return self.proj_out(self.norm_out(s.h, s.t))
@@ -210,7 +199,4 @@ class MotionDiT(nn.Module):
         ``e_rest`` ``rest``, flow time ``[b]`` or scalar, valid-frame ``mask`` ``[b, m]`` and optional
         per-frame ``audio_feats`` ``[b, m, audio_feat_dim]`` (None: zeros, the same as dropping them)."""
         s = self.embed(x, cond, rest, time, mask, audio_feats, drop_motion_cond, drop_rest, drop_audio_feats)
-        rope = self.rope(torch.arange(x.shape[1], device=x.device))
-        for i in range(self.depth):
-            s.h = self.run_block(i, s, rope)
-        return self.head(s)
+        return self.head(self.run_blocks(s))
