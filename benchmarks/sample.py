@@ -2,11 +2,14 @@
 
     python benchmarks/sample.py --device cuda --size paper --backend auto reference flex --json OUT
     python benchmarks/sample.py --device cpu --size paper tiny --measure-nfe 2 --json OUT
+    python benchmarks/sample.py --device cuda --size paper --compile off on --vocoder --json OUT
 
 The joint ODE sampler (:func:`jam_flow.flow.sampler.sample`, Euler, sway sampling) integrates both streams of a
 20 s clip (n = 1875 mel frames, m = 500 motion frames) with classifier-free guidance batched (conditional and
 unconditional rows in one batch of 2), 32 NFE, as at inference (paper appendix A). Reported time is model time
-on the device (the vocoder and rendering are not included). CUDA runs bf16 autocast, the CPU fp32.
+on the device (rendering is not included); ``--vocoder`` adds the time of decoding the clip's mel with a random
+Vocos of the published size (``end_to_end_ms`` = model + vocoder). ``--compile on`` wraps the network in
+``torch.compile`` (the warm-up run compiles; compile time is not in ``ms``). CUDA runs bf16 autocast, the CPU fp32.
 
 On the CPU the paper-size model is slow: ``--measure-nfe K`` (CPU default: 1 for paper, 4 for tiny) integrates
 with K evaluations and the 32-NFE time is extrapolated linearly (``ms_32nfe = ms_measured * 32 / K``; every
@@ -44,8 +47,23 @@ def conditions(model: JointDiT, seconds: float, device: str) -> JointConditions:
     )
 
 
-def measure(size: str, backend: str, args: argparse.Namespace) -> dict:
-    """One (model size, backend) measurement."""
+def vocoder_ms(mel_frames: int, device: str, reps: int) -> float:
+    """Median ms of decoding ``mel_frames`` with a random Vocos of the published size (charactr/vocos-mel-24khz:
+    dim 512, intermediate 1536, 8 layers), written and loaded through the real loader (``load_vocoder``)."""
+    import tempfile
+
+    from jam_flow.data.vocoder import load_vocoder
+    from jam_flow.inference.testing import vocos_config, write_random_vocos
+
+    with tempfile.TemporaryDirectory() as tmp:
+        write_random_vocos(tmp, vocos_config(512, 1536, 8))
+        vocoder = load_vocoder(tmp, device=device)
+    mel = torch.randn(mel_frames, 100, generator=torch.Generator().manual_seed(0)) - 5.0
+    return common.time_ms(lambda: vocoder.decode(mel), device, reps=reps, warmup=1)[0]
+
+
+def measure(size: str, backend: str, compiled: str, args: argparse.Namespace) -> dict:
+    """One (model size, backend, torch.compile off/on) measurement."""
     dev = args.device
     cpu_default = {"paper": 1, "tiny": 4}[size] if dev == "cpu" else args.nfe
     measure_nfe = args.measure_nfe or cpu_default
@@ -53,17 +71,20 @@ def measure(size: str, backend: str, args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     model = JointDiT(**CONFIGS[size](), attention_backend=backend).to(dev).eval()
     cond = conditions(model, args.seconds, dev)
+    net = torch.compile(model) if compiled == "on" else model  # the warm-up run compiles
     settings = SamplerSettings(nfe=measure_nfe, cfg=args.cfg)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev == "cuda")
 
     def run():
         with autocast:
-            return sample(model, cond, settings, seed=0)
+            return sample(net, cond, settings, seed=0)
 
     ms, samples = common.time_ms(run, dev, reps=reps, warmup=0 if (dev == "cpu" and size == "paper") else 1)
+    voc = vocoder_ms(cond.audio_cond.shape[1], dev, reps) if args.vocoder else None
     return {
         "size": size,
         "backend": backend,
+        "compile": compiled == "on",
         "device": dev,
         "seconds": args.seconds,
         "dtype": "bf16-autocast" if dev == "cuda" else "float32",
@@ -78,6 +99,9 @@ def measure(size: str, backend: str, args: argparse.Namespace) -> dict:
         "ms_per_nfe": ms / measure_nfe,
         "threads": torch.get_num_threads(),
         "peak_mb": common.peak_mb(run, dev) if dev == "cuda" or size != "paper" else None,
+        "vocoder": "random Vocos, published size (512 x 8)" if args.vocoder else None,
+        "vocoder_ms": voc,
+        "end_to_end_ms": None if voc is None else ms * args.nfe / measure_nfe + voc,
     }
 
 
@@ -97,12 +121,40 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--reps", type=int, default=None, help="timed repetitions (default: 3 on CUDA, 1 on the CPU)"
     )
+    p.add_argument(
+        "--compile",
+        nargs="+",
+        choices=["off", "on"],
+        default=["off"],
+        help="torch.compile the network (on: warm-up compiles)",
+    )
+    p.add_argument(
+        "--vocoder",
+        action="store_true",
+        help="also time decoding the clip with a random Vocos of the published size",
+    )
     args = common.parse_args(p, argv)
     dev = args.device
-    records = [measure(size, backend, args) for size in args.size for backend in args.backend]
+    records = [
+        measure(size, backend, compiled, args)
+        for size in args.size
+        for backend in args.backend
+        for compiled in args.compile
+    ]
     common.report(
         records,
-        ["size", "backend", "seconds", "nfe", "measured_nfe", "ms", "ms_per_nfe", "peak_mb"],
+        [
+            "size",
+            "backend",
+            "compile",
+            "seconds",
+            "nfe",
+            "measured_nfe",
+            "ms",
+            "ms_per_nfe",
+            "vocoder_ms",
+            "peak_mb",
+        ],
         dev,
         args.json,
     )

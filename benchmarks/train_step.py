@@ -121,8 +121,8 @@ def forward_flops(model: JointDiT, run_forward, b: int, n: int, m: int) -> dict:
     return counts
 
 
-def measure(size: str, backend: str, args: argparse.Namespace) -> dict:
-    """One (model size, backend) measurement."""
+def measure(size: str, backend: str, checkpointing: str, args: argparse.Namespace) -> dict:
+    """One (model size, backend, activation checkpointing off/on) measurement."""
     dev = args.device
     small_cpu = (
         dev == "cpu" and size == "paper"
@@ -130,6 +130,7 @@ def measure(size: str, backend: str, args: argparse.Namespace) -> dict:
     seconds = args.cpu_paper_seconds if small_cpu else args.seconds
     torch.manual_seed(0)
     model = JointDiT(**CONFIGS[size](), attention_backend=backend).to(dev).train()
+    model.audio.checkpoint_activations = model.motion.checkpoint_activations = checkpointing == "on"
     batch, masks, drops = make_batch(model, args.batch, seconds, dev)
     n, m = batch.audio.shape[1], batch.motion.shape[1]
     objective = FlowObjective()
@@ -156,6 +157,7 @@ def measure(size: str, backend: str, args: argparse.Namespace) -> dict:
     record = {
         "size": size,
         "backend": backend,
+        "checkpointing": checkpointing == "on",
         "device": dev,
         "dtype": "bf16-mixed" if dev == "cuda" else "float32",
         "batch": args.batch,
@@ -196,12 +198,35 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="forward + backward only (no AdamW update; always so for the paper-size model on the CPU)",
     )
+    p.add_argument(
+        "--checkpointing",
+        nargs="+",
+        choices=["off", "on"],
+        default=["off"],
+        help="activation checkpointing of both branches (recompute in backward)",
+    )
     args = common.parse_args(p, argv)
     dev = args.device
-    records = [measure(size, backend, args) for size in args.size for backend in args.backend]
+    records = [
+        measure(size, backend, ckpt, args)
+        for size in args.size
+        for backend in args.backend
+        for ckpt in args.checkpointing
+    ]
     common.report(
         records,
-        ["size", "backend", "seconds", "ms", "tokens_per_s", "peak_mb", "achieved_tflops", "mfu"],
+        [
+            "size",
+            "backend",
+            "checkpointing",
+            "batch",
+            "seconds",
+            "ms",
+            "tokens_per_s",
+            "peak_mb",
+            "achieved_tflops",
+            "mfu",
+        ],
         dev,
         args.json,
     )
