@@ -333,13 +333,7 @@ def write_export(out_dir: str | Path, state: Mapping[str, Tensor], meta: Mapping
     import yaml
     from safetensors.torch import save_file
 
-    missing = [f for f in META_FIELDS if f not in meta]
-    if missing:
-        raise InputError(f"save_export: meta is missing fields {missing} (expected {list(META_FIELDS)})")
-    if meta["format_version"] != FORMAT_VERSION:
-        raise InputError(
-            f"save_export: meta format_version must be {FORMAT_VERSION}, got {meta['format_version']!r}"
-        )
+    check_meta(dict(meta), "write_export: meta")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # clone: safetensors refuses tensors that share storage (tied weights)
