@@ -184,3 +184,26 @@ def test_cli_dispatch_table_names_real_modules():
     }
     assert named, "no module names in the SUBCOMMANDS table"
     assert named <= set(MODULES), f"unknown modules: {named - set(MODULES)}"
+
+
+def test_concept_map_names_existing_files():
+    """Every owner in the concept map of docs/CONVENTIONS.md exists (a bare name is inside the cell's last folder)."""
+    text = (ROOT / "docs" / "CONVENTIONS.md").read_text(encoding="utf-8")
+    section = text.split("## Where each concept lives", 1)[1].split("\n## ", 1)[0]
+    missing, owners = [], 0
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 2 or cells[0] in ("concept", "---"):
+            continue
+        folder = PACKAGE
+        for token in re.findall(r"`([\w./]+)`", cells[1]):
+            if not (token.endswith((".py", "/")) or "/" in token):
+                continue
+            path = PACKAGE / token if "/" in token or (PACKAGE / token).exists() else folder / token
+            owners += 1
+            if not path.exists():
+                missing.append(f"{cells[0]}: {path.relative_to(SRC)}")
+            if token.endswith("/"):
+                folder = path
+    assert owners > 20, "no concept map found"
+    assert not missing, "concept map names files that do not exist:\n" + "\n".join(missing)
