@@ -13,11 +13,11 @@ from jam_flow.flow.masking import (
     MOTION_ONLY,
     DropoutConfig,
     MaskConfig,
-    lengths_to_mask,
     sample_dropout,
     sample_masks,
 )
 from jam_flow.flow.objective import FlowBatch, FlowObjective, interpolate, masked_mse, sample_time
+from jam_flow.nn.masks import lengths_to_mask
 
 
 class Recorder(nn.Module):

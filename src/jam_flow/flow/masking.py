@@ -57,7 +57,6 @@ __all__ = [
     "CONFIG_F5",
     "CONFIG_ALL",
     "CONFIG_MODES",
-    "lengths_to_mask",
     "random_span",
     "aligned_motion_span",
     "sample_scenarios",
@@ -231,12 +230,6 @@ class DropFlags:
             *(getattr(self, f).to(device) for f in self._SWITCHES),
             config=None if self.config is None else self.config.to(device),
         )
-
-
-def lengths_to_mask(lengths: Tensor, max_len: int | None = None) -> Tensor:
-    """``lengths [b]`` -> ``[b, max_len]`` bool, True for the first ``lengths[i]`` positions (valid)."""
-    max_len = int(lengths.max()) if max_len is None else max_len
-    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
 def random_span(
