@@ -1,36 +1,16 @@
 """Training masks for inpainting-style joint flow matching (paper §4.2, §4.5, appendix A).
 
-Dimension legend: b batch, n mel frames, m motion frames.
-
-Two kinds of boolean tensors appear here:
+Dimension legend: b batch, n mel frames, m motion frames. Two kinds of boolean tensors appear here:
 
 * validity masks (``audio_mask [b, n]``, ``motion_mask [b, m]``): **True = valid** (not padding), as everywhere;
 * generation masks (``audio_gen [b, n]``, ``motion_gen [b, m]``): **True = to be generated** (hidden from the
-  network's ``*_cond`` input and supervised by the loss). They are always a subset of the valid frames.
+  network's ``*_cond`` input and supervised by the loss), always a subset of the valid frames.
 
-Per sample we draw
-
-1. a *modality scenario* (paper §4.2: "sometimes only motion is hidden, sometimes only audio, and at other times
-   both"): ``MOTION_ONLY`` / ``AUDIO_ONLY`` / ``BOTH`` with configurable probabilities. A stream that is not hidden
-   gets an empty span (its loss weight is 0 for that sample) and is fully given to the network;
-2. an F5-TTS-style random span per hidden stream: ``frac ~ U(frac_min, frac_max)`` of the clip's valid length,
-   ``length = floor(frac * len)``, ``start = floor((len - length) * u)``, or, at ``p_whole_audio`` /
-   ``p_whole_motion``, the whole stream (a span of fraction < 1 always leaves a given frame, so the layouts with no
-   given frame, e.g. ``audio2motion``, need this draw);
-3. conditioning dropout (appendix A, :class:`DropoutConfig`): independent availability drops (``drop_audio_cond``
-   0.1, ``drop_motion_cond`` 0.1, ``drop_text`` 0.2, ``drop_rest`` 0.8) and one exclusive guidance configuration
-   (``joint_attention`` 0.1, ``f5`` 0.2, ``all`` 0), applied to the sample's hidden streams by the function the
-   sampler uses for its unconditional pass (:func:`jam_flow.flow.guidance.unconditional_flags`).
-
-When both streams are hidden and ``span_alignment="aligned"`` (default) the motion span covers exactly the time
-region of the audio span through the exact frame mapping ``audio_to_motion_frame`` (``(4 i) // 15`` at 24 kHz,
-hop 256, 25 fps): audio frames ``[s, e)`` -> motion frames ``[a2m(s), a2m(e - 1) + 1)``, the layout of ``edit``
-with both streams; ``"independent"`` draws a separate span for motion (F5-style) and is kept for ablations.
-``text2av`` with a reference voice hides the whole motion but only part of the audio (case 2): that layout comes
-from the whole-motion draw. :func:`layout_rate` states the training rate of each task's layout
-(``jam_flow.inference.tasks.TASK_LAYOUTS``).
-
-Every draw uses an explicit ``torch.Generator`` (CPU) so a run is reproducible and resumable.
+Per sample: a modality scenario (§4.2), an F5-TTS span or the whole stream per hidden stream (aligned across
+streams through ``audio_to_motion_frame`` by default), and conditioning dropout (appendix A; the guidance
+configurations of :mod:`jam_flow.flow.guidance`). :func:`layout_rate` states each task layout's training
+rate. Every draw uses an explicit CPU ``torch.Generator`` (reproducible, resumable). Details: docs/training.md
+"Masks and dropout".
 """
 
 from __future__ import annotations
