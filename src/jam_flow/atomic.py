@@ -25,7 +25,14 @@ from pathlib import Path
 
 from jam_flow.errors import InputError
 
-__all__ = ["atomic_file", "replace_dir", "check_out_dir", "default_file_mode"]
+__all__ = [
+    "atomic_file",
+    "replace_dir",
+    "check_out_dir",
+    "check_out_file",
+    "clean_stale",
+    "default_file_mode",
+]
 
 _TMP = re.compile(r"^\.(?P<name>.+)\.(?:tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}(?:\..*)?$")
 
@@ -99,6 +106,22 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     except BaseException:
         _remove(tmp)
         raise
+
+
+def check_out_file(path: str | Path, arg: str = "--out") -> Path:
+    """Check, before any work, that the file ``path`` can be written (not a folder; its first existing parent is
+    a writable folder); ``InputError`` naming ``arg`` otherwise. Write it later with :func:`atomic_file`."""
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{arg}: {path} is a directory (expected a file path)")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"{arg}: {path} cannot be created ({parent} is not a directory)")
+            if not os.access(parent, os.W_OK | os.X_OK):
+                raise InputError(f"{arg}: {path} cannot be created ({parent} is not writable)")
+            break
+    return path
 
 
 def check_out_dir(

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from jam_flow.atomic import atomic_file
 from jam_flow.data.meta import STD_FLOOR
 from jam_flow.errors import InputError
 from jam_flow.features import MelSettings, MotionSettings, audio_to_motion_frame, num_motion_frames
@@ -167,7 +168,8 @@ class DatasetInfo:
 
 def write_dataset_json(root: str | Path, info: DatasetInfo) -> Path:
     path = Path(root) / "dataset.json"
-    path.write_text(json.dumps(info.to_json(), indent=2) + "\n", encoding="utf-8")
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(info.to_json(), indent=2) + "\n", encoding="utf-8")
     return path
 
 
@@ -327,7 +329,8 @@ def _array_problems(
 def write_manifest(root: str | Path, records: Iterable[ClipRecord]) -> Path:
     path = Path(root) / "manifest.jsonl"
     lines = [json.dumps(r.to_json(), ensure_ascii=False, sort_keys=True) for r in records]
-    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    with atomic_file(path) as tmp:
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path
 
 
@@ -425,7 +428,8 @@ def compute_stats(root: str | Path, records: list[ClipRecord] | None = None) -> 
 
 def write_stats(root: str | Path, stats: dict[str, Any]) -> Path:
     path = Path(root) / "stats.json"
-    path.write_text(json.dumps(stats) + "\n", encoding="utf-8")
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(stats) + "\n", encoding="utf-8")
     return path
 
 

@@ -14,6 +14,7 @@ import json
 import logging
 from pathlib import Path
 
+from jam_flow.atomic import atomic_file, check_out_file
 from jam_flow.errors import ArgumentParser, InputError
 from jam_flow.eval.evaluate import EvalSettings, evaluate
 from jam_flow.eval.generation import EVAL_TASKS
@@ -160,10 +161,11 @@ def main(argv: list[str]) -> int:
         judge=args.judge,
         pocketsphinx=args.pocketsphinx,
     )
+    out = check_out_file(args.out)  # before the evaluation, not after it
     result = evaluate(settings)
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    with atomic_file(out) as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     if args.tb_dir is not None:
         write_tensorboard(result, args.tb_dir)
     summary = ", ".join(f"{k}={v:.3f}" for k, v in result["metrics"].items() if isinstance(v, float))
