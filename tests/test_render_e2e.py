@@ -286,7 +286,11 @@ def test_generate_with_source_renders_the_generated_clip(tmp_path, monkeypatch):
         "--source", str(_face_image(tmp_path / "face.png")), "--liveportrait", str(_weights_dir(tmp_path / "lp")),
     ]  # fmt: skip
     assert cli_main(argv) == 0
-    assert calls == [(tmp_path / "face.png", out / "motion.npy", out / "audio.wav", tmp_path / "lp")]
+    # the renderer reads the generated files from the temporary sibling folder that then becomes --out
+    [(source, motion, audio, weights)] = calls
+    assert (source, weights) == (tmp_path / "face.png", tmp_path / "lp")
+    assert (motion.name, audio.name) == ("motion.npy", "audio.wav") and motion.parent == audio.parent
+    assert motion.parent.parent == tmp_path and motion.parent.name.startswith(".gen.tmp-")
     m = np.load(out / "motion.npy").shape[0]
     info = _probe(out / "talking_head.mp4")
     assert info["frames"] == m
