@@ -194,3 +194,15 @@ def test_fit_refuses_a_bad_ckpt_path_before_training(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("error: --ckpt_path:") and "Traceback" not in "\n".join(err)
     assert not list((tmp_path / "run").rglob("*.ckpt"))
+
+
+def test_fit_prints_a_diverged_run_as_one_line(monkeypatch, capsys):
+    import jam_flow.lightning.cli as lcli
+
+    def diverge(subcommand, argv):
+        raise NonFiniteTrainingError("training stopped at step 7: 3 consecutive optimizer steps had NaN/inf")
+
+    monkeypatch.setattr(lcli, "run_cli", diverge)
+    assert jam_flow_main(["fit", "--config", "x.yaml"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: training stopped at step 7: 3 consecutive optimizer steps had NaN/inf"]
