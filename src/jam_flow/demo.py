@@ -62,7 +62,6 @@ _ORDER = (
     "edit_end",
     "edit_streams",
 )
-_OUTPUT_FILES = ("audio", "motion", "motion_json", "preview", "talking_head", "mel_plot", "mouth_plot")
 
 
 # ---------------------------------------------------------------------------------------------------- requests
@@ -337,19 +336,23 @@ def _output_widgets(gr: Any, task: str, runner: DemoRunner) -> dict[str, Any]:
         elem_id=f"{task}-out-audio",
     )
     o["preview"] = gr.Video(
-        label="preview.mp4 (keypoints + sound)", interactive=False, visible=av, elem_id=f"{task}-out-preview"
+        label="preview.mp4 (keypoints + sound)",
+        interactive=False,
+        visible=av,
+        height=360,
+        elem_id=f"{task}-out-preview",
     )
     o["talking_head"] = gr.Video(
         label="talking head (LivePortrait)",
         interactive=False,
+        height=360,
         visible=av and runner.can_render,
         elem_id=f"{task}-out-talking-head",
     )
-    with gr.Row():
-        o["mel_plot"] = gr.Image(label="log-mel", type="filepath", interactive=False, elem_id=f"{task}-mel")
-        o["mouth_plot"] = gr.Image(
-            label="mouth keypoints", type="filepath", interactive=False, visible=av, elem_id=f"{task}-mouth"
-        )
+    o["mel_plot"] = gr.Image(label="log-mel", type="filepath", interactive=False, elem_id=f"{task}-mel")
+    o["mouth_plot"] = gr.Image(
+        label="mouth keypoints", type="filepath", interactive=False, visible=av, elem_id=f"{task}-mouth"
+    )
     o["files"] = gr.File(
         label="files written (as by jam-flow generate)",
         file_count="multiple",
@@ -414,7 +417,7 @@ def _handler(gr: Any, runner: DemoRunner, task: str, names: list[str]):
         status, paths = run_request(
             runner, task, fields, report=lambda i, n: progress((i, n), desc="sampling", unit="evaluations")
         )
-        files = [str(paths[k]) for k in _OUTPUT_FILES if k in paths and not k.endswith("_plot")]
+        files = [str(path) for name, path in paths.items() if not name.endswith("_plot")]
         return (
             status,
             *(
@@ -436,16 +439,24 @@ def launch(app: Any, host: str = "127.0.0.1", port: int = 7860, block: bool = Tr
         font=["ui-sans-serif", "system-ui", "sans-serif"], font_mono=["ui-monospace", "monospace"]
     )
     app.queue(default_concurrency_limit=1)
-    return app.launch(
-        server_name=host,
-        server_port=port,
-        prevent_thread_lock=not block,
-        allowed_paths=[str(app.runner.out_root)],
-        theme=theme,  # system fonts: the page loads nothing from the network
-        ssr_mode=False,
-        quiet=True,
-        footer_links=[],
-    )
+    for attempt in range(3):
+        try:
+            return app.launch(
+                server_name=host,
+                server_port=port,
+                prevent_thread_lock=not block,
+                allowed_paths=[str(app.runner.out_root)],
+                theme=theme,  # system fonts: the page loads nothing from the network
+                ssr_mode=False,
+                quiet=True,
+                footer_links=[],
+            )
+        except ValueError as err:
+            # Gradio's start-up probe of its own page gives up after 3 s, which a busy machine can exceed
+            if "localhost is not accessible" not in str(err) or attempt == 2:
+                raise
+            log.warning("the page did not answer Gradio's start-up probe in time; starting again")
+            app.close()
 
 
 # ---------------------------------------------------------------------------------------------------- command
