@@ -280,6 +280,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--judge-minutes", type=float, default=30.0, help="train-judge --max-minutes")
     p.add_argument("--eval-clips", type=int, default=32, help="held-out clips of the final evaluation")
     p.add_argument("--curve-clips", type=int, default=16, help="held-out clips per learning-curve point")
+    p.add_argument(
+        "--final-tasks",
+        nargs="+",
+        choices=FINAL_TASKS,
+        default=list(FINAL_TASKS),
+        help="tasks of the final evaluation (default: all four)",
+    )
     p.add_argument("--curve-every", type=int, default=500, help="evaluate every N-th step's checkpoint")
     p.add_argument("--eval-batch", type=int, default=8, help="clips generated together")
     p.add_argument("--nfe", type=int, default=32, help="sampler NFE (default 32, the paper's)")
@@ -342,17 +349,25 @@ def main(argv: list[str] | None = None) -> int:
             }
             for task in CURVE_TASKS
         }
+        curve[str(step)]["clips"] = args.curve_clips
     final: dict[str, Any] = {}
-    if ckpts and not args.curve_only:
-        last = max(ckpts)
-        for task in FINAL_TASKS:
+    # the final numbers come from the newest step checkpoint, so that they are the curve's last point
+    last = (ckpts[max(ckpts)], max(ckpts)) if ckpts else None
+    if last is not None and not args.curve_only:
+        for task in args.final_tasks:
             res = _evaluate(
-                ckpts[last], task, args.eval_clips, args, args.pocketsphinx if task == "text2av" else "off"
+                last[0], task, args.eval_clips, args, args.pocketsphinx if task == "text2av" else "off"
             )
             final[task] = {k: res[k] for k in ("metrics", "shuffled", "ground_truth", "clips", "wall_s")}
-        final["step"] = last
-        final["ckpt"] = _rel(ckpts[last])
-    steps = [int(s) for s in curve]
+        final["step"] = last[1]
+        final["ckpt"] = _rel(last[0])
+        if str(last[1]) not in curve:  # the final point of the curve (on the final evaluation's clips)
+            curve[str(last[1])] = {
+                task: {k: v for k, v in final[task]["metrics"].items() if k in CURVE_KEYS[task]}
+                for task in CURVE_TASKS
+            }
+            curve[str(last[1])]["clips"] = final["text2av"]["clips"]
+    steps = sorted(int(s) for s in curve)
     projection = {}
     if curve and "text2av" in final:
         target = 2 * final["text2av"]["metrics"]["cer_ground_truth"]
