@@ -50,18 +50,6 @@ TAB_HELP = {
     "motion2audio": "Lip motion alone [+ reference voice] → plausible speech, no text (case 4).",
     "edit": "Regenerate [start, end) seconds of a clip in its speech, its motion or both.",
 }
-# the widgets of each option, in page order (labels name the CLI option the value goes to)
-_ORDER = (
-    "text",
-    "ref_audio",
-    "ref_text",
-    "audio",
-    "motion",
-    "duration",
-    "edit_start",
-    "edit_end",
-    "edit_streams",
-)
 
 
 # ---------------------------------------------------------------------------------------------------- requests
@@ -269,7 +257,7 @@ def _input_widgets(gr: Any, task: str, runner: DemoRunner) -> dict[str, Any]:
         return f"{text} (--{name.replace('_', '-')}{', required' if name in required else ''})"
 
     w: dict[str, Any] = {}
-    for name in _ORDER:
+    for name in generate_cli.INPUT_OPTIONS:
         if name not in options:
             continue
         eid = f"{task}-{name.replace('_', '-')}"

@@ -43,6 +43,18 @@ TASK_HELP = {
     "edit": "--audio [--motion] [--text] --edit-start --edit-end [--edit-streams] -> the clip with the span regenerated",
 }
 
+# every task-specific option, in the order the CLI checks them and the demo page shows them
+INPUT_OPTIONS = (
+    "text",
+    "ref_audio",
+    "ref_text",
+    "audio",
+    "motion",
+    "duration",
+    "edit_start",
+    "edit_end",
+    "edit_streams",
+)
 # the options each task accepts besides the common ones; anything else is refused so a typo is not silently ignored
 TASK_OPTIONS = {
     "tts": {"text", "ref_audio", "ref_text", "duration"},
@@ -150,17 +162,7 @@ def _check_args(args: argparse.Namespace) -> None:
     for name in REQUIRED_OPTIONS[task]:
         if getattr(args, name) is None:
             raise InputError(f"--{name.replace('_', '-')}: required for --task {task}")
-    for name in (
-        "text",
-        "ref_audio",
-        "ref_text",
-        "audio",
-        "motion",
-        "duration",
-        "edit_start",
-        "edit_end",
-        "edit_streams",
-    ):
+    for name in INPUT_OPTIONS:
         if getattr(args, name) is not None and name not in TASK_OPTIONS[task]:
             raise InputError(f"--{name.replace('_', '-')}: not used by --task {task} ({TASK_HELP[task]})")
     for name in ("ref_audio", "audio", "motion", "source"):

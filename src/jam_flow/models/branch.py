@@ -8,6 +8,7 @@ True = valid (prefix masks).
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Any
 
 import torch
@@ -19,7 +20,7 @@ from jam_flow.nn.rope import RotaryEmbedding
 __all__ = ["DiTBranch"]
 
 
-class DiTBranch(nn.Module):
+class DiTBranch(nn.Module, ABC):
     """Base of :class:`~jam_flow.models.AudioDiT` and :class:`~jam_flow.models.MotionDiT`.
 
     A subclass builds ``rotary_embed``, ``transformer_blocks``, ``norm_out`` and ``proj_out`` and sets ``depth``,
@@ -44,9 +45,9 @@ class DiTBranch(nn.Module):
         """RoPE angles ``[1 or b, L, d]`` for positions ``[L]`` or ``[b, L]``."""
         return self.rotary_embed.angles(positions)
 
+    @abstractmethod
     def key_lens(self, s: Any) -> Tensor:
         """``[b]`` number of leading frames that act as attention keys."""
-        raise NotImplementedError
 
     def run_block(self, i: int, s: Any, rope: Tensor) -> Tensor:
         """Block ``i`` as a plain self-attention block (``self_attention_window`` frames around each query, or
