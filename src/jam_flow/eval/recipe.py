@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jam_flow.atomic import atomic_file
 from jam_flow.errors import InputError
 
 __all__ = ["VARIANTS", "Variant", "main"]
@@ -249,7 +250,7 @@ def _train_all(variants: list[Variant], args: argparse.Namespace) -> dict[str, d
                 "threads": args.threads,
                 "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             }
-            (root / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
+            write_json(root / "train_info.json", info)
             log.info("train %s: done in %.0f s", v.name, wall)
             infos[v.name] = info
     return infos
@@ -526,8 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(args.out)
         kept = json.loads(out.read_text()) if out.is_file() else {}
         kept["guidance_sweep"] = sweep
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(kept, indent=2) + "\n", encoding="utf-8")
+        write_json(out, kept)
         print(_sweep_table(sweep))
         print(f"wrote {out} (guidance_sweep)")
         return 0
@@ -657,16 +657,27 @@ def main(argv: list[str] | None = None) -> int:
         sum(e["train_wall_s"] or 0.0 for e in result["ablations"].values()), 1
     )
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_json(out, result)
     print(_table(result))
     print(f"wrote {out}")
     return 0
 
 
-if __name__ == "__main__":
+def write_json(out: Path, obj: Any) -> None:
+    """Write a result file atomically (its folder created): a killed run leaves the previous file intact."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(out) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
+
+
+def run_cli(main_fn: Any) -> None:
+    """``python -m`` entry of a recipe: the CLI convention for bad input (one line, exit 2, no traceback)."""
     try:
-        raise SystemExit(main())
-    except InputError as err:  # the CLI convention: one line, exit 2, no traceback
+        raise SystemExit(main_fn())
+    except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    run_cli(main)

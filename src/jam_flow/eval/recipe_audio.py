@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from jam_flow.errors import ArgumentParser, InputError
-from jam_flow.eval.recipe import _env, _jam_flow, _machine, _rel, _shown, _spawn
+from jam_flow.eval.recipe import _env, _jam_flow, _machine, _rel, _shown, _spawn, run_cli, write_json
 
 __all__ = ["main", "project_steps", "TARGETS"]
 
@@ -164,7 +164,7 @@ def _train(args: argparse.Namespace, config: Path, run: Path) -> dict[str, Any]:
         "threads": args.threads,
         "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    info_path.write_text(json.dumps(info, indent=2) + "\n")
+    write_json(info_path, info)
     return info
 
 
@@ -209,7 +209,7 @@ def _evaluate(
     result["settings"]["ckpt"] = _rel(ckpt)
     result["settings"]["data_dir"] = _rel(args.heldout_dir)
     result["settings"]["judge"] = settings.judge and _rel(settings.judge)
-    cache.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(cache, result)
     return result
 
 
@@ -405,16 +405,11 @@ def main(argv: list[str] | None = None) -> int:
         "wall_time_s": round(time.perf_counter() - t0, 1),
     }
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_json(out, result)
     print(json.dumps(result["targets"], indent=2))
     print(f"wrote {out}")
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        raise SystemExit(main())
-    except InputError as err:  # the CLI convention: one line, exit 2, no traceback
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
+    run_cli(main)
