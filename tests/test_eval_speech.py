@@ -337,3 +337,89 @@ def test_evaluate_with_judge_and_vocoder_reports_the_vocoded_pair(
     metrics = json.loads(out.read_text())["metrics"]
     for key in ("cer", "wer", "cer_vocoded", "wer_vocoded"):
         assert metrics[key] >= 0.0 and metrics[f"{key}_ground_truth"] >= 0.0
+
+
+# ------------------------------------------------------------------------------------------------ text-use probe
+def _probe_items(bundle, data_dir: Path, n: int = 4) -> list[dict]:
+    from jam_flow.data.dataset import ClipDataset
+    from jam_flow.data.format import read_manifest
+
+    records = read_manifest(data_dir, split="train")[:n]
+    ds = ClipDataset(data_dir, records, bundle.vocab, bundle.mel, bundle.motion)
+    return [ds[i] for i in range(len(ds))]
+
+
+def test_text_use_is_reproducible_and_gain_is_the_loss_difference(tiny_export, toy_data):
+    from jam_flow.eval.probes import text_use
+    from jam_flow.inference.bundle import load_bundle
+
+    bundle = load_bundle(tiny_export)
+    items = _probe_items(bundle, toy_data)
+    out = text_use(bundle, items, batch_size=3, seed=1)
+    assert out["clips"] == 4 and out["times"] == [0.2, 0.5, 0.8]
+    for key in ("loss_own_text", "loss_no_text", "loss_other_text"):
+        assert math.isfinite(out[key]) and out[key] > 0
+    assert out["text_gain"] == pytest.approx(out["loss_other_text"] - out["loss_own_text"])
+    assert text_use(bundle, items, batch_size=3, seed=1) == out
+    with pytest.raises(InputError, match="at least 2 clips"):
+        text_use(bundle, items[:1])
+
+
+def test_text_use_is_zero_for_a_model_that_ignores_the_text(tiny_export, toy_data):
+    from jam_flow.eval.probes import text_use
+    from jam_flow.inference.bundle import load_bundle
+
+    bundle = load_bundle(tiny_export)
+    with torch.no_grad():
+        bundle.model.audio.text_embed.text_embed.weight.zero_()  # every token embeds to 0: the text cannot matter
+    out = text_use(bundle, _probe_items(bundle, toy_data))
+    assert out["text_gain"] == 0.0 and out["loss_no_text"] == out["loss_own_text"]
+
+
+def test_text_use_gain_is_positive_for_a_model_that_reads_the_text(tiny_export, toy_data):
+    """A stand-in network that knows each clip's mel by its text: the exact velocity for the clip's own text, the
+    velocity towards the other clip's mel for another clip's text, 0 without text."""
+    import dataclasses
+
+    from jam_flow.eval.probes import text_use
+    from jam_flow.inference.bundle import load_bundle
+
+    bundle = load_bundle(tiny_export)
+    items = _probe_items(bundle, toy_data)
+    by_text = {tuple(it["text"].tolist()): bundle.mel_to_model(it["mel"].float()) for it in items}
+
+    class Reader(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, audio_x, text, time, drop_text=False, **_):
+            v = torch.zeros_like(audio_x)
+            for i, row in enumerate(text):
+                x1 = by_text.get(tuple(row[row >= 0].tolist()))
+                if not drop_text and x1 is not None and x1.shape[0] <= audio_x.shape[1]:
+                    n = x1.shape[0]
+                    v[i, :n] = (x1 - audio_x[i, :n]) / (1 - time[i])
+            return v, None
+
+    out = text_use(dataclasses.replace(bundle, model=Reader()), items, batch_size=2)
+    assert out["loss_own_text"] == pytest.approx(0.0, abs=1e-8)
+    assert out["loss_other_text"] > 0.5 and out["text_gain"] == pytest.approx(out["loss_other_text"])
+    assert out["loss_no_text"] > 0.5
+
+
+def test_recipe_text_use_probe_is_cached_beside_the_checkpoint(tmp_path, tiny_export, monkeypatch):
+    import jam_flow.eval.probes as probes
+    from jam_flow.eval import recipe_audio
+
+    heldout = _write_toy_dataset(tmp_path / "heldout", ["abc dab", "bead ace", "cab bad"], ["test"] * 3)
+    args = recipe_audio._parser().parse_args(["--heldout-dir", str(heldout)])
+    first = recipe_audio._text_use(tiny_export, args)
+    assert first["clips"] == 3 and math.isfinite(first["text_gain"])
+    assert len(list(tiny_export.parent.glob("speech_export_text_use_*.json"))) == 1
+
+    def fail(*_, **__):
+        raise AssertionError("the cached probe must not run again")
+
+    monkeypatch.setattr(probes, "text_use", fail)
+    assert recipe_audio._text_use(tiny_export, args) == first

@@ -4,14 +4,15 @@ Dimension legend: none (orchestration: subprocesses for the corpora, the judge a
 process for the learning curves and the final numbers).
 
     python -m jam_flow.eval.recipe_audio [--data-dir data/synth_audio] [--heldout-dir data/synth_audio_heldout]
-        [--runs-dir runs/synth_audio] [--out results/synth_recipe_audio.json] [--threads 1] [--no-train]
+        [--runs-dir runs/synth_audio] [--out results/synth_recipe_audio.json] [--threads 2] [--no-train]
 
 1. builds the training corpus from ``configs/speech/train_sentences.txt`` and a held-out corpus (another seed)
    from ``configs/speech/heldout_sentences.txt``: no held-out sentence occurs in training (93 of the 220 held-out
    words never do). Held-out clips up to the training clip length become its ``test`` split;
 2. trains the judge (``jam-flow train-judge``) on the training corpus's train split;
 3. trains ``configs/speech/synth_audio.yaml`` (2-hour wall-clock cap; a checkpoint every 250 steps);
-4. evaluates every curve checkpoint on ``--curve-clips`` held-out clips (text2av judge CER, dub timing) and the
+4. evaluates every curve checkpoint on ``--curve-clips`` held-out clips (text2av judge CER, dub timing; and
+   ``eval.probes.text_use`` on all held-out test clips: does the audio flow use the text at all?) and the
    last checkpoint on ``--eval-clips`` (text2av, dub, motion2audio, audio2motion, with shuffled pairs and ground
    truth), NFE 32 and the paper's γ = 2;
 5. writes the result JSON: command, machine, wall times, curves, final metrics, targets (met or not) and a
@@ -213,6 +214,26 @@ def _evaluate(
     return result
 
 
+def _text_use(ckpt: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """``eval.probes.text_use`` on the held-out test clips, cached beside the checkpoint like ``_evaluate``."""
+    from jam_flow.eval.evaluate import EvalSettings, _load_items
+    from jam_flow.eval.probes import text_use
+    from jam_flow.inference.bundle import load_bundle
+
+    stat = ckpt.stat()
+    key = json.dumps([str(ckpt), str(args.heldout_dir), args.seed, stat.st_size, stat.st_mtime_ns])
+    cache = ckpt.parent / f"speech_{ckpt.stem}_text_use_{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    log.info("text-use probe on %s", _rel(ckpt))
+    bundle = load_bundle(ckpt)
+    settings = EvalSettings(ckpt=str(ckpt), data_dir=str(args.heldout_dir), task="text2av", split="test")
+    items, _, _ = _load_items(settings, bundle)
+    result = text_use(bundle, items, seed=args.seed)
+    write_json(cache, result)
+    return result
+
+
 def project_steps(steps: list[int], values: list[float], target: float) -> dict[str, Any]:
     """Fit ``value = a + b * log(step)`` by least squares and solve for ``value == target``. Returns the fit and
     ``steps_needed`` (None when the curve does not fall, or has fewer than 3 points)."""
@@ -266,7 +287,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--configs-dir", default="configs", help="the repository's configs/ (default ./configs)")
     p.add_argument("--runs-dir", default="runs/synth_audio", help="judge/ and main/ go here")
     p.add_argument("--out", default="results/synth_recipe_audio.json", help="result JSON")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2: the two cores)")
     p.add_argument("--max-time", default=None, help="override the config's trainer.max_time (DD:HH:MM:SS)")
     p.add_argument(
         "--no-train", action="store_true", help="start no training: use the checkpoints written so far"
@@ -350,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
             for task in CURVE_TASKS
         }
         curve[str(step)]["clips"] = args.curve_clips
+        curve[str(step)]["text_use"] = _text_use(ckpts[step], args)
     final: dict[str, Any] = {}
     # the final numbers come from the newest step checkpoint, so that they are the curve's last point
     last = (ckpts[max(ckpts)], max(ckpts)) if ckpts else None
@@ -367,6 +389,7 @@ def main(argv: list[str] | None = None) -> int:
                 for task in CURVE_TASKS
             }
             curve[str(last[1])]["clips"] = final["text2av"]["clips"]
+            curve[str(last[1])]["text_use"] = _text_use(last[0], args)
     steps = sorted(int(s) for s in curve)
     projection = {}
     if curve and "text2av" in final:
