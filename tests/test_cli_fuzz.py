@@ -234,7 +234,17 @@ CASES: dict[str, tuple[list[str], str]] = {
         "--ckpt",
     ),
     "evaluate_out_is_dir": (
-        ["evaluate", "--ckpt", "{export}", "--data.data_dir", "{data}", "--task", "audio2motion", "--out", "{root}"],
+        [
+            "evaluate",
+            "--ckpt",
+            "{export}",
+            "--data.data_dir",
+            "{data}",
+            "--task",
+            "audio2motion",
+            "--out",
+            "{root}",
+        ],
         "--out",
     ),
     "evaluate_task_bogus": (
