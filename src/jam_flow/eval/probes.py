@@ -29,6 +29,7 @@ from jam_flow.data.dataset import collate_clips
 from jam_flow.errors import InputError
 from jam_flow.flow.objective import interpolate, masked_mse
 from jam_flow.inference.bundle import ModelBundle
+from jam_flow.inference.outputs import check_finite
 
 __all__ = ["text_use", "PROBE_TIMES"]
 
@@ -58,7 +59,7 @@ def text_use(
     count = len(items)
     generator = torch.Generator().manual_seed(seed)
     sums = {"own": 0.0, "none": 0.0, "other": 0.0}
-    elements = 0
+    total_frames = 0
     for start in range(0, count, batch_size):
         idx = list(range(start, min(start + batch_size, count)))
         batch = collate_clips([items[i] for i in idx])
@@ -91,17 +92,17 @@ def text_use(
                     motion_time=time,
                     drop_rest=True,
                 )
-            n_el = int(audio_mask.sum()) * mel.shape[-1]
             for name, text, drop in (
                 ("own", batch["text"], False),
                 ("none", batch["text"], True),
                 ("other", other, False),
             ):
                 v, _ = net(text=text.to(dev), drop_text=drop, **kwargs)
-                loss, _ = masked_mse(v, mel - x0, audio_mask)
-                sums[name] += float(loss) * n_el
-            elements += n_el
-    own, none, other_loss = (sums[k] / elements for k in ("own", "none", "other"))
+                loss, frames = masked_mse(v, mel - x0, audio_mask)
+                sums[name] += float(loss) * frames
+            total_frames += frames
+    own, none, other_loss = (sums[k] / total_frames for k in ("own", "none", "other"))
+    check_finite([own, none, other_loss], "probe losses", "text2av")
     return {
         "loss_own_text": own,
         "loss_no_text": none,

@@ -36,6 +36,7 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -200,16 +201,27 @@ def _evaluate(
         judge=str(Path(args.runs_dir) / "judge") if task != "audio2motion" else None,
         pocketsphinx=pocketsphinx,
     )
+
+    def run() -> dict[str, Any]:
+        log.info("evaluate %s on %s (%d clips)", task, _rel(ckpt), clips)
+        result = evaluate(settings)
+        result["settings"]["ckpt"] = _rel(ckpt)
+        result["settings"]["data_dir"] = _rel(args.heldout_dir)
+        result["settings"]["judge"] = settings.judge and _rel(settings.judge)
+        return result
+
+    return _cached(ckpt, task, [dataclasses.asdict(settings)], run)
+
+
+def _cached(ckpt: Path, name: str, parts: list[Any], compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``compute()``'s result, cached beside ``ckpt`` in ``speech_<stem>_<name>_<hash>.json``; the hash covers
+    ``parts`` (the settings) and the checkpoint file's size and mtime."""
     stat = ckpt.stat()
-    key = json.dumps([dataclasses.asdict(settings), stat.st_size, stat.st_mtime_ns], sort_keys=True)
-    cache = ckpt.parent / f"speech_{ckpt.stem}_{task}_{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
+    key = json.dumps([*parts, stat.st_size, stat.st_mtime_ns], sort_keys=True)
+    cache = ckpt.parent / f"speech_{ckpt.stem}_{name}_{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
-    log.info("evaluate %s on %s (%d clips)", task, _rel(ckpt), clips)
-    result = evaluate(settings)
-    result["settings"]["ckpt"] = _rel(ckpt)
-    result["settings"]["data_dir"] = _rel(args.heldout_dir)
-    result["settings"]["judge"] = settings.judge and _rel(settings.judge)
+    result = compute()
     write_json(cache, result)
     return result
 
@@ -220,18 +232,14 @@ def _text_use(ckpt: Path, args: argparse.Namespace) -> dict[str, Any]:
     from jam_flow.eval.probes import text_use
     from jam_flow.inference.bundle import load_bundle
 
-    stat = ckpt.stat()
-    key = json.dumps([str(ckpt), str(args.heldout_dir), args.seed, stat.st_size, stat.st_mtime_ns])
-    cache = ckpt.parent / f"speech_{ckpt.stem}_text_use_{hashlib.sha256(key.encode()).hexdigest()[:12]}.json"
-    if cache.is_file():
-        return json.loads(cache.read_text())
-    log.info("text-use probe on %s", _rel(ckpt))
-    bundle = load_bundle(ckpt)
-    settings = EvalSettings(ckpt=str(ckpt), data_dir=str(args.heldout_dir), task="text2av", split="test")
-    items, _, _ = _load_items(settings, bundle)
-    result = text_use(bundle, items, seed=args.seed)
-    write_json(cache, result)
-    return result
+    def run() -> dict[str, Any]:
+        log.info("text-use probe on %s", _rel(ckpt))
+        bundle = load_bundle(ckpt)
+        settings = EvalSettings(ckpt=str(ckpt), data_dir=str(args.heldout_dir), task="text2av", split="test")
+        items, _, _ = _load_items(settings, bundle)
+        return text_use(bundle, items, seed=args.seed)
+
+    return _cached(ckpt, "text_use", [str(ckpt), str(args.heldout_dir), args.seed], run)
 
 
 def project_steps(steps: list[int], values: list[float], target: float) -> dict[str, Any]:
