@@ -42,6 +42,7 @@ from jam_flow.flow.masking import (
     sample_masks,
 )
 from jam_flow.flow.objective import FlowBatch, FlowLoss, FlowObjective
+from jam_flow.flow.probe import TIME_BINS, TextUseSums, rotate_text, text_use_batch
 from jam_flow.lightning.ema import EMA
 from jam_flow.models import JointDiT, MotionDiT
 from jam_flow.models.format import make_meta, net_spec, plain, text_num_embeds
@@ -128,6 +129,10 @@ class JAMFlowModule(L.LightningModule):
         activation_checkpointing: set ``net.checkpoint_activations`` (less memory, ~30 % more compute).
         normalize_mel: standardise the mel with the dataset stats (F5-TTS does not: keep False to start from F5).
         seed: base of every training random draw.
+        text_probe_batches: validation batches (the first ones, of >= 2 clips) on which the text-use probe
+            (``jam_flow.flow.probe``) scores the EMA network at every validation: ``val/text_gain`` (the relative
+            gain of the own text over another clip's) and ``val/text_gain_t0.0-0.3`` / ``_t0.3-0.7`` /
+            ``_t0.7-1.0`` per flow-time bin; 0 = off. Each batch costs 9 extra forward passes.
     """
 
     def __init__(
@@ -152,11 +157,14 @@ class JAMFlowModule(L.LightningModule):
         activation_checkpointing: bool = False,
         normalize_mel: bool = False,
         seed: int = 0,
+        text_probe_batches: int = 4,
     ) -> None:
         super().__init__()
         if stage not in STAGES:
             raise InputError(f"--model.stage: expected one of {list(STAGES)}, got {stage!r}")
         stage = Stage(stage)  # also accepts the plain string (a module built in Python)
+        if text_probe_batches < 0:
+            raise InputError(f"--model.text_probe_batches: expected >= 0, got {text_probe_batches}")
         if warmup_steps < 0 or (decay_steps is not None and decay_steps < 0):
             raise InputError("--model.warmup_steps / decay_steps: expected >= 0")
         self.save_hyperparameters(ignore=["net"])
@@ -171,6 +179,8 @@ class JAMFlowModule(L.LightningModule):
         self.init_audio_from, self.init_motion_from = init_audio_from, init_motion_from
         self.normalize_mel = normalize_mel
         self.seed = seed
+        self.text_probe_batches = text_probe_batches
+        self._text_probe: TextUseSums | None = None
         if activation_checkpointing and not enable_activation_checkpointing(net):
             raise InputError(
                 f"--model.activation_checkpointing: {type(net).__name__} has no "
@@ -417,7 +427,30 @@ class JAMFlowModule(L.LightningModule):
         self.log(f"{prefix}/loss", out.total, prog_bar=True, batch_size=b, sync_dist=True)
         self.log(f"{prefix}/loss_audio", out.audio, batch_size=b, sync_dist=True)
         self.log(f"{prefix}/loss_motion", out.motion, batch_size=b, sync_dist=True)
+        if (
+            prefix == "val"
+            and self._text_probe is not None
+            and batch_idx < self.text_probe_batches
+            and b >= 2
+        ):
+            # same times and noise at every validation: the curve moves only with the weights
+            probe_gen = torch.Generator().manual_seed(_step_seed(self.seed, 0, batch_idx, salt=3))
+            text_use_batch(self.ema_forward_fn, fb, rotate_text(fb.text), probe_gen, self._text_probe)
         return out.total
+
+    def on_validation_epoch_start(self) -> None:
+        probe = self.text_probe_batches > 0 and self.stage is not Stage.stage1_motion
+        self._text_probe = TextUseSums() if probe else None
+
+    def on_validation_epoch_end(self) -> None:
+        sums, self._text_probe = self._text_probe, None
+        if sums is None or sums.clips == 0:
+            return
+        res = sums.result()
+        self.log("val/text_gain", res["text_gain_rel"], batch_size=sums.clips, sync_dist=True)
+        for name, _, _ in TIME_BINS:
+            gain = res["bins"][name]["text_gain_rel"]
+            self.log(f"val/text_gain_{name}", gain, batch_size=sums.clips, sync_dist=True)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         return self._eval_step(batch, batch_idx, "val")
