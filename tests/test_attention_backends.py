@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from jam_flow.features import audio_to_motion_frame
+from jam_flow.features import audio_to_motion_frame, first_audio_frame, frame_of, frame_ratio
 from jam_flow.nn.attention import (
     BACKENDS,
     SELF_BACKENDS,
@@ -21,7 +21,7 @@ from jam_flow.nn.attention import (
     self_attention,
     triton_available,
 )
-from jam_flow.nn.masks import first_audio_frame, frame_of, frame_ratio, joint_attention_masks
+from jam_flow.nn.masks import joint_attention_masks
 
 WINDOWS = [0, 1, 2, 4, 7, None]
 # (n, m, audio_lens, motion_lens): odd lengths, padding, an empty sample, motion length 1, audio < window

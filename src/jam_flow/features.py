@@ -6,15 +6,25 @@ Dimension legend used throughout the package:
 Masks mean True = valid, everywhere.
 
 The two clocks are related by exact integer arithmetic: audio frame ``i`` covers time ``i * hop / sr`` and
-belongs to motion frame ``(i * fps * hop) // sr`` (``(4 * i) // 15`` at 24 kHz, hop 256, 25 fps).
+belongs to motion frame ``(i * fps * hop) // sr`` (``(4 * i) // 15`` at 24 kHz, hop 256, 25 fps). This module is the
+one owner of that mapping (:class:`FrameClock` and the functions below); everything else calls it.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from math import gcd
+from math import gcd, lcm
 
-__all__ = ["MelSettings", "MotionSettings", "audio_to_motion_frame", "num_motion_frames"]
+__all__ = [
+    "MelSettings",
+    "MotionSettings",
+    "FrameClock",
+    "audio_to_motion_frame",
+    "first_audio_frame",
+    "frame_of",
+    "frame_ratio",
+    "num_motion_frames",
+]
 
 
 @dataclass(frozen=True)
@@ -83,15 +93,70 @@ class MotionSettings:
         return d
 
 
+def frame_ratio(sample_rate: int, hop_length: int, fps: int) -> tuple[int, int]:
+    """``(num, den)`` with ``f(i) = (i * num) // den``: the reduced fraction ``hop * fps / sample_rate``."""
+    num, den = hop_length * fps, sample_rate
+    g = gcd(num, den)
+    return num // g, den // g
+
+
+def frame_of(i, num: int, den: int):
+    """Motion frame of audio frame ``i`` at the reduced ratio ``(num, den)``: ``(i * num) // den`` (floor division,
+    so ``frame_of(-1) + 1 == 0``). Python ints and integer tensors / arrays alike."""
+    return (i * num) // den
+
+
+def first_audio_frame(j, num: int, den: int):
+    """Smallest audio frame ``i`` with ``frame_of(i) >= j`` (``ceil(j * den / num)``, exact; ints or int tensors)."""
+    return -((-j * den) // num)
+
+
 def audio_to_motion_frame(i, sample_rate: int = 24000, hop_length: int = 256, fps: int = 25):
     """Motion frame index that audio frame ``i`` falls in: ``floor(i * hop * fps / sr)`` in exact integers.
 
     Works on Python ints and on integer tensors/arrays alike. The fraction is reduced first so that the
     intermediate product stays small (``(4 * i) // 15`` at the defaults).
     """
-    num, den = hop_length * fps, sample_rate
-    g = gcd(num, den)
-    return (i * (num // g)) // (den // g)
+    return frame_of(i, *frame_ratio(sample_rate, hop_length, fps))
+
+
+@dataclass(frozen=True)
+class FrameClock:
+    """The mel <-> motion frame mapping of one pair of settings (exact integers; ints or integer tensors).
+
+    * :meth:`motion_frame`: the motion frame that mel frame ``i`` falls in;
+    * :meth:`motion_frames`: motion frames spanned by ``n`` mel frames, ``motion_frame(n - 1) + 1`` (0 for ``n = 0``);
+    * :meth:`mel_frames`: the mel length that covers ``m`` motion frames whole, ``ceil(m * sr / (hop * fps))``
+      (``ceil(15 m / 4)``): every mel frame of motion frames ``0 .. m-1`` and no other, so
+      ``motion_frames(mel_frames(m)) == m`` (the largest such length);
+    * :attr:`block_samples`: the shortest span that is a whole number of mel hops and of motion frames (3840
+      samples = 15 mel frames = 4 motion frames at the defaults).
+    """
+
+    sample_rate: int = 24000
+    hop_length: int = 256
+    fps: int = 25
+
+    @classmethod
+    def of(cls, mel: MelSettings, motion: MotionSettings) -> FrameClock:
+        return cls(mel.sample_rate, mel.hop_length, motion.fps)
+
+    @property
+    def ratio(self) -> tuple[int, int]:
+        return frame_ratio(self.sample_rate, self.hop_length, self.fps)
+
+    def motion_frame(self, i):
+        return frame_of(i, *self.ratio)
+
+    def motion_frames(self, n):
+        return self.motion_frame(n - 1) + 1
+
+    def mel_frames(self, m):
+        return first_audio_frame(m, *self.ratio)
+
+    @property
+    def block_samples(self) -> int:
+        return lcm(self.hop_length, self.sample_rate // gcd(self.sample_rate, self.fps))
 
 
 def num_motion_frames(duration_s: float, fps: int = 25) -> int:

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from jam_flow.data.meta import DataMeta, DatasetStats, Normaliser
 from jam_flow.data.text import Vocab
 from jam_flow.errors import InputError
-from jam_flow.features import MelSettings, MotionSettings
+from jam_flow.features import FrameClock, MelSettings, MotionSettings
 from jam_flow.models import AudioDiT, JointDiT
 from jam_flow.models.configs import with_legacy_defaults
 from jam_flow.models.format import (
@@ -56,6 +56,11 @@ class ModelBundle:
     @property
     def motion(self) -> MotionSettings:
         return self.data.motion
+
+    @property
+    def clock(self) -> FrameClock:
+        """The mel <-> motion frame mapping of this model's settings."""
+        return FrameClock.of(self.data.mel, self.data.motion)
 
     @property
     def stats(self) -> DatasetStats | None:

@@ -20,14 +20,22 @@ import torch
 from jam_flow.data.audio import load_audio
 from jam_flow.data.mel import log_mel
 from jam_flow.errors import InputError
-from jam_flow.features import audio_to_motion_frame
+from jam_flow.flow.layouts import TASKS
 from jam_flow.inference.bundle import ModelBundle
 
 log = logging.getLogger(__name__)
 
+__all__ = [
+    "TASKS",
+    "AudioLike",
+    "ReferenceAudio",
+    "MotionInput",
+    "load_reference",
+    "load_motion",
+]
+
 AudioLike = str | Path | tuple[np.ndarray, int]  # a path, or (samples, sample_rate)
 
-TASKS = ("tts", "text2av", "audio2motion", "dub", "motion2audio", "edit")
 TARGET_RMS = 0.1  # F5-TTS utils_infer
 SILENCE_RMS = 1e-4  # a reference quieter than this (-80 dBFS) carries no voice
 CHARS_PER_SECOND = 14.0  # UTF-8 bytes per second of speech when no reference text gives the rate
@@ -231,22 +239,6 @@ def _join_text(ref_text: str | None, gen_text: str) -> str:
     if len(ref_text[-1].encode("utf-8")) == 1 and not ref_text.endswith(" "):
         ref_text = ref_text + " "  # F5-TTS appends a space after a 1-byte final character
     return ref_text + gen_text
-
-
-def _mel_frames_for_motion(bundle: ModelBundle, m: int) -> int:
-    s, f = bundle.mel, bundle.motion
-    return -(-m * s.sample_rate // (s.hop_length * f.fps))
-
-
-def _motion_frames_for_mel(bundle: ModelBundle, n: int) -> int:
-    s, f = bundle.mel, bundle.motion
-    return int(audio_to_motion_frame(n - 1, s.sample_rate, s.hop_length, f.fps)) + 1
-
-
-def _ref_block(bundle: ModelBundle) -> int:
-    """Samples in the shortest span that is a whole number of mel hops and of motion frames (3840 at defaults)."""
-    s, f = bundle.mel, bundle.motion
-    return math.lcm(s.hop_length, s.sample_rate // math.gcd(s.sample_rate, f.fps))
 
 
 def _fit_frames(arr: np.ndarray, m: int, where: str, crop: bool = True) -> np.ndarray:

@@ -32,8 +32,9 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor
 
 from jam_flow.errors import InputError
-from jam_flow.features import audio_to_motion_frame
-from jam_flow.flow.sampler import JointConditions, SamplerSettings, sample
+from jam_flow.features import FrameClock
+from jam_flow.flow.layouts import Given, task_layout
+from jam_flow.flow.sampler import SamplerSettings, sample
 from jam_flow.models.stages import Stage
 
 __all__ = ["AtomicCheckpointIO", "Checkpoint", "NonFiniteGuard", "NonFiniteTrainingError", "ValidationMedia"]
@@ -283,24 +284,20 @@ class ValidationMedia(L.Callback):
         sub = {key: (v[:k].to(dev) if isinstance(v, Tensor) else v) for key, v in batch.items()}
         fb = pl_module.flow_batch(sub)
         meta = pl_module.data_meta
-        sr, hop, fps = meta.mel.sample_rate, meta.mel.hop_length, meta.motion.fps
         a_len = fb.audio_mask.sum(1)
         prompt = (a_len.float() * self.prompt_frac).long()
-        pos = torch.arange(fb.audio.shape[1], device=dev)[None]
-        stage = pl_module.stage
-        audio_known = fb.audio_mask.clone() if stage is Stage.stage1_motion else pos < prompt[:, None]
-        cond = JointConditions(
-            audio_cond=fb.audio, audio_known=audio_known, text=fb.text, audio_mask=fb.audio_mask
-        )
+        given = Given(text=fb.text, mel=fb.audio, mel_lens=a_len)
+        audio_span = None if pl_module.stage is Stage.stage1_motion else torch.stack([prompt, a_len], 1)
+        motion_span = None
         if fb.motion is not None:
-            m_prompt = torch.where(
-                prompt > 0, audio_to_motion_frame(prompt - 1, sr, hop, fps) + 1, torch.zeros_like(prompt)
-            )
-            m_pos = torch.arange(fb.motion.shape[1], device=dev)[None]
-            cond.motion_cond = fb.motion
-            cond.motion_known = m_pos < m_prompt[:, None]
-            cond.motion_rest = fb.motion_rest
-            cond.motion_mask = fb.motion_mask
+            given.mouth, given.rest, given.motion_lens = fb.motion, fb.motion_rest, fb.motion_mask.sum(1)
+            m_prompt = FrameClock.of(meta.mel, meta.motion).motion_frames(prompt)
+            motion_span = torch.stack([m_prompt, given.motion_lens], 1)
+        # the prompt continued in both streams: the edit layout with the span after the prompt regenerated
+        cond = task_layout(
+            "edit", given, meta.mel, meta.motion, audio_span=audio_span, motion_span=motion_span
+        ).cond
+        audio_known = cond.audio_known
         was_training = pl_module.ema.model.training
         pl_module.ema.model.eval()
         gen = torch.Generator().manual_seed(self.seed)
@@ -334,16 +331,11 @@ class ValidationMedia(L.Callback):
         dev = pl_module.device
         sub = {key: (v[:k].to(dev) if isinstance(v, Tensor) else v) for key, v in batch.items()}
         fb = pl_module.flow_batch(sub)
-        none_a = torch.zeros_like(fb.audio_mask)
-        cond = JointConditions(
-            audio_cond=torch.zeros_like(fb.audio), audio_known=none_a, text=fb.text, audio_mask=fb.audio_mask
-        )
-        if fb.motion is not None:
-            cond.motion_cond = torch.zeros_like(fb.motion)
-            cond.motion_known = torch.zeros_like(fb.motion_mask)
-            cond.motion_rest = fb.motion_rest
-            cond.motion_mask = fb.motion_mask
-            cond.drop_rest = True
+        meta = pl_module.data_meta
+        # without a motion stream: tts with no reference (the audio branch alone, from the text)
+        task = "text2av" if fb.motion is not None else "tts"
+        gen_frames = fb.audio_mask.sum(1)
+        cond = task_layout(task, Given(text=fb.text), meta.mel, meta.motion, gen_frames=gen_frames).cond
         was_training = pl_module.ema.model.training
         pl_module.ema.model.eval()
         out = sample(

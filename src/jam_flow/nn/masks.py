@@ -17,41 +17,18 @@ stream may be attended; only padding is masked. The per-sample switches ``audio_
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
-from jam_flow.features import audio_to_motion_frame
+from jam_flow.features import frame_of, frame_ratio
 
 __all__ = [
-    "frame_ratio",
-    "frame_of",
-    "first_audio_frame",
     "lengths_to_mask",
     "as_batch_flags",
-    "audio_to_motion_index",
     "local_window_mask",
     "joint_attention_masks",
     "joint_masks_at_ratio",
 ]
-
-
-def frame_ratio(sample_rate: int, hop_length: int, fps: int) -> tuple[int, int]:
-    """``(num, den)`` with ``f(i) = (i * num) // den``: the reduced fraction ``hop * fps / sample_rate``."""
-    num, den = hop_length * fps, sample_rate
-    g = math.gcd(num, den)
-    return num // g, den // g
-
-
-def frame_of(i, num: int, den: int):
-    """Motion frame of audio frame ``i``: ``(i * num) // den`` (= ``audio_to_motion_frame`` at the rates)."""
-    return (i * num) // den
-
-
-def first_audio_frame(j, num: int, den: int):
-    """Smallest audio frame ``i`` with ``f(i) >= j`` (``ceil(j * den / num)``, exact; ints or int tensors)."""
-    return -((-j * den) // num)
 
 
 def lengths_to_mask(lens: Tensor, max_len: int | None = None) -> Tensor:
@@ -69,13 +46,6 @@ def as_batch_flags(flag: bool | Tensor, batch: int, device: torch.device | str) 
             raise ValueError(f"per-sample switch must have shape [{batch}], got {tuple(flag.shape)}")
         return flag.to(device=device, dtype=torch.bool)
     return torch.full((batch,), bool(flag), dtype=torch.bool, device=device)
-
-
-def audio_to_motion_index(
-    n: int, sample_rate: int = 24000, hop_length: int = 256, fps: int = 25, device=None
-) -> Tensor:
-    """``[n]`` int64: the motion frame that each audio frame falls in (exact integer mapping)."""
-    return audio_to_motion_frame(torch.arange(n, device=device), sample_rate, hop_length, fps)
 
 
 def local_window_mask(lens: Tensor, m: int, window: int | None) -> Tensor:

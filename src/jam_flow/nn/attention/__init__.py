@@ -15,6 +15,7 @@ The dense reference masks are :mod:`jam_flow.nn.masks`. Every backend: padded qu
 get no weight, nothing is NaN (also for a sample whose length is 0).
 """
 
+from jam_flow.features import first_audio_frame, frame_of, frame_ratio
 from jam_flow.nn.attention.dispatch import joint_attention, joint_attention_in, self_attention
 from jam_flow.nn.attention.layout import JointLayout
 from jam_flow.nn.attention.registry import (
@@ -27,7 +28,6 @@ from jam_flow.nn.attention.registry import (
     resolve_backend,
     triton_available,
 )
-from jam_flow.nn.masks import first_audio_frame, frame_of, frame_ratio
 
 __all__ = [
     "BACKENDS",

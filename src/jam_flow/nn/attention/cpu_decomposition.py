@@ -19,8 +19,9 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
 
+from jam_flow.features import first_audio_frame, frame_of
 from jam_flow.nn.attention.layout import JointLayout
-from jam_flow.nn.masks import first_audio_frame, frame_of, lengths_to_mask
+from jam_flow.nn.masks import lengths_to_mask
 
 __all__ = ["joint", "single"]
 

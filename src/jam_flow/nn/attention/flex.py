@@ -15,8 +15,8 @@ import warnings
 import torch
 from torch import Tensor
 
+from jam_flow.features import first_audio_frame, frame_of
 from jam_flow.nn.attention.layout import JointLayout
-from jam_flow.nn.masks import first_audio_frame, frame_of
 
 __all__ = ["joint", "single", "joint_block_mask"]
 

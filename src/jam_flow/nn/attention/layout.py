@@ -7,7 +7,7 @@ public :func:`jam_flow.nn.attention.joint_attention`) and handed to every joint 
 no backend repeats the argument checks. The checks in :meth:`JointLayout.build` read shapes only (no device
 sync); the value checks that would synchronise an accelerator run only when asked (``check_values=True``).
 The frame map ``f(i) = (i * num) // den`` uses the reduced fraction ``num / den = hop * fps / sample_rate``
-(:func:`jam_flow.nn.masks.frame_ratio`); exact integers, no rounding.
+(:func:`jam_flow.features.frame_ratio`); exact integers, no rounding.
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from jam_flow.nn.masks import as_batch_flags, frame_ratio
+from jam_flow.features import frame_ratio
+from jam_flow.nn.masks import as_batch_flags
 
 __all__ = ["JointLayout", "check_window"]
 
