@@ -80,6 +80,31 @@ def test_fused_and_flex_match_reference(shape, window):
             _close(_run("flex", ins, kw), want[:2], f"flex {shape} W={window} switches={a_sw},{m_sw}")
 
 
+@pytest.mark.parametrize("window", [0, 2])
+def test_window_kept_without_alpha_matches_reference(window):
+    """``window_with_alpha=False`` (models trained before Algorithm 2 line 4 was followed): the motion window stays
+    for samples with ``motion_sees_audio`` off, in every backend; samples with it on equal the default rule."""
+    n, m, la, lm = 37, 11, [37, 23], [11, 7]
+    ins = _inputs(n, m, seed=5)
+    g = torch.Generator().manual_seed(6)
+    grads = [torch.randn(2, 2, n, 8, generator=g), torch.randn(2, 2, m, 8, generator=g)]
+    kw = dict(
+        audio_lens=torch.tensor(la),
+        motion_lens=torch.tensor(lm),
+        window=window,
+        audio_sees_motion=torch.tensor([True, False]),
+        motion_sees_audio=torch.tensor([True, False]),
+    )
+    old = {**kw, "window_with_alpha": False}
+    want = _run("reference", ins, old, grads)
+    _close(_run("fused", ins, old, grads), want, f"fused W={window} window kept")
+    with torch.no_grad():
+        _close(_run("flex", ins, old), want[:2], f"flex W={window} window kept")
+        new_m = _run("reference", ins, kw)[1]
+    assert torch.equal(new_m[0], want[1][0])  # alpha = 1: the same masks
+    assert not torch.allclose(new_m[1], want[1][1])  # alpha = 0: the window is lifted
+
+
 def test_padding_semantics():
     """Padded query rows are zero, padded keys get no weight, an empty sample gives zeros and no NaN."""
     n, m = 21, 6

@@ -182,7 +182,9 @@ def test_forced_scenario_and_audio_only_batches():
     assert not masks.audio_gen.any() and masks.motion_gen.any()
 
 
-NO_DROPS = dict(cond_audio=0.0, cond_motion=0.0, text=0.0, rest_motion=0.0, joint_attention=0.0, f5=0.0)
+NO_DROPS = dict(
+    cond_audio=0.0, cond_motion=0.0, text=0.0, rest_motion=0.0, joint_attention=0.0, f5=0.0, tts=0.0
+)
 
 
 @pytest.mark.parametrize(
@@ -212,7 +214,9 @@ def test_each_dropout_switch_sets_only_its_flag(switch, flags_on):
 
 
 def test_dropout_rates_match_appendix_a():
-    flags = sample_dropout(20000, DropoutConfig(f5=0.0), torch.Generator().manual_seed(0))
+    flags = sample_dropout(
+        20000, DropoutConfig(), torch.Generator().manual_seed(0)
+    )  # defaults: the marginals
     for name, p in (
         ("drop_audio_cond", 0.1),
         ("drop_motion_cond", 0.1),
@@ -230,6 +234,11 @@ def test_config_validation():
         MaskConfig(p_both=0, p_motion_only=0, p_audio_only=0)
     with pytest.raises(ValueError):
         DropoutConfig(text=1.5)
+    with pytest.raises(ValueError, match="cond_audio.*below the rate"):
+        DropoutConfig(f5=0.2)  # the configurations would force more reference drops than the marginal 0.1
+    with pytest.raises(ValueError, match="tts"):
+        DropoutConfig(f5=0.2, rates="independent")  # the tts configuration needs the marginal scheme
+    DropoutConfig(f5=0.2, tts=0.0, rates="independent")  # the earlier scheme
 
 
 @pytest.mark.parametrize("switch", ["cond_audio", "cond_motion", "text", "rest_motion", "joint_attention"])

@@ -87,9 +87,18 @@ def test_padding_and_switches():
     # padded keys get no weight
     assert not mask_a[1, :, 10:15].any() and mask_a[1, :, :10].all()
     assert not mask_m[1, :, 3].any()
-    assert torch.equal(mask_m[1, :3, :3], M2M_W1[:3, :3])
+    # motion_sees_audio off: no motion window either (Algorithm 2 line 4), every valid motion key
+    assert mask_m[1, :3, :3].all()
     # switches off remove exactly the cross-modal blocks
     assert not mask_a[1, :, 15:].any() and not mask_m[1, :, 4:].any()
+    # window_with_alpha=False (checkpoints before that rule): the window stays; sample 0 (alpha = 1) unchanged
+    old_a, old_m = joint_attention_masks(
+        torch.tensor([15, 10]), torch.tensor([4, 3]), 15, 4, window=1,
+        audio_sees_motion=torch.tensor([True, False]), motion_sees_audio=torch.tensor([True, False]),
+        window_with_alpha=False,
+    )  # fmt: skip
+    assert torch.equal(old_m[1, :3, :3], M2M_W1[:3, :3])
+    assert torch.equal(old_a, mask_a) and torch.equal(old_m[0], mask_m[0])
 
 
 def test_padded_motion_removes_its_audio_link():

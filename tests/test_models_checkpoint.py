@@ -164,7 +164,11 @@ def test_old_exports_without_motion_window_layers_keep_the_old_window_and_record
     save_export(tmp_path / "again", bundle.model, bundle.config)
     written = yaml.safe_load((tmp_path / "again" / "config.yaml").read_text())
     assert written["model"]["init_args"]["motion_window_layers"] == "all"
+    # nor motion_window_with_alpha: old models keep the window where the motion joint switch is off
+    assert bundle.model.motion_window_with_alpha is False
+    assert written["model"]["init_args"]["motion_window_with_alpha"] is False
     new = load_bundle(
         write_random_export(tmp_path / "new", joint_meta({**old_args, "motion_window_layers": "joint"}))
     )
     assert new.model.motion.motion_window_layers == "joint" and new.model.motion.self_attention_window is None
+    assert JointDiT(**old_args).init_args["motion_window_with_alpha"] is True  # a new model records its rule

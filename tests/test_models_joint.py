@@ -360,3 +360,25 @@ def test_motion_window_only_inside_joint_layers(window_layers):
     plain_diff = (outs[1][1] - outs[0][1])[0, :10].abs().max().item()
     assert joint_diff == 0.0  # joint layer: windowed
     assert (plain_diff > 0) == (window_layers == "joint")  # non-joint layer: global only with "joint"
+
+
+def test_motion_without_joint_attention_has_no_window():
+    """Algorithm 2 line 4 (M_2 = empty set when alpha_2 = 0): with motion_sees_audio off in every joint layer the
+    motion output at frame 0 depends on frame 50 (far beyond window x depth + the conv kernel); the models built
+    with ``motion_window_with_alpha=False`` (old checkpoints) keep the window, and with alpha = 1 both rules give
+    the same output (parity with the masks before the rule)."""
+    new = _joint(joint_layers="full")  # every layer joint: no global motion self-attention anywhere
+    old = _joint(joint_layers="full", motion_window_with_alpha=False)
+    old.load_state_dict(new.state_dict())
+    assert new.init_args["motion_window_with_alpha"] and not old.init_args["motion_window_with_alpha"]
+    kw = _inputs(b=1, n=225, m=60)
+    far = {**kw, "motion_x": kw["motion_x"].clone()}
+    far["motion_x"][:, 50] += 3.0
+    with torch.no_grad():
+        diffs = [_max_diff(net(**kw, motion_sees_audio=False)[1][0, 0], net(**far, motion_sees_audio=False)[1][0, 0])
+                 for net in (new, old)]  # fmt: skip
+        assert diffs[0] > 1e-3 and diffs[1] == 0.0, diffs
+        for sees in (True, torch.tensor([True])):
+            torch.testing.assert_close(
+                new(**kw, motion_sees_audio=sees)[1], old(**kw, motion_sees_audio=sees)[1]
+            )

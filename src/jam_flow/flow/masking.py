@@ -36,6 +36,7 @@ __all__ = [
     "CONFIG_JOINT",
     "CONFIG_F5",
     "CONFIG_ALL",
+    "CONFIG_TTS",
     "CONFIG_MODES",
     "random_span",
     "aligned_motion_span",
@@ -99,29 +100,42 @@ class MaskConfig:
 
 @dataclass
 class DropoutConfig:
-    """Conditioning dropout (paper appendix A) as explicit configurations with rates.
+    """Conditioning dropout (paper appendix A) as stated rates plus explicit guidance configurations.
 
-    Two independent layers per sample:
+    ``rates="marginal"`` (default): ``cond_audio`` / ``cond_motion`` / ``text`` / ``rest_motion`` /
+    ``joint_attention`` are each condition's *marginal* drop rate, the paper's numbers. Per sample one exclusive
+    configuration is drawn (``f5`` / ``tts`` / ``all`` with their rates, else none); it forces its drops for the
+    sample's hidden streams, and an independent coin per condition drops it otherwise with the rate
+    ``(p - c) / (1 - c)``, ``c`` being the probability that this sample's configuration forces it. So every
+    condition's marginal is exactly ``p`` whatever the sample's scenario, and the correlated unconditional inputs
+    that guidance needs still occur at a stated rate. The joint-attention coin switches off the joint attention
+    of every hidden branch (the unconditional input of ``--guidance joint``, conditions as drawn).
 
-    * *availability drops* (the paper's modality-specific dropout, one independent coin each): what the
-      conditional inputs may lack at inference (no reference, no text, no e_rest track, ...);
-    * one *guidance configuration* drawn per sample, exclusively: ``joint_attention`` / ``f5`` / ``all`` with
-      the given rates, else none. A drawn configuration turns the sample's switches into the unconditional
-      switches of that guidance mode for the sample's hidden streams, through the function the sampler uses
-      (:func:`jam_flow.flow.guidance.unconditional_flags`). So ``--guidance joint`` extrapolates away from a
-      prediction trained on ``joint_attention`` of the samples, ``f5`` on ``f5``, ``all`` on ``all``.
+    ``rates="independent"`` (the scheme before; configs of checkpoints trained with it): independent coins at the
+    condition rates, and on top one exclusive configuration ``joint_attention`` / ``f5`` / ``all`` (``tts`` must
+    be 0). With the paper's numbers and ``f5`` 0.2 that gives marginals text 0.36, reference mel 0.28, masked
+    motion 0.28, e_rest 0.84.
+
+    Each configuration turns the sample's switches into unconditional ones through the function the sampler uses
+    (:func:`jam_flow.flow.guidance.unconditional_flags`), for the sample's hidden streams. Measured rates:
+    docs/training.md "Conditioning dropout and guidance".
 
     Args:
         cond_audio: drop the masked reference mel (``drop_audio_cond``; paper 0.1).
         cond_motion: drop the masked mouth motion (``drop_motion_cond``; paper 0.1).
         text: drop the text (``drop_text``; paper 0.2).
         rest_motion: drop e_rest (``drop_rest``; paper 0.8).
-        joint_attention: guidance configuration ``joint``: joint attention off for each hidden branch, the other
-            conditions as drawn (paper: "a 10% dropout on joint-attention conditioning").
-        f5: guidance configuration ``f5``: a hidden audio stream loses reference mel + text, a hidden motion
-            stream masked motion + e_rest (F5-TTS's ``cond_drop_prob`` 0.2).
-        all: guidance configuration ``all``: every condition and both joint-attention directions off (the
-            unconditional input of ``--guidance all``; 0 = never trained, so that mode is refused for validation).
+        joint_attention: joint attention off for each hidden branch (guidance mode ``joint``; paper: "a 10%
+            dropout on joint-attention conditioning").
+        f5: configuration ``f5``: a hidden audio stream loses reference mel + text, a hidden motion stream masked
+            motion + e_rest (guidance mode ``f5``).
+        tts: configuration ``tts`` (``rates="marginal"`` only): a hidden audio stream loses reference mel + text
+            *and* every hidden branch its joint attention: the unconditional input of ``tts`` guidance (motion
+            absent, which a JointDiT runs as audio with joint attention off). Independent coins alone draw it in
+            only ``cond_audio * text`` = 2 % of the motion-absent samples.
+        all: configuration ``all``: every condition and both joint-attention directions off (``--guidance all``;
+            0 = never trained, so that mode is refused for validation).
+        rates: ``"marginal"`` or ``"independent"`` (see above).
     """
 
     cond_audio: float = 0.1
@@ -129,20 +143,59 @@ class DropoutConfig:
     text: float = 0.2
     rest_motion: float = 0.8
     joint_attention: float = 0.1
-    f5: float = 0.2
+    f5: float = 0.05
+    tts: float = 0.02
     all: float = 0.0
+    rates: Literal["marginal", "independent"] = "marginal"
 
     def __post_init__(self) -> None:
-        for name in ("cond_audio", "cond_motion", "text", "rest_motion", "joint_attention", "f5", "all"):
+        for name in (
+            "cond_audio",
+            "cond_motion",
+            "text",
+            "rest_motion",
+            "joint_attention",
+            "f5",
+            "tts",
+            "all",
+        ):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"dropout.{name}: expected a probability in [0, 1], got {p}")
-        total = self.joint_attention + self.f5 + self.all
+        if self.rates not in ("marginal", "independent"):
+            raise ValueError(f"dropout.rates: expected 'marginal' or 'independent', got {self.rates!r}")
+        if self.rates == "independent":
+            if self.tts > 0:
+                raise ValueError(
+                    "dropout.tts: needs rates 'marginal' (set dropout.tts: 0 with 'independent')"
+                )
+            total = self.joint_attention + self.f5 + self.all
+            if total > 1.0 + 1e-9:
+                raise ValueError(
+                    "dropout: joint_attention + f5 + all are exclusive configurations and must sum to <= 1, "
+                    f"got {total}"
+                )
+            return
+        total = self.f5 + self.tts + self.all
         if total > 1.0 + 1e-9:
             raise ValueError(
-                "dropout: joint_attention + f5 + all are exclusive configurations and must sum to <= 1, "
-                f"got {total}"
+                f"dropout: f5 + tts + all are exclusive configurations and must sum to <= 1, got {total}"
             )
+        # a marginal cannot be below the rate at which the configurations force that drop
+        for name, forced_by in (
+            ("cond_audio", ("f5", "tts", "all")),
+            ("text", ("f5", "tts", "all")),
+            ("cond_motion", ("f5", "all")),
+            ("rest_motion", ("f5", "all")),
+            ("joint_attention", ("tts", "all")),
+        ):
+            forced = sum(getattr(self, k) for k in forced_by)
+            if getattr(self, name) < forced - 1e-9:
+                raise ValueError(
+                    f"dropout.{name}: the marginal rate {getattr(self, name)} is below the rate at which "
+                    f"{' + '.join(forced_by)} force that drop ({forced:g}); raise it, lower those, or set "
+                    "dropout.rates: independent (the earlier scheme)"
+                )
 
     def guidance_rates(self) -> dict[str, float]:
         """The rate at which each guidance mode's unconditional configuration is drawn."""
@@ -176,8 +229,8 @@ class TrainingMasks:
 
 
 # guidance configuration codes (per sample), see DropoutConfig
-CONFIG_NONE, CONFIG_JOINT, CONFIG_F5, CONFIG_ALL = 0, 1, 2, 3
-CONFIG_MODES = {CONFIG_JOINT: "joint", CONFIG_F5: "f5", CONFIG_ALL: "all"}
+CONFIG_NONE, CONFIG_JOINT, CONFIG_F5, CONFIG_ALL, CONFIG_TTS = 0, 1, 2, 3, 4
+CONFIG_MODES = {CONFIG_JOINT: "joint", CONFIG_F5: "f5", CONFIG_ALL: "all", CONFIG_TTS: "tts"}
 
 
 @dataclass
@@ -360,6 +413,22 @@ def sample_masks(
     return TrainingMasks(audio_gen=audio_gen, motion_gen=motion_gen, scenario=scen)
 
 
+def _config_flags(code: int, flags: dict[str, Tensor], a_hid: Tensor, m_hid: Tensor) -> dict[str, Tensor]:
+    """The switches of configuration ``code`` applied to ``flags`` (the guidance modes' own function)."""
+    if code == CONFIG_TTS:  # f5 on the audio stream, then joint attention off: tts's unconditional input
+        no_motion = torch.zeros_like(m_hid)
+        return unconditional_flags("joint", unconditional_flags("f5", flags, a_hid, no_motion), a_hid, m_hid)
+    return unconditional_flags(CONFIG_MODES[code], flags, a_hid, m_hid)
+
+
+_COND_FIELDS = (
+    ("drop_audio_cond", "cond_audio"),
+    ("drop_motion_cond", "cond_motion"),
+    ("drop_text", "text"),
+    ("drop_rest", "rest_motion"),
+)
+
+
 def sample_dropout(
     b: int,
     cfg: DropoutConfig,
@@ -367,32 +436,72 @@ def sample_dropout(
     audio_hidden: Tensor | None = None,
     motion_hidden: Tensor | None = None,
 ) -> DropFlags:
-    """Availability drops (independent coins) and one guidance configuration per sample (CPU tensors).
+    """Conditioning drops and one guidance configuration per sample (CPU tensors), see :class:`DropoutConfig`.
 
     ``audio_hidden`` / ``motion_hidden`` ``[b]`` bool say which streams each sample generates (from
-    :class:`TrainingMasks`; default: both), i.e. which branches a drawn guidance configuration acts on, exactly as
-    the sampler applies it to the streams it generates. Draws: 4 availability coins, then one configuration."""
-    u = torch.rand(4, b, generator=generator)
-    probs = torch.tensor(
-        [max(1.0 - cfg.joint_attention - cfg.f5 - cfg.all, 0.0), cfg.joint_attention, cfg.f5, cfg.all],
-        dtype=torch.float64,
-    )
-    config = torch.multinomial(probs, b, replacement=True, generator=generator)
+    :class:`TrainingMasks`; default: both), i.e. which branches a drawn configuration acts on, exactly as the
+    sampler applies it to the streams it generates. ``config [b]``: the exclusive configuration drawn
+    (``CONFIG_F5`` / ``CONFIG_TTS`` / ``CONFIG_ALL``), else ``CONFIG_JOINT`` where the joint-attention coin fell,
+    else ``CONFIG_NONE``. Draws: ``"marginal"`` 5 coins then one configuration; ``"independent"`` 4 coins then one
+    configuration (the earlier stream, unchanged)."""
     on = torch.ones(b, dtype=torch.bool)
-    flags = {
-        "drop_audio_cond": u[0] < cfg.cond_audio,
-        "drop_motion_cond": u[1] < cfg.cond_motion,
-        "drop_text": u[2] < cfg.text,
-        "drop_rest": u[3] < cfg.rest_motion,
-        "audio_sees_motion": on.clone(),
-        "motion_sees_audio": on.clone(),
-    }
     a_hid = on if audio_hidden is None else audio_hidden.cpu().to(torch.bool)
     m_hid = on if motion_hidden is None else motion_hidden.cpu().to(torch.bool)
-    for code, mode in CONFIG_MODES.items():
-        chosen = config == code
-        if not bool(chosen.any()):
+    if cfg.rates == "independent":
+        u = torch.rand(4, b, generator=generator)
+        probs = torch.tensor(
+            [max(1.0 - cfg.joint_attention - cfg.f5 - cfg.all, 0.0), cfg.joint_attention, cfg.f5, cfg.all],
+            dtype=torch.float64,
+        )
+        config = torch.multinomial(probs, b, replacement=True, generator=generator)
+        flags = {name: u[i] < getattr(cfg, field) for i, (name, field) in enumerate(_COND_FIELDS)}
+        flags.update(audio_sees_motion=on.clone(), motion_sees_audio=on.clone())
+        for code in (CONFIG_JOINT, CONFIG_F5, CONFIG_ALL):
+            chosen = config == code
+            if bool(chosen.any()):
+                flags = {
+                    k: torch.where(chosen, v2, flags[k])
+                    for k, v2 in _config_flags(code, flags, a_hid, m_hid).items()
+                }
+        return DropFlags(**{k: flags[k] for k in DropFlags._SWITCHES}, config=config)
+
+    u = torch.rand(5, b, generator=generator)
+    codes = (CONFIG_F5, CONFIG_TTS, CONFIG_ALL)
+    rates = [getattr(cfg, CONFIG_MODES[c]) for c in codes]
+    probs = torch.tensor([max(1.0 - sum(rates), 0.0), *rates], dtype=torch.float64)
+    drawn = torch.multinomial(probs, b, replacement=True, generator=generator)  # 0: none, i: codes[i - 1]
+    config = torch.tensor([CONFIG_NONE, *codes])[drawn]
+    # c: the probability that this sample's configuration forces each drop (it depends on the hidden streams)
+    base = {name: torch.zeros(b, dtype=torch.bool) for name, _ in _COND_FIELDS}
+    base.update(audio_sees_motion=on.clone(), motion_sees_audio=on.clone())
+    forced_p = {name: torch.zeros(b, dtype=torch.float64) for name in (*base, "joint")}
+    for code, rate in zip(codes, rates, strict=True):
+        if rate <= 0:
             continue
-        uncond = unconditional_flags(mode, flags, a_hid, m_hid)
-        flags = {k: torch.where(chosen, uncond[k], v) for k, v in flags.items()}
+        forced = _config_flags(code, base, a_hid, m_hid)
+        for name, _ in _COND_FIELDS:
+            forced_p[name] += rate * forced[name].double()
+        forced_p["joint"] += rate * (~forced["audio_sees_motion"] | ~forced["motion_sees_audio"]).double()
+
+    def coin(row: int, p: float, c: Tensor) -> Tensor:
+        rest = (1.0 - c).clamp(min=1e-12)
+        return u[row].double() < ((p - c) / rest).clamp(0.0, 1.0)
+
+    flags = {
+        name: coin(i, getattr(cfg, field), forced_p[name]) for i, (name, field) in enumerate(_COND_FIELDS)
+    }
+    flags.update(audio_sees_motion=on.clone(), motion_sees_audio=on.clone())
+    joint = coin(4, cfg.joint_attention, forced_p["joint"])
+    flags = {
+        k: torch.where(joint, v2, flags[k])
+        for k, v2 in _config_flags(CONFIG_JOINT, flags, a_hid, m_hid).items()
+    }
+    for code in codes:
+        chosen = config == code
+        if bool(chosen.any()):
+            flags = {
+                k: torch.where(chosen, v2, flags[k])
+                for k, v2 in _config_flags(code, flags, a_hid, m_hid).items()
+            }
+    config = torch.where((config == CONFIG_NONE) & joint, CONFIG_JOINT, config)
     return DropFlags(**{k: flags[k] for k in DropFlags._SWITCHES}, config=config)

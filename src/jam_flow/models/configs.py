@@ -78,7 +78,7 @@ class MotionDiTConfig:
 # init args added after checkpoints were first written, with the value that reproduces the old behaviour: a saved
 # model spec lacking one of them is rebuilt with that value (old checkpoints and exports keep computing what they did)
 LEGACY_INIT_ARGS: dict[str, dict[str, Any]] = {
-    "JointDiT": {"motion_window_layers": "all"},
+    "JointDiT": {"motion_window_layers": "all", "motion_window_with_alpha": False},
     "MotionDiT": {"motion_window_layers": "all"},
 }
 

@@ -191,10 +191,10 @@ def net_spec(net: nn.Module, hint: Mapping[str, Any] | None = None, strict: bool
     own = getattr(net, "init_args", None)
     if hint is not None and str(hint["class_path"]).rsplit(".", 1)[-1] == cls.__name__:
         init_args = dict(hint.get("init_args") or {})
-        if (
-            isinstance(own, dict) and "motion_window_layers" in own
-        ):  # always record the key (old ckpts lack it)
-            init_args.setdefault("motion_window_layers", own["motion_window_layers"])
+        if isinstance(own, dict):  # always record the keys old ckpts lack (LEGACY_INIT_ARGS)
+            for key in ("motion_window_layers", "motion_window_with_alpha"):
+                if key in own:
+                    init_args.setdefault(key, own[key])
         return {"class_path": class_path, "init_args": init_args}
     if isinstance(own, dict):
         return {"class_path": class_path, "init_args": dict(own)}

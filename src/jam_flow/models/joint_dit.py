@@ -15,8 +15,10 @@ conditioning features arise inside the joint attention rather than as separate t
 branch alone with global self-attention over the valid frames: Algorithm 2 step 4 builds the local-window mask
 only where alpha = 1 (``motion_window_layers="joint"``, default); ``"all"`` also windows the motion self-attention
 of the non-joint layers (the behaviour of checkpoints written before the key existed, which load with it). In a
-joint layer the motion window stays for a sample whose joint switch is off (a guidance pass): its unconditional
-prediction then differs from the conditional one by the cross-modal keys alone.
+joint layer a sample whose motion joint switch is off (alpha_2 = 0: the 10 % joint-attention dropout, the
+unconditional pass of ``--guidance joint``) also loses the motion window (Algorithm 2 line 4: M_2 is empty),
+so its motion attends every valid motion frame (``motion_window_with_alpha=True``, default); ``False`` keeps the
+window there (checkpoints written before the key existed load with it).
 
 RoPE positions of both streams are aligned per sample (paper §4.3, :mod:`jam_flow.nn.rope`) in every layer; with
 motion absent the model is exactly :class:`~jam_flow.models.AudioDiT`.
@@ -96,6 +98,8 @@ class JointDiT(nn.Module):
             self-attention; only padding stays masked).
         motion_window_layers: ``"joint"`` (default, Algorithm 2: the window only inside joint attention) or
             ``"all"`` (also in the motion self-attention of the non-joint layers; old checkpoints).
+        motion_window_with_alpha: True (default, Algorithm 2 line 4): a joint layer's motion window holds only for
+            samples whose ``motion_sees_audio`` is on; False: also when it is off (old checkpoints).
         rope_alignment: ``"length"`` (paper §4.3), ``"rate"`` (from the configured clocks) or ``"off"`` (ablation).
         attention_backend: a :mod:`jam_flow.nn.attention` backend name, used by both branches.
         sample_rate, hop_length, fps: the clocks that map audio frame ``i`` to motion frame
@@ -109,6 +113,7 @@ class JointDiT(nn.Module):
         joint_layers: JointLayers = "half",
         window: int | None = 4,
         motion_window_layers: Literal["joint", "all"] = "joint",
+        motion_window_with_alpha: bool = True,
         rope_alignment: RopeAlignment = "length",
         attention_backend: str = "auto",
         sample_rate: int = 24000,
@@ -145,6 +150,7 @@ class JointDiT(nn.Module):
         )
         self.joint_layers = resolve_joint_layers(joint_layers, audio_cfg.depth, motion_cfg.depth)
         self.window = window
+        self.motion_window_with_alpha = bool(motion_window_with_alpha)
         self.rope_alignment = rope_alignment
         self.attention_backend = attention_backend
         self.sample_rate, self.hop_length, self.fps = sample_rate, hop_length, fps
@@ -157,6 +163,7 @@ class JointDiT(nn.Module):
             "joint_layers": joint_layers if isinstance(joint_layers, str) else list(self.joint_layers),
             "window": window,
             "motion_window_layers": motion_window_layers,
+            "motion_window_with_alpha": bool(motion_window_with_alpha),
             "rope_alignment": rope_alignment,
             "attention_backend": attention_backend,
             "sample_rate": sample_rate,
@@ -181,6 +188,7 @@ class JointDiT(nn.Module):
         return JointLayout.build(
             sa.key_lens, sm.lens, n, m, self.window, audio_sees_motion, motion_sees_audio,
             self.sample_rate, self.hop_length, self.fps, device=sa.h.device,
+            window_with_alpha=self.motion_window_with_alpha,
         )  # fmt: skip
 
     def joint_block(

@@ -7,12 +7,15 @@ The dense masks here are the *reference* definition that every fast attention ba
 
 - audio -> audio: every valid audio key (global self-attention);
 - audio -> motion: only the motion frame at the same instant, ``audio_to_motion_frame(i)``;
-- motion -> motion: valid motion keys with ``|j - j'| <= window``;
+- motion -> motion: valid motion keys with ``|j - j'| <= window`` while the motion branch's joint attention is on
+  (alpha_2 = 1); every valid motion key when it is off (Algorithm 2 line 4: M_2 = empty set when alpha_2 = 0);
 - motion -> audio: valid audio keys ``i`` with ``|audio_to_motion_frame(i) - j| <= window``.
 
 ``window=None`` switches the structural masks off ("No Masking" ablation, Table 4): every valid key of either
 stream may be attended; only padding is masked. The per-sample switches ``audio_sees_motion`` /
-``motion_sees_audio`` remove the cross-modal blocks (joint-conditioning dropout for CFG, appendix A).
+``motion_sees_audio`` remove the cross-modal blocks (joint-conditioning dropout for CFG, appendix A);
+``motion_sees_audio`` off also lifts the motion window unless ``window_with_alpha=False`` (the masks of
+checkpoints trained before Algorithm 2 line 4 was followed: the window stays).
 """
 
 from __future__ import annotations
@@ -69,11 +72,21 @@ def joint_attention_masks(
     sample_rate: int = 24000,
     hop_length: int = 256,
     fps: int = 25,
+    window_with_alpha: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Dense joint masks at the given rates; see :func:`joint_masks_at_ratio`."""
     num, den = frame_ratio(sample_rate, hop_length, fps)
     return joint_masks_at_ratio(
-        audio_lens, motion_lens, n, m, window, audio_sees_motion, motion_sees_audio, num, den
+        audio_lens,
+        motion_lens,
+        n,
+        m,
+        window,
+        audio_sees_motion,
+        motion_sees_audio,
+        num,
+        den,
+        window_with_alpha,
     )
 
 
@@ -87,8 +100,12 @@ def joint_masks_at_ratio(
     motion_sees_audio: bool | Tensor,
     num: int,
     den: int,
+    window_with_alpha: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Dense joint masks, frame map ``f(i) = (i * num) // den``.
+
+    ``window_with_alpha``: the motion -> motion window applies only to samples whose ``motion_sees_audio`` is on
+    (Algorithm 2 line 4); False keeps it for every sample.
 
     Returns ``mask_a [b, n, n + m]`` (audio queries over keys ``[audio; motion]``) and
     ``mask_m [b, m, m + n]`` (motion queries over keys ``[motion; audio]``), the key orders of Algorithm 2.
@@ -112,5 +129,7 @@ def joint_masks_at_ratio(
     a2a = a_valid[:, None, :].expand(-1, n, -1)
     a2m = a2m[None] & m_valid[:, None, :] & a_sees
     m2m = local_window_mask(motion_lens, m, window)
+    if window is not None and window_with_alpha:  # alpha_2 = 0: M_2 is empty, every valid motion key
+        m2m = m2m | (m_valid[:, None, :] & ~m_sees)
     m2a = m2a[None] & a_valid[:, None, :] & m_sees
     return torch.cat([a2a, a2m], dim=2), torch.cat([m2m, m2a], dim=2)

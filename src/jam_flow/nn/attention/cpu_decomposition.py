@@ -20,7 +20,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from jam_flow.features import first_audio_frame, frame_of
-from jam_flow.nn.attention.layout import JointLayout
+from jam_flow.nn.attention.layout import JointLayout, with_unwindowed_motion
 from jam_flow.nn.masks import lengths_to_mask
 
 __all__ = ["joint", "single"]
@@ -352,7 +352,8 @@ def joint(
     m_plan = None
     if m:
         m_plan = _motion_plan(m, n, lay.window, num, den, m_lens, a_lens, m_sees, dtype, dev)
-    return _JointCPU.apply(a_plan, m_plan, q_a, k_a, v_a, q_m, k_m, v_m)
+    out_a, out_m = _JointCPU.apply(a_plan, m_plan, q_a, k_a, v_a, q_m, k_m, v_m)
+    return out_a, with_unwindowed_motion(lay, out_m, q_m, k_m, v_m, single)
 
 
 def single(q: Tensor, k: Tensor, v: Tensor, lens: Tensor, window: int | None) -> Tensor:

@@ -32,15 +32,19 @@ def joint_attention(
     sample_rate: int = 24000,
     hop_length: int = 256,
     fps: int = 25,
+    window_with_alpha: bool = True,
 ) -> tuple[Tensor, Tensor]:
     """Joint attention of the audio and motion streams; returns ``(out_a [b,h,n,d], out_m [b,h,m,d])``.
+
+    ``window_with_alpha``: no motion window for samples with ``motion_sees_audio`` off (Algorithm 2 line 4);
+    False keeps it (:class:`JointLayout`).
 
     Builds the layout on every call; a model with several joint layers builds it once per forward
     (:meth:`JointLayout.build`) and calls :func:`joint_attention_in`.
     """
     layout = JointLayout.build(
         audio_lens, motion_lens, q_a.shape[2], q_m.shape[2], window, audio_sees_motion, motion_sees_audio,
-        sample_rate, hop_length, fps, device=q_a.device,
+        sample_rate, hop_length, fps, device=q_a.device, window_with_alpha=window_with_alpha,
     )  # fmt: skip
     return joint_attention_in(layout, q_a, k_a, v_a, q_m, k_m, v_m, backend)
 

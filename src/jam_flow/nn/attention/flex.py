@@ -69,8 +69,9 @@ def _block_mask_from_intervals(intervals: list[tuple[Tensor, Tensor, Tensor]], T
     )
 
 
-def joint_block_mask(audio_lens, motion_lens, n, m, window, a_sees, m_sees, num, den):
-    """``BlockMask`` over the joint sequence ``[audio; motion]`` implementing the JAM-Flow rules."""
+def joint_block_mask(audio_lens, motion_lens, n, m, window, a_sees, m_sees, num, den, window_with_alpha=True):
+    """``BlockMask`` over the joint sequence ``[audio; motion]`` implementing the JAM-Flow rules
+    (``window_with_alpha``: no motion window for samples with ``m_sees`` off, Algorithm 2 line 4)."""
     dev = audio_lens.device
     T = n + m
     alen, mlen = audio_lens.long(), motion_lens.long()
@@ -86,9 +87,10 @@ def joint_block_mask(audio_lens, motion_lens, n, m, window, a_sees, m_sees, num,
             rule = torch.where(q_a, k_a | cross_a, ~k_a | cross_m)
         else:
             a_rule = k_a | ((km == frame_of(q, num, den)) & a_sees[b])
-            m_rule = torch.where(
-                k_a, ((frame_of(kv, num, den) - qm).abs() <= window) & m_sees[b], (qm - km).abs() <= window
-            )
+            band = (qm - km).abs() <= window
+            if window_with_alpha:
+                band = band | ~m_sees[b]
+            m_rule = torch.where(k_a, ((frame_of(kv, num, den) - qm).abs() <= window) & m_sees[b], band)
             rule = torch.where(q_a, a_rule, m_rule)
         return q_ok & k_ok & rule
 
@@ -115,6 +117,10 @@ def joint_block_mask(audio_lens, motion_lens, n, m, window, a_sees, m_sees, num,
         mm_hi = n + torch.minimum(j[None] + window + 1, mlen[:, None]) * m_ok
         ma_lo = first_audio_frame(j - window, num, den).clamp(min=0)[None]
         ma_hi = torch.minimum(first_audio_frame(j + window + 1, num, den)[None], alen[:, None]) * m_ok
+        if window_with_alpha:  # alpha_2 = 0: every valid motion key
+            free = ~m_sees[:, None]
+            mm_lo = torch.where(free, n, mm_lo)
+            mm_hi = torch.where(free, n + mlen[:, None] * m_ok, mm_hi)
     am_hi = torch.where(a_sees[:, None], am_hi, 0)  # switch off: empty interval
     ma_hi = torch.where(m_sees[:, None], ma_hi, 0)
 
@@ -141,7 +147,7 @@ def joint(
     lay = layout
     bm = joint_block_mask(
         lay.audio_lens, lay.motion_lens, lay.n, lay.m, lay.window, lay.audio_sees_motion, lay.motion_sees_audio,
-        lay.num, lay.den,
+        lay.num, lay.den, lay.window_with_alpha,
     )  # fmt: skip
     out = _flex(torch.cat([q_a, q_m], 2), torch.cat([k_a, k_m], 2), torch.cat([v_a, v_m], 2), bm)
     return out[:, :, : lay.n], out[:, :, lay.n :]

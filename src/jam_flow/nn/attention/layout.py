@@ -13,6 +13,7 @@ The frame map ``f(i) = (i * num) // den`` uses the reduced fraction ``num / den 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +22,7 @@ from torch import Tensor
 from jam_flow.features import frame_ratio
 from jam_flow.nn.masks import as_batch_flags
 
-__all__ = ["JointLayout", "check_window"]
+__all__ = ["JointLayout", "check_window", "with_unwindowed_motion"]
 
 
 def check_window(window: int | None) -> None:
@@ -34,6 +35,10 @@ def check_window(window: int | None) -> None:
 class JointLayout:
     """Everything about a joint-attention batch except the projections: ``[b]`` lengths and switches on the
     inputs' device, the frame counts ``n`` / ``m``, the motion window and the frame ratio ``num / den``.
+
+    ``window_with_alpha``: the motion -> motion window holds only for samples whose ``motion_sees_audio`` is on
+    (Algorithm 2 line 4: no window when alpha_2 = 0); False keeps the window for every sample (models trained
+    before that rule). :meth:`unwindowed_motion` says which samples lose the window.
 
     ``host``: the lengths and switches as Python tuples ``(audio_lens, motion_lens, audio_sees_motion,
     motion_sees_audio)`` when they live on the CPU (the CPU decomposition keys its plan caches on them; reading
@@ -49,6 +54,7 @@ class JointLayout:
     motion_sees_audio: Tensor
     num: int
     den: int
+    window_with_alpha: bool = True
     host: tuple[tuple[int, ...], tuple[int, ...], tuple[bool, ...], tuple[bool, ...]] | None = None
 
     @classmethod
@@ -66,6 +72,7 @@ class JointLayout:
         fps: int = 25,
         device: torch.device | str | None = None,
         check_values: bool = False,
+        window_with_alpha: bool = True,
     ) -> JointLayout:
         """Check the arguments (shapes only) and move the ``[b]`` tensors to ``device`` (default: the lengths').
 
@@ -87,7 +94,9 @@ class JointLayout:
         if dev.type == "cpu":
             host = tuple(tuple(t.tolist()) for t in (audio_lens, motion_lens, a_sees, m_sees))
         num, den = frame_ratio(sample_rate, hop_length, fps)
-        layout = cls(audio_lens, motion_lens, n, m, window, a_sees, m_sees, num, den, host)
+        layout = cls(
+            audio_lens, motion_lens, n, m, window, a_sees, m_sees, num, den, bool(window_with_alpha), host
+        )
         if check_values:
             layout.check_values()
         return layout
@@ -100,6 +109,16 @@ class JointLayout:
         """The same batch with another motion window (for layers with their own window)."""
         check_window(window)
         return dataclasses.replace(self, window=window)
+
+    def unwindowed_motion(self) -> Tensor | None:
+        """``[b]`` bool: samples whose motion queries attend every valid motion key although the layout has a
+        window (``motion_sees_audio`` off with ``window_with_alpha``); None when no sample can be one (no window,
+        the rule off, or, on the CPU, every switch on)."""
+        if self.window is None or not self.window_with_alpha:
+            return None
+        if self.host is not None and all(self.host[3]):
+            return None
+        return ~self.motion_sees_audio
 
     def host_values(self) -> tuple[tuple[int, ...], tuple[int, ...], tuple[bool, ...], tuple[bool, ...]]:
         """``host``, read from the device when the layout lives on an accelerator (a sync)."""
@@ -116,3 +135,23 @@ class JointLayout:
         ):
             if lens.numel() and not bool(((lens >= 0) & (lens <= size)).all()):
                 raise ValueError(f"{name} must lie in [0, {size}], got {lens.tolist()}")
+
+
+def with_unwindowed_motion(
+    layout: JointLayout, out_m: Tensor, q_m: Tensor, k_m: Tensor, v_m: Tensor, single: Callable[..., Tensor]
+) -> Tensor:
+    """``out_m [b, h, m, d]`` with the rows of :meth:`JointLayout.unwindowed_motion` samples replaced by attention
+    over every valid motion key (``single(q, k, v, lens, None)``, the implementation's own one-stream attention):
+    their motion -> audio block is off, so that is all they attend (Algorithm 2 line 4 with alpha_2 = 0).
+
+    For implementations that compute the window from indices. On the CPU only the affected samples are recomputed;
+    on an accelerator every sample is, and a ``where`` picks (no device sync)."""
+    off = layout.unwindowed_motion()
+    if off is None or layout.m == 0:
+        return out_m
+    if layout.host is not None:
+        idx = torch.tensor([i for i, on in enumerate(layout.host[3]) if not on], device=out_m.device)
+        sub = single(q_m[idx], k_m[idx], v_m[idx], layout.motion_lens[idx], None)
+        return out_m.index_copy(0, idx, sub.to(out_m.dtype))
+    full = single(q_m, k_m, v_m, layout.motion_lens, None)
+    return torch.where(off.to(out_m.device)[:, None, None, None], full.to(out_m.dtype), out_m)

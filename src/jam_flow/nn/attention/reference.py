@@ -31,7 +31,7 @@ def joint(
     lay = layout
     mask_a, mask_m = joint_masks_at_ratio(
         lay.audio_lens, lay.motion_lens, lay.n, lay.m, lay.window, lay.audio_sees_motion, lay.motion_sees_audio,
-        lay.num, lay.den,
+        lay.num, lay.den, lay.window_with_alpha,
     )  # fmt: skip
     a_valid, m_valid = lengths_to_mask(lay.audio_lens, lay.n), lengths_to_mask(lay.motion_lens, lay.m)
     out_a = _masked_sdpa(q_a, torch.cat([k_a, k_m], 2), torch.cat([v_a, v_m], 2), mask_a, a_valid)

@@ -18,7 +18,7 @@ import torch
 import triton
 from torch import Tensor
 
-from jam_flow.nn.attention.layout import JointLayout
+from jam_flow.nn.attention.layout import JointLayout, with_unwindowed_motion
 from jam_flow.nn.attention.triton_kernels import (
     ALIGN,
     BAND,
@@ -238,7 +238,8 @@ def joint(
     # mask and keeps the kernel's int32 bounds ((j + W + 1) * den in particular) far from overflow.
     W = 0 if lay.window is None else min(lay.window, lay.m + (lay.n * lay.num) // lay.den + 1)
     c = [t.contiguous() for t in (q_a, k_a, v_a, q_m, k_m, v_m)]
-    return _JointAttention.apply(*c, audio_lens, motion_lens, a_sw, m_sw, kinds, W, lay.num, lay.den)
+    out_a, out_m = _JointAttention.apply(*c, audio_lens, motion_lens, a_sw, m_sw, kinds, W, lay.num, lay.den)
+    return out_a, with_unwindowed_motion(lay, out_m, q_m, k_m, v_m, single)
 
 
 def single(q: Tensor, k: Tensor, v: Tensor, lens: Tensor, window: int | None) -> Tensor:
