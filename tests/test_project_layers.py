@@ -2,7 +2,11 @@
 
 The allowed edges are read from the layer table of docs/CONVENTIONS.md (``may import`` column), so the page and
 the test cannot drift apart. Every ``import`` / ``from ... import`` counts, function-local and ``TYPE_CHECKING``
-ones included: an upward or same-layer edge between packages, or any cycle between modules, fails.
+ones included: an upward or same-layer edge between packages, or any cycle between modules, fails. Imports by
+name count too: ``importlib.import_module("jam_flow...")`` / ``__import__("jam_flow...")`` with a literal name, an
+f-string name (its literal ``jam_flow...`` prefix, for the layer check), and the module names in the tables of the
+modules that import by a computed name (:data:`NAME_TABLES`, e.g. the ``jam-flow`` command table); a computed name
+anywhere else fails.
 """
 
 from __future__ import annotations
@@ -48,8 +52,70 @@ def module_name(path: Path, src: Path = SRC) -> str:
 MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
 
+# modules that import jam_flow modules by a computed name; each string constant in them that names a module (or an
+# f-string prefix) counts as an import: the table they import from
+NAME_TABLES = {
+    "jam_flow.cli": "SUBCOMMANDS (the command table)",
+    "jam_flow.nn.attention.registry": "IMPLEMENTATIONS (the attention implementations)",
+}
+IMPORT_CALLS = ("import_module", "__import__")
+MODULE_NAME = re.compile(r"jam_flow(\.\w+)*")
+
+
+def _resolve(target: str, modules: dict[str, Path]) -> str:
+    while target and target not in modules:  # a name inside a module -> that module
+        target = target.rpartition(".")[0]
+    return target
+
+
+def _import_call(node: ast.AST) -> bool:
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    return (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)) in IMPORT_CALLS
+
+
+def _named(node: ast.AST | None) -> tuple[str | None, str | None]:
+    """``(module name, f-string prefix)`` a string expression gives (both None when it is computed otherwise)."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        return node.value, None
+    if isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
+        return None, str(node.values[0].value)
+    return None, None
+
+
+def string_imports(name: str, modules: dict[str, Path] = MODULES) -> tuple[set[str], set[str], list[str]]:
+    """Imports of module ``name`` by a string: ``(modules named in full, modules an f-string prefix lands in (for
+    the layer check), computed names that no table shows)``."""
+    path = modules[name]
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    full: set[str] = set()
+    prefixes: set[str] = set()
+    hidden: list[str] = []
+
+    def add(text: str | None, prefix: str | None) -> None:
+        if text is not None and MODULE_NAME.fullmatch(text):
+            full.add(_resolve(text, modules))
+        if prefix is not None and prefix.startswith("jam_flow"):
+            prefixes.add(_resolve(prefix.rstrip("."), modules))
+
+    for node in ast.walk(tree):
+        if _import_call(node):
+            text, prefix = _named(node.args[0] if node.args else None)
+            if text is None and prefix is None and name not in NAME_TABLES:
+                hidden.append(f"{name}:{node.lineno}: {ast.unparse(node)}")
+            add(text, prefix)
+        elif name in NAME_TABLES and isinstance(node, (ast.Constant, ast.JoinedStr)):
+            if not (isinstance(node, ast.Constant) and node.value == ""):
+                add(*_named(node))
+    full.discard(name)
+    prefixes.discard(name)
+    return {t for t in full if t}, {t for t in prefixes if t}, hidden
+
+
 def imported_modules(name: str, modules: dict[str, Path] = MODULES) -> set[str]:
-    """jam_flow modules that module ``name`` imports anywhere (a ``from pkg import sub`` names the submodule)."""
+    """jam_flow modules that module ``name`` imports anywhere (a ``from pkg import sub`` names the submodule), by
+    an import statement or by a name written in full (:func:`string_imports`)."""
     path = modules[name]
     is_pkg = path.name == "__init__.py"
     here = name.split(".") if is_pkg else name.split(".")[:-1]
@@ -66,11 +132,10 @@ def imported_modules(name: str, modules: dict[str, Path] = MODULES) -> set[str]:
         else:
             continue
         for target in targets:
-            while target and target not in modules:  # a name inside a module -> that module
-                target = target.rpartition(".")[0]
+            target = _resolve(target, modules)
             if target.startswith("jam_flow") and target != name:
                 found.add(target)
-    return found
+    return found | string_imports(name, modules)[0]
 
 
 def package_of(name: str) -> str:
@@ -114,22 +179,16 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 
 GRAPH = {name: imported_modules(name) for name in MODULES}
+# f-string import prefixes: package edges for the layer check (too coarse for the module cycle check)
+PREFIX_EDGES = {name: string_imports(name)[1] for name in MODULES}
 
 
-def test_layer_table_is_well_formed():
-    layer, allowed = read_layer_table()
-    missing = sorted({package_of(n) for n in MODULES} - set(layer))
-    assert not missing, f"docs/CONVENTIONS.md 'Layers': add a row (layer, may import) for jam_flow.{missing}"
-    for pkg, targets in allowed.items():
-        assert targets <= set(layer), f"{pkg or 'jam_flow'}: unknown package(s) {targets - set(layer)}"
-        up = sorted(t for t in targets if layer[t] >= layer[pkg])
-        assert not up, f"{pkg or 'jam_flow'} (layer {layer[pkg]}) may not import same/upper layer: {up}"
-
-
-def test_every_import_follows_the_layer_table():
-    layer, allowed = read_layer_table()
+def layer_violations(
+    graph: dict[str, set[str]], layer: dict[str, int], allowed: dict[str, set[str]]
+) -> list[str]:
+    """Every edge of ``graph`` between packages that the layer table does not allow."""
     bad = []
-    for name, targets in sorted(GRAPH.items()):
+    for name, targets in sorted(graph.items()):
         src = package_of(name)
         for target in sorted(targets):
             dst = package_of(target)
@@ -144,7 +203,32 @@ def test_every_import_follows_the_layer_table():
                 bad.append(
                     f"{name} -> {target} ({kind}: {src or 'jam_flow'} L{layer[src]} -> {dst} L{layer[dst]})"
                 )
+    return bad
+
+
+def test_layer_table_is_well_formed():
+    layer, allowed = read_layer_table()
+    missing = sorted({package_of(n) for n in MODULES} - set(layer))
+    assert not missing, f"docs/CONVENTIONS.md 'Layers': add a row (layer, may import) for jam_flow.{missing}"
+    for pkg, targets in allowed.items():
+        assert targets <= set(layer), f"{pkg or 'jam_flow'}: unknown package(s) {targets - set(layer)}"
+        up = sorted(t for t in targets if layer[t] >= layer[pkg])
+        assert not up, f"{pkg or 'jam_flow'} (layer {layer[pkg]}) may not import same/upper layer: {up}"
+
+
+def test_every_import_follows_the_layer_table():
+    layer, allowed = read_layer_table()
+    edges = {name: GRAPH[name] | PREFIX_EDGES[name] for name in GRAPH}
+    bad = layer_violations(edges, layer, allowed)
     assert not bad, "imports against docs/CONVENTIONS.md:\n" + "\n".join(bad)
+
+
+def test_no_import_by_a_hidden_name():
+    """An import by a computed name is only allowed in a module whose table of names the walker reads."""
+    hidden = [h for name in MODULES for h in string_imports(name)[2]]
+    assert not hidden, (
+        "imports by a computed name (use a literal, or list the module in NAME_TABLES):\n" + "\n".join(hidden)
+    )
 
 
 def test_no_import_cycles():
@@ -166,6 +250,39 @@ def test_walker_sees_function_local_and_relative_imports(tmp_path):
     assert imported_modules("jam_flow.models", mods) == {"jam_flow.models.cfg"}
     assert imported_modules("jam_flow.models.cfg", mods) == {"jam_flow.data.text"}
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def test_walker_sees_imports_by_name(tmp_path):
+    """The walker itself: imports by a literal name, by an f-string and by a computed name are found, and an upward
+    one fails the layer check."""
+    pkg = tmp_path / "jam_flow"
+    for sub in ("models", "data", "render"):
+        (pkg / sub).mkdir(parents=True)
+        (pkg / sub / "__init__.py").write_text("")
+    (pkg / "__init__.py").write_text("")
+    (pkg / "data" / "text.py").write_text("X = 1\n")
+    (pkg / "render" / "animate.py").write_text("X = 1\n")
+    (pkg / "models" / "lazy.py").write_text(
+        "import importlib\n"
+        "def f(kind):\n"
+        "    a = importlib.import_module('jam_flow.render.animate')\n"
+        "    b = __import__('jam_flow.data.text', fromlist=['X'])\n"
+        "    c = importlib.import_module(f'jam_flow.render.{kind}')\n"
+        "    return a, b, c, importlib.import_module(kind)\n"
+    )
+    mods = {module_name(p, tmp_path): p for p in sorted(pkg.rglob("*.py"))}
+    full, prefixes, hidden = string_imports("jam_flow.models.lazy", mods)
+    assert full == {"jam_flow.render.animate", "jam_flow.data.text"}
+    assert prefixes == {"jam_flow.render"}
+    assert len(hidden) == 1 and "import_module(kind)" in hidden[0]
+    assert imported_modules("jam_flow.models.lazy", mods) == full
+    layer = {"": 0, "data": 1, "models": 2, "render": 3}
+    allowed = {"": set(), "data": set(), "models": {"data"}, "render": {"data", "models"}}
+    bad = layer_violations({"jam_flow.models.lazy": full | prefixes}, layer, allowed)
+    assert bad == [
+        "jam_flow.models.lazy -> jam_flow.render (upward: models L2 -> render L3)",
+        "jam_flow.models.lazy -> jam_flow.render.animate (upward: models L2 -> render L3)",
+    ]
 
 
 def test_cli_dispatch_table_names_real_modules():

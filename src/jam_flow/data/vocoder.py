@@ -4,8 +4,10 @@ Dimension legend: b batch, n mel frames, c mel channels (100), s samples (``hop 
 
 Vocos is read from a directory in the published ``charactr/vocos-mel-24khz`` layout: ``config.yaml`` (the
 ``feature_extractor`` / ``backbone`` / ``head`` sections with ``class_path`` + ``init_args``) and
-``pytorch_model.bin`` (a plain state dict). It is built with ``Vocos.from_hparams`` and loaded strictly; nothing is
-ever fetched from a hub. Input is the F5-TTS natural-log mel, exactly what Vocos was trained on.
+``pytorch_model.bin`` (a plain state dict). Each section's ``class_path`` must be one of :data:`VOCOS_CLASSES`
+(compared as a string before anything is imported, so the file cannot name another class); the parts are built from
+that table and loaded strictly; nothing is ever fetched from a hub. Input is the F5-TTS natural-log mel, exactly
+what Vocos was trained on.
 
 Griffin-Lim (fallback, for smoke tests only): ``exp(log-mel)`` is a magnitude mel (power 1); the linear magnitude
 is recovered by a non-negative least-squares-ish inverse of the HTK filterbank (pseudo-inverse, clamped at 0), then
@@ -18,6 +20,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 import torchaudio.functional as AF
@@ -27,7 +30,7 @@ from jam_flow.data.mel import mel_filterbank
 from jam_flow.errors import InputError
 from jam_flow.features import MelSettings
 
-__all__ = ["Vocoder", "VocosVocoder", "GriffinLimVocoder", "load_vocoder", "load_vocos"]
+__all__ = ["Vocoder", "VocosVocoder", "GriffinLimVocoder", "load_vocoder", "load_vocos", "VOCOS_CLASSES"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +39,64 @@ GRIFFIN_LIM_WARNING = (
     "tests only. Pass --vocoder DIR with a local Vocos 24 kHz model (config.yaml + pytorch_model.bin, e.g. "
     "charactr/vocos-mel-24khz) for real audio."
 )
+
+
+# the classes a Vocos config.yaml section may name (Vocos' mel feature extractor, backbones and heads)
+VOCOS_CLASSES: dict[str, tuple[str, ...]] = {
+    "feature_extractor": ("vocos.feature_extractors.MelSpectrogramFeatures",),
+    "backbone": ("vocos.models.VocosBackbone", "vocos.models.VocosResNetBackbone"),
+    "head": ("vocos.heads.ISTFTHead", "vocos.heads.IMDCTSymExpHead", "vocos.heads.IMDCTCosHead"),
+}
+
+
+def _vocos_spec(cfg_path: Path, config: Any, section: str) -> tuple[str, dict[str, Any]]:
+    """``(class_path, init_args)`` of one section of a Vocos ``config.yaml``; the class path must be one of
+    :data:`VOCOS_CLASSES` (a string comparison: nothing is imported here)."""
+    spec = config.get(section) if isinstance(config, dict) else None
+    if not isinstance(spec, dict) or "class_path" not in spec:
+        raise InputError(f"--vocoder: {cfg_path} has no '{section}' section with a class_path")
+    class_path, init_args = spec["class_path"], spec.get("init_args") or {}
+    if class_path not in VOCOS_CLASSES[section]:
+        raise InputError(
+            f"--vocoder: {cfg_path}: {section}.class_path is {class_path!r}, not one of "
+            f"{', '.join(VOCOS_CLASSES[section])}; refusing to import or build a class named by a file"
+        )
+    if not isinstance(init_args, dict):
+        raise InputError(f"--vocoder: {cfg_path}: {section}.init_args must be a mapping")
+    return class_path, init_args
+
+
+def _build_vocos(cfg_path: Path) -> nn.Module:
+    """Vocos from ``config.yaml``: every section checked (:func:`_vocos_spec`) before any part is built."""
+    import yaml
+    from vocos import Vocos
+    from vocos.feature_extractors import MelSpectrogramFeatures
+    from vocos.heads import IMDCTCosHead, IMDCTSymExpHead, ISTFTHead
+    from vocos.models import VocosBackbone, VocosResNetBackbone
+
+    classes = {
+        f"{c.__module__}.{c.__name__}": c
+        for c in (
+            MelSpectrogramFeatures,
+            VocosBackbone,
+            VocosResNetBackbone,
+            ISTFTHead,
+            IMDCTSymExpHead,
+            IMDCTCosHead,
+        )
+    }
+    try:
+        config = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise InputError(f"--vocoder: {cfg_path} is not valid YAML text ({first})") from err
+    specs = {section: _vocos_spec(cfg_path, config, section) for section in VOCOS_CLASSES}
+    try:
+        return Vocos(**{section: classes[path](**args) for section, (path, args) in specs.items()})
+    except Exception as err:  # noqa: BLE001 - any failure to build is a bad config file
+        raise InputError(
+            f"--vocoder: cannot build Vocos from {cfg_path} ({type(err).__name__}: {err})"
+        ) from err
 
 
 class Vocoder(nn.Module):
@@ -108,8 +169,6 @@ class GriffinLimVocoder(Vocoder):
 
 def load_vocos(path: str | Path, device: str | torch.device = "cpu") -> VocosVocoder:
     """Build Vocos from ``path/config.yaml`` and load ``path/pytorch_model.bin`` strictly (no hub access)."""
-    from vocos import Vocos
-
     path = Path(path)
     if not path.is_dir():
         raise InputError(f"--vocoder: {path} is not a directory (expected config.yaml + pytorch_model.bin)")
@@ -119,10 +178,7 @@ def load_vocos(path: str | Path, device: str | torch.device = "cpu") -> VocosVoc
             raise InputError(
                 f"--vocoder: {path} has no {p.name} (expected the charactr/vocos-mel-24khz layout)"
             )
-    try:
-        vocos = Vocos.from_hparams(str(cfg))
-    except Exception as err:  # noqa: BLE001 - any failure to build is a bad config file
-        raise InputError(f"--vocoder: cannot build Vocos from {cfg} ({type(err).__name__}: {err})") from err
+    vocos = _build_vocos(cfg)
     try:
         state = torch.load(str(weights), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001

@@ -138,11 +138,8 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBu
             f"{where}: the vocabulary has {len(data.vocab)} tokens but the model embeds only {embeds} "
             f"(model.init_args text_num_embeds)"
         )
-    if not str(meta["model"]["class_path"]).startswith("jam_flow.models."):
-        raise InputError(
-            f"{where}: model.class_path must name a class in jam_flow.models, got {meta['model']['class_path']!r}"
-        )
-    # keys the checkpoint predates take their old behaviour, and the config (what an export writes) records them
+    # model.class_path is one of jam-flow's networks (read_model_file checked it); keys the checkpoint predates
+    # take their old behaviour, and the config (what an export writes) records them
     spec = with_legacy_defaults(meta["model"])
     if not issubclass(model_class(spec["class_path"], where), (JointDiT, AudioDiT)):
         raise InputError(

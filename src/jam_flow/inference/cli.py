@@ -19,7 +19,6 @@ Bad input raises ``InputError``; the dispatcher prints ``error: ...`` and exits 
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import math
 from pathlib import Path
@@ -204,15 +203,12 @@ def _render(args: argparse.Namespace, paths: dict[str, Path], out_dir: Path) -> 
         return None
     if "motion" not in paths or "audio" not in paths:
         raise InputError(f"--source: --task {args.task} produces no motion + audio to render")
-    try:
-        render = importlib.import_module("jam_flow.render")
-        fn = render.render_talking_head
-    except (ImportError, AttributeError) as err:
-        raise InputError(
-            f"--source: LivePortrait rendering is not available in this install ({err})"
-        ) from err
+    from jam_flow.render import render_talking_head
+
     out_path = out_dir / "talking_head.mp4"
-    fn(args.source, paths["motion"], paths["audio"], args.liveportrait, out_path, args.device)
+    render_talking_head(
+        args.source, paths["motion"], paths["audio"], args.liveportrait, out_path, args.device
+    )
     return out_path
 
 

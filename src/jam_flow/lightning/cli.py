@@ -9,7 +9,8 @@ No tensors here. Besides Lightning's own ``--trainer.*``, ``--model.*``, ``--dat
 * ``--nonfinite.*``: :class:`~jam_flow.lightning.callbacks.NonFiniteGuard` (skips and counts NaN/inf steps, stops
   after ``max_consecutive_nonfinite`` in a row: one ``error:`` line, exit status 1);
 * ``--ckpt_path`` is checked before anything is built (exists, loads with ``weights_only=True``, holds a
-  ``state_dict``): a bad one is one ``error:`` line, exit status 2;
+  ``state_dict``, names no class outside jam-flow's networks in ``jam_flow.model.class_path`` or its
+  ``hyper_parameters``): a bad one is one ``error:`` line, exit status 2;
 * ``--media.*``: :class:`~jam_flow.lightning.callbacks.ValidationMedia` (mel image, audio, mouth trajectories);
 * a rich progress bar (``--progress_bar.*``); Lightning's default TensorBoard logger writes to
   ``<default_root_dir>/lightning_logs/version_N/`` (checkpoints in its ``checkpoints/``);
@@ -100,11 +101,15 @@ def _check_ckpt_path(ckpt_path: object) -> None:
     Lightning opens it (its tensors are memory-mapped, not read). Lightning's keywords (``last``, ...) pass."""
     if not isinstance(ckpt_path, str) or ckpt_path in ("last", "best", "hpc", "registry"):
         return
-    from jam_flow.models.format import read_torch_file
+    from jam_flow.models.format import check_hyper_parameters, check_meta, read_torch_file
 
     ckpt = read_torch_file(ckpt_path, "--ckpt_path", mmap=True)
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise InputError(f"--ckpt_path: {ckpt_path} is not a Lightning checkpoint (no 'state_dict' entry)")
+    # the class names it holds are strings checked against jam-flow's networks before Lightning parses them
+    if "jam_flow" in ckpt:
+        check_meta(ckpt["jam_flow"], f"--ckpt_path: {ckpt_path} [jam_flow]")
+    check_hyper_parameters(ckpt.get("hyper_parameters"), f"--ckpt_path: {ckpt_path}")
 
 
 def run_cli(subcommand: str, argv: list[str]) -> JAMFlowCLI:

@@ -7,13 +7,16 @@ with :func:`read_model_file`.
 * every ``.ckpt`` / ``.pt`` read goes through :func:`read_torch_file`: ``torch.load(weights_only=True)`` (tensors and
   plain values only); a file that needs more (a pickled ``__reduce__``) is refused with one line before it runs;
 * an export directory is ``model.safetensors`` + ``config.yaml`` (:data:`META_FIELDS` plus ``weights_sha256``, the
-  SHA-256 of ``model.safetensors``, checked on load; exports written before it load without the check).
+  SHA-256 of ``model.safetensors``, checked on load; exports written before it load without the check);
+* ``model.class_path`` is a string read from the file: it must be one of :data:`NETWORK_CLASSES` (jam-flow's own
+  networks), compared as a string before anything is imported or built, so a file can never name another class
+  (``subprocess.Popen``, ...). :func:`check_meta` does it for every reader, :func:`check_class_path` for the
+  hyper-parameters Lightning reads from ``--ckpt_path``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import re
 import warnings
 from collections.abc import Mapping
@@ -25,6 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from jam_flow.errors import InputError
+from jam_flow.models.audio_dit import AudioDiT
+from jam_flow.models.joint_dit import JointDiT
+from jam_flow.models.motion_dit import MotionDiT
 
 __all__ = [
     "FORMAT_VERSION",
@@ -36,9 +42,13 @@ __all__ = [
     "ModelFile",
     "read_torch_file",
     "read_model_file",
+    "check_model_file",
     "write_export",
     "make_meta",
     "check_meta",
+    "NETWORK_CLASSES",
+    "check_class_path",
+    "check_hyper_parameters",
     "model_class",
     "build_model",
     "net_spec",
@@ -56,6 +66,14 @@ META_FIELDS = ("format_version", "model", "mel", "motion", "stats", "vocab", "no
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.yaml"
 CHECKSUM_FIELD = "weights_sha256"  # export config.yaml only
 
+
+# every class_path a checkpoint / export may name: the public name and the defining module's (older files)
+NETWORK_CLASSES: dict[str, type[nn.Module]] = {
+    **{f"jam_flow.models.{c.__name__}": c for c in (JointDiT, AudioDiT, MotionDiT)},
+    "jam_flow.models.joint_dit.JointDiT": JointDiT,
+    "jam_flow.models.audio_dit.AudioDiT": AudioDiT,
+    "jam_flow.models.motion_dit.MotionDiT": MotionDiT,
+}
 
 CONVERT_HINT = "if you trust the file, convert it once as docs/training.md 'Checkpoint safety' shows"
 
@@ -149,20 +167,46 @@ def check_meta(meta: Any, where: str) -> dict[str, Any]:
         )
     if not isinstance(meta["model"], dict) or "class_path" not in meta["model"]:
         raise InputError(f"{where}: field 'model' must hold 'class_path' and 'init_args'")
+    check_class_path(meta["model"]["class_path"], where, "model.class_path")
     return meta
 
 
 # ------------------------------------------------------------------------------------------------------ networks
-def model_class(class_path: str, where: str) -> type:
-    """The class ``class_path`` names (``module.Class``)."""
-    module_name, _, cls_name = str(class_path).rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), cls_name)
-    except (ImportError, AttributeError, ValueError) as err:
-        raise InputError(f"{where}: model class_path {class_path!r} cannot be imported ({err})") from err
-    if not isinstance(cls, type):
-        raise InputError(f"{where}: model class_path {class_path!r} is not a class")
-    return cls
+def check_class_path(class_path: Any, where: str, field: str = "model.class_path") -> str:
+    """``class_path`` if it is one of :data:`NETWORK_CLASSES` (a plain string comparison: nothing is imported),
+    else an ``InputError`` naming ``where`` and ``field``."""
+    if not isinstance(class_path, str) or class_path not in NETWORK_CLASSES:
+        allowed = ", ".join(f"jam_flow.models.{c.__name__}" for c in (JointDiT, AudioDiT, MotionDiT))
+        raise InputError(
+            f"{where}: {field} is {class_path!r}, not one of jam-flow's networks ({allowed}); refusing to import "
+            "or build a class named by a file"
+        )
+    return class_path
+
+
+def check_hyper_parameters(hparams: Any, where: str, field: str = "hyper_parameters") -> None:
+    """Every ``class_path`` in a Lightning checkpoint's ``hyper_parameters`` (LightningCLI builds the network from
+    ``net.class_path`` when it resumes from ``--ckpt_path``) is one of :data:`NETWORK_CLASSES`; jam-flow never
+    writes ``_class_path`` (a whole LightningModule named by the file), so it is refused too. Nothing is imported."""
+    if isinstance(hparams, Mapping):
+        for key, value in hparams.items():
+            name = f"{field}.{key}"
+            if key == "_class_path":
+                raise InputError(
+                    f"{where}: {name} is {value!r}; jam-flow checkpoints never name their LightningModule class, "
+                    "refusing to import or build a class named by a file"
+                )
+            if key == "class_path":
+                check_class_path(value, where, name)
+            check_hyper_parameters(value, where, name)
+    elif isinstance(hparams, (list, tuple)):
+        for i, value in enumerate(hparams):
+            check_hyper_parameters(value, where, f"{field}[{i}]")
+
+
+def model_class(class_path: str, where: str) -> type[nn.Module]:
+    """The network class ``class_path`` names: an entry of :data:`NETWORK_CLASSES` (checked, never imported)."""
+    return NETWORK_CLASSES[check_class_path(class_path, where)]
 
 
 def build_model(spec: Mapping[str, Any], where: str) -> nn.Module:
@@ -282,23 +326,55 @@ class ModelFile:
     where: str
 
 
-def read_model_file(path: str | Path, what: str) -> ModelFile:
-    """Read a jam-flow model: a Lightning ``.ckpt`` (its ``ckpt["jam_flow"]`` block, EMA weights) or an export
-    directory (its checksum verified when it has one). ``what`` names the argument in errors."""
+def _export_meta(path: Path, what: str) -> tuple[dict[str, Any], Path, Path]:
+    """``(meta, config path, weights path)`` of an export directory; the fields (and class path) are checked."""
     import yaml
 
+    cfg_path, weights_path = path / CONFIG_FILE, path / WEIGHTS_FILE
+    for p in (cfg_path, weights_path):
+        if not p.is_file():
+            raise InputError(f"{what}: export directory {path} has no {p.name}")
+    try:
+        meta = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise InputError(f"{cfg_path}: not valid YAML text ({first})") from err
+    return check_meta(meta, str(cfg_path)), cfg_path, weights_path
+
+
+def _ckpt_meta(path: Path, what: str, mmap: bool = False) -> tuple[dict[str, Any], str]:
+    """``(ckpt["jam_flow"], where)`` of a Lightning ``.ckpt``; the fields (and class path) are checked."""
+    if not path.is_file():
+        raise InputError(f"{what}: {path} does not exist (expected a .ckpt file or an export directory)")
+    ckpt = read_torch_file(path, what, mmap=mmap)
+    if not isinstance(ckpt, dict) or "jam_flow" not in ckpt:
+        raise InputError(
+            f"{path}: not a jam-flow checkpoint (no 'jam_flow' entry; was it written by `jam-flow fit`?)"
+        )
+    meta = ckpt["jam_flow"]
+    if not isinstance(meta, dict) or "ema_state_dict" not in meta:
+        raise InputError(f"{path}: ckpt['jam_flow'] has no 'ema_state_dict'")
+    where = f"{path} [jam_flow]"
+    return check_meta(meta, where), where
+
+
+def check_model_file(path: str | Path, what: str) -> None:
+    """The cheap part of :func:`read_model_file` (fields and class path; the weights are memory-mapped or not read
+    at all): a command that loads several models later checks them all first."""
     path = Path(path)
     if path.is_dir():
-        cfg_path, weights_path = path / CONFIG_FILE, path / WEIGHTS_FILE
-        for p in (cfg_path, weights_path):
-            if not p.is_file():
-                raise InputError(f"{what}: export directory {path} has no {p.name}")
-        try:
-            meta = yaml.safe_load(cfg_path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise InputError(f"{cfg_path}: not valid YAML text ({first})") from err
-        check_meta(meta, str(cfg_path))
+        _export_meta(path, what)
+    else:
+        _ckpt_meta(path, what, mmap=True)
+
+
+def read_model_file(path: str | Path, what: str) -> ModelFile:
+    """Read a jam-flow model: a Lightning ``.ckpt`` (its ``ckpt["jam_flow"]`` block, EMA weights) or an export
+    directory (its checksum verified when it has one). ``what`` names the argument in errors. The fields, and
+    ``model.class_path`` against :data:`NETWORK_CLASSES`, are checked (:func:`check_meta`)."""
+    path = Path(path)
+    if path.is_dir():
+        meta, cfg_path, weights_path = _export_meta(path, what)
         want = meta.get(CHECKSUM_FIELD)
         if want is not None and sha256_file(weights_path) != str(want):
             raise InputError(
@@ -313,18 +389,8 @@ def read_model_file(path: str | Path, what: str) -> ModelFile:
         except (SafetensorError, OSError) as err:
             raise InputError(f"{weights_path}: cannot read safetensors ({err})") from err
         return ModelFile(meta, state, path, str(cfg_path))
-    if not path.is_file():
-        raise InputError(f"{what}: {path} does not exist (expected a .ckpt file or an export directory)")
-    ckpt = read_torch_file(path, what)
-    if not isinstance(ckpt, dict) or "jam_flow" not in ckpt:
-        raise InputError(
-            f"{path}: not a jam-flow checkpoint (no 'jam_flow' entry; was it written by `jam-flow fit`?)"
-        )
-    meta = ckpt["jam_flow"]
-    if not isinstance(meta, dict) or "ema_state_dict" not in meta:
-        raise InputError(f"{path}: ckpt['jam_flow'] has no 'ema_state_dict'")
-    where = f"{path} [jam_flow]"
-    return ModelFile(check_meta(meta, where), meta["ema_state_dict"], path, where)
+    meta, where = _ckpt_meta(path, what)
+    return ModelFile(meta, meta["ema_state_dict"], path, where)
 
 
 def write_export(out_dir: str | Path, state: Mapping[str, Tensor], meta: Mapping[str, Any]) -> Path:

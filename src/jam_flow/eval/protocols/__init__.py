@@ -69,11 +69,14 @@ def run_protocol(settings: ProtocolSettings) -> dict[str, Any] | None:
     from jam_flow.eval.protocols.speech import dubbing_items, read_tts_list, run_speech_part
     from jam_flow.eval.protocols.talking_head import plan_chunks, run_video_part
     from jam_flow.inference.bundle import load_bundle
+    from jam_flow.models.format import check_model_file
 
     if settings.protocol not in PROTOCOLS:
         raise InputError(f"--protocol: expected one of {', '.join(PROTOCOLS)}, got {settings.protocol!r}")
     if not settings.ckpt:
         raise InputError("--ckpt: give at least one checkpoint")
+    for ckpt in settings.ckpt:  # every checkpoint's fields and class path, before hours of work on the first
+        check_model_file(ckpt, "--ckpt")
     if settings.batch_size < 1 or settings.judge_batch < 1 or settings.frame_stride < 1:
         raise InputError("--batch-size / --judge-batch / --frame-stride: expected positive integers")
     metrics = select_metrics(settings)
