@@ -58,11 +58,11 @@ bench: setup
 	$(BIN)/python benchmarks/render.py --device cpu
 
 synth-recipe: setup
-	$(BIN)/python -m jam_flow.eval.recipe
+	$(BIN)/python -m jam_flow.recipes.synth
 
 # The speech recipe (issue 16): held-out-sentence corpora, the CER judge, a 2-hour CPU run, learning curves.
 synth-recipe-audio: setup
-	$(BIN)/python -m jam_flow.eval.recipe_audio
+	$(BIN)/python -m jam_flow.recipes.synth_audio
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache

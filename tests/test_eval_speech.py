@@ -308,7 +308,7 @@ def test_sentence_lists_are_disjoint():
 
 
 def test_project_steps_solves_the_log_linear_fit():
-    from jam_flow.eval.recipe_audio import project_steps
+    from jam_flow.recipes.synth_audio import project_steps
 
     steps = [500, 1000, 2000, 4000]
     values = [1.0 - 0.1 * math.log(s / 500) for s in steps]  # value = a + b ln(step) with b = -0.1
@@ -414,7 +414,7 @@ def test_text_use_gain_is_positive_for_a_model_that_reads_the_text(tiny_export, 
 
 def test_recipe_text_use_probe_is_cached_beside_the_checkpoint(tmp_path, tiny_export, monkeypatch):
     import jam_flow.eval.probes as probes
-    from jam_flow.eval import recipe_audio
+    from jam_flow.recipes import synth_audio as recipe_audio
 
     heldout = _write_toy_dataset(tmp_path / "heldout", ["abc dab", "bead ace", "cab bad"], ["test"] * 3)
     args = recipe_audio._parser().parse_args(["--heldout-dir", str(heldout)])

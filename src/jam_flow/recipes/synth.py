@@ -2,7 +2,7 @@
 
 Dimension legend: none (orchestration only: subprocesses for the corpus, training and ``jam-flow evaluate``).
 
-    python -m jam_flow.eval.recipe [--data-dir data/synth_recipe] [--runs-dir runs/synth_recipe]
+    python -m jam_flow.recipes.synth [--data-dir data/synth_recipe] [--runs-dir runs/synth_recipe]
                                    [--out results/synth_recipe.json] [--only main rope_off ...] [--configs-dir configs]
 
 Builds the corpus when missing, trains the main model and each ablation (``<configs-dir>/experiments/
@@ -36,7 +36,7 @@ from jam_flow.errors import InputError
 
 __all__ = ["VARIANTS", "Variant", "main"]
 
-log = logging.getLogger("jam_flow.eval.recipe")
+log = logging.getLogger("jam_flow.recipes.synth")
 
 
 @dataclass(frozen=True)
@@ -447,7 +447,7 @@ def _table(result: dict[str, Any]) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m jam_flow.eval.recipe", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="python -m jam_flow.recipes.synth", description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", default="data/synth_recipe", help="synthetic corpus (built when missing)")
     p.add_argument("--n-clips", type=int, default=640, help="clips of a newly built corpus (default 640)")
     p.add_argument("--corpus-seed", type=int, default=0, help="synth-corpus --seed (default 0)")
@@ -522,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         if "main" not in infos:
             raise InputError("--guidance-sweep: the main run has not finished (train it first)")
         sweep = _guidance_sweep(infos["main"], args)
-        sweep["command"] = shlex.join(["python", "-m", "jam_flow.eval.recipe", *argv])
+        sweep["command"] = shlex.join(["python", "-m", "jam_flow.recipes.synth", *argv])
         sweep["machine"] = _machine(args.threads)
         out = Path(args.out)
         kept = json.loads(out.read_text()) if out.is_file() else {}
@@ -533,8 +533,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     result: dict[str, Any] = {
         "recipe": "synthetic corpus, main model + ablations (docs/evaluation.md)",
-        "command": shlex.join(["python", "-m", "jam_flow.eval.recipe", *argv]),
-        "reproduce": "make synth-recipe  (= python -m jam_flow.eval.recipe; reuses finished runs in --runs-dir)",
+        "command": shlex.join(["python", "-m", "jam_flow.recipes.synth", *argv]),
+        "reproduce": "make synth-recipe  (= python -m jam_flow.recipes.synth; reuses finished runs in --runs-dir)",
         "seed": args.seed,
         "machine": _machine(args.threads),
         "started_utc": started.isoformat(timespec="seconds"),

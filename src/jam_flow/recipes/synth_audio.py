@@ -3,7 +3,7 @@
 Dimension legend: none (orchestration: subprocesses for the corpora, the judge and training; ``eval.evaluate`` in
 process for the learning curves and the final numbers).
 
-    python -m jam_flow.eval.recipe_audio [--data-dir data/synth_audio] [--heldout-dir data/synth_audio_heldout]
+    python -m jam_flow.recipes.synth_audio [--data-dir data/synth_audio] [--heldout-dir data/synth_audio_heldout]
         [--runs-dir runs/synth_audio] [--out results/synth_recipe_audio.json] [--threads 2] [--no-train]
 
 1. builds the training corpus from ``configs/speech/train_sentences.txt`` and a held-out corpus (another seed)
@@ -41,11 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from jam_flow.errors import ArgumentParser, InputError
-from jam_flow.eval.recipe import _env, _jam_flow, _machine, _rel, _shown, _spawn, run_cli, write_json
+from jam_flow.recipes.synth import _env, _jam_flow, _machine, _rel, _shown, _spawn, run_cli, write_json
 
 __all__ = ["main", "project_steps", "TARGETS"]
 
-log = logging.getLogger("jam_flow.eval.recipe_audio")
+log = logging.getLogger("jam_flow.recipes.synth_audio")
 
 CURVE_TASKS = ("text2av", "dub")
 FINAL_TASKS = ("text2av", "dub", "motion2audio", "audio2motion")
@@ -287,7 +287,7 @@ def _targets(final: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m jam_flow.eval.recipe_audio", description=__doc__.split("\n")[0])
+    p = ArgumentParser(prog="python -m jam_flow.recipes.synth_audio", description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", default="data/synth_audio", help="training corpus (built when missing)")
     p.add_argument("--heldout-dir", default="data/synth_audio_heldout", help="held-out-sentence corpus")
     p.add_argument("--n-clips", type=int, default=2000, help="clips of the training corpus (default 2000)")
@@ -411,8 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         projection["note"] = "dub: fitted on -within_one so that lower is better"
     result = {
         "recipe": "speech: does the audio half learn? (issue 16; docs/evaluation.md)",
-        "command": shlex.join(["python", "-m", "jam_flow.eval.recipe_audio", *argv]),
-        "reproduce": "make synth-recipe-audio  (= python -m jam_flow.eval.recipe_audio)",
+        "command": shlex.join(["python", "-m", "jam_flow.recipes.synth_audio", *argv]),
+        "reproduce": "make synth-recipe-audio  (= python -m jam_flow.recipes.synth_audio)",
         "config": _rel(config),
         "machine": _machine(args.threads),
         "started_utc": started.isoformat(timespec="seconds"),

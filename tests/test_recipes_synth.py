@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from jam_flow.errors import InputError
-from jam_flow.eval.recipe import VARIANTS, _rel, _shown, main
 from jam_flow.lightning.cli import fit_main
+from jam_flow.recipes.synth import VARIANTS, _rel, _shown, main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = sorted((CONFIGS / "experiments").glob("*.yaml"))
@@ -68,7 +68,7 @@ def test_configs_parse_and_ablate_one_thing(capsys):
 
 
 def test_ckpt_at_step_picks_newest_not_after(tmp_path):
-    from jam_flow.eval.recipe import _ckpt_at_step
+    from jam_flow.recipes.synth import _ckpt_at_step
 
     ckpts = tmp_path / "lightning_logs" / "version_0" / "checkpoints"
     ckpts.mkdir(parents=True)
@@ -106,7 +106,7 @@ def test_guidance_sweep_settings_reach_evaluate_and_the_table(tmp_path, monkeypa
     `jam-flow evaluate --guidance` (the default mode stays implicit, so older cached evaluations keep their key)."""
     import json
 
-    from jam_flow.eval import recipe
+    from jam_flow.recipes import synth as recipe
 
     ckpt = tmp_path / "last.ckpt"
     ckpt.write_bytes(b"x")
