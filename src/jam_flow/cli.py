@@ -42,6 +42,16 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "main",
         "render a talking head with LivePortrait from generated motion",
     ),
+    "dub-video": (
+        "jam_flow.render.longform_cli",
+        "dub_main",
+        "dub a talking video with a new script (speech timed to its lips, original frames kept)",
+    ),
+    "animate": (
+        "jam_flow.render.longform_cli",
+        "animate_main",
+        "a talking head from a face image / video and speech or text, any length",
+    ),
     "demo": ("jam_flow.demo", "main", "a web page (Gradio) with every task of one model"),
 }
 

@@ -47,7 +47,17 @@ from jam_flow.data.sources import DATASETS, SourceClip, discover
 from jam_flow.errors import ArgumentParser, InputError
 from jam_flow.features import MelSettings, MotionSettings, num_motion_frames
 
-__all__ = ["PreprocessConfig", "ClipFailure", "process_clip", "run", "main"]
+__all__ = [
+    "PreprocessConfig",
+    "ClipFailure",
+    "process_clip",
+    "video_seconds",
+    "video_frames",
+    "face_boxes",
+    "extract_video_motion",
+    "run",
+    "main",
+]
 
 
 @dataclass(frozen=True)
@@ -187,6 +197,37 @@ def _extract_motion(
         "t": cat["t"].reshape(m, 3),
         "scale": cat["scale"].reshape(m, 1),
     }
+
+
+# public names of the streaming steps (other commands reuse them: dub-video, animate)
+def video_seconds(path: Path) -> float:
+    """Length of the first video stream in seconds (``inf`` when the container does not say);
+    :class:`ClipFailure` when unreadable or without video."""
+    return _video_seconds(Path(path))
+
+
+def video_frames(path: Path, n_frames: int, fps: int):
+    """Yield ``(j, rgb uint8 [H, W, 3])`` for motion frames ``j < n_frames`` at ``fps``, decoded one at a time."""
+    return _selected_frames(Path(path), n_frames, fps)
+
+
+def face_boxes(path: Path, n_frames: int, cfg: PreprocessConfig, detector) -> list[tuple[float, ...]]:
+    """Smoothed face box of every motion frame (streamed; :class:`ClipFailure` ``no-face``)."""
+    return _face_boxes(Path(path), n_frames, cfg, detector)
+
+
+def extract_video_motion(
+    path: Path, n_frames: int, cfg: PreprocessConfig, extractor, detector
+) -> tuple[dict[str, np.ndarray], list[tuple[float, ...]]]:
+    """LivePortrait motion of ``n_frames`` motion frames of a video (the preprocessing path: boxes, crops,
+    extractor; frames stream from disk twice, never all in memory). Returns the clip arrays (``exp``, ``kp``,
+    ``pitch``, ``yaw``, ``roll``, ``t``, ``scale``) and the face boxes; :class:`ClipFailure` on a bad video."""
+    boxes = _face_boxes(Path(path), n_frames, cfg, detector)
+    arrays = _extract_motion(Path(path), n_frames, boxes, cfg, extractor)
+    for key, arr in arrays.items():
+        if not np.isfinite(arr).all():
+            raise ClipFailure("error", f"non-finite values in {key!r} (check the motion extractor weights)")
+    return arrays, boxes
 
 
 def process_clip(src: SourceClip, out: Path, cfg: PreprocessConfig, extractor, detector) -> ClipRecord:

@@ -1,0 +1,655 @@
+"""Any-length generation: cut a long input into windows, generate each with the previous window's end given.
+
+Dimension legend: n mel frames (93.75 / s), c mel channels (100), m motion frames (25 / s), k keypoints (21),
+dm mouth dims (12), s samples (24 kHz). Window bounds are in motion frames; masks: ``*_known`` True = given.
+
+A model window holds at most ~30 s (the training clips). Longer inputs are cut into windows of at most
+``window_s`` seconds:
+
+* with a speech track (dubbing a video, audio -> motion) at its pauses: the cut point of each window is the
+  quietest motion frame (smoothed frame energy) in the second half of the window;
+* with a text (text -> speech + motion) at the script's sentence boundaries, packed by estimated duration.
+
+Window bounds are multiples of 4 motion frames (0.16 s = 15 mel frames = 3840 samples), so the mel and motion
+grids stay aligned across windows. Each window after the first is generated with the last ``context`` frames of
+the previous window's output **given** in both streams (inpainting). The layouts this samples are ones training
+draws (:data:`jam_flow.inference.tasks.TASK_LAYOUTS`, :func:`jam_flow.flow.masking.layout_rate`):
+
+=============  ==================  =========================================================================
+long task      first window        windows with context
+=============  ==================  =========================================================================
+dub            (generated, given)  (partial, given): an audio span hidden after a given prefix, motion given
+               or (partial, given)
+               with a reference
+audio2motion   (given, generated)  (given, partial): motion only, a span after a given prefix
+text2av        (generated,         (partial, partial) with aligned spans: both streams hidden after the same
+               generated) or       given prefix
+               (partial, generated)
+=============  ==================  =========================================================================
+
+A training span covers ``frac_min``..1 (F5-TTS: 70-100 %) of a clip, so the given prefix (context or reference) is
+kept within ``1 - frac_min`` of the window's timeline (:func:`max_given_frames`); the context is shortened when a
+window is short. The text under a context is the previous window's text suffix in proportion to the context's
+share of that window, cut at a word boundary (no word alignment exists; F5-TTS always sees the whole timeline's
+text). The speech of each window is vocoded on its own and crossfaded into the output over the context (where both
+hold the same mel); generated motion is smoothed across each seam (:func:`smooth_seams`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from jam_flow.data.mel import log_mel
+from jam_flow.data.vocoder import Vocoder, load_vocoder
+from jam_flow.errors import InputError
+from jam_flow.flow.masking import MaskConfig
+from jam_flow.flow.sampler import SamplerSettings
+from jam_flow.inference.bundle import ModelBundle
+from jam_flow.inference.inputs import (
+    TARGET_RMS,
+    AudioLike,
+    ReferenceAudio,
+    _encode_text,
+    _generated_frames,
+    _join_text,
+    _mel_frames_for_motion,
+    _motion_frames_for_mel,
+    _ref_block,
+    load_reference,
+)
+from jam_flow.inference.outputs import VOCODER_CAUSES, check_finite
+from jam_flow.inference.tasks import _meta, _Plan, _run, _seed
+
+__all__ = [
+    "BLOCK",
+    "SEAM_FRAMES",
+    "Window",
+    "LongResult",
+    "frame_energy_db",
+    "cut_at_pauses",
+    "split_sentences",
+    "distribute_text",
+    "pack_sentences",
+    "context_text",
+    "max_given_frames",
+    "smooth_seams",
+    "dub_long",
+    "audio2motion_long",
+    "text2av_long",
+]
+
+BLOCK = 4  # motion frames per aligned block (0.16 s = 15 mel frames at 24 kHz / hop 256 / 25 fps)
+SEAM_FRAMES = 5  # motion frames over which a seam's offset is faded out (0.2 s)
+ENERGY_SMOOTHING = 5  # motion frames of the moving average over the energy before picking a pause
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+
+@dataclass(frozen=True)
+class Window:
+    """One model window: output motion frames ``[start, end)``, the ``context`` frames before ``start`` given."""
+
+    start: int
+    end: int
+    context: int = 0
+    text: str | None = None
+
+    def seconds(self, fps: int) -> dict[str, Any]:
+        return {
+            "start": self.start / fps,
+            "end": self.end / fps,
+            "context": self.context / fps,
+            "frames": [self.start, self.end],
+            "context_frames": self.context,
+            **({"text": self.text} if self.text is not None else {}),
+        }
+
+
+@dataclass
+class LongResult:
+    """The assembled output (CPU arrays); ``motion`` is raw LivePortrait ``exp``."""
+
+    task: str
+    sample_rate: int
+    fps: int
+    windows: list[Window]
+    mel: torch.Tensor | None = None  # [n, c]
+    wave: np.ndarray | None = None  # [s]
+    motion: np.ndarray | None = None  # [m, k, 3]
+    meta: dict[str, Any] = field(default_factory=dict)
+    model_seconds: float = 0.0
+    vocoder_seconds: float = 0.0
+
+
+# ---------------------------------------------------------------------------------------------- cutting
+def frame_energy_db(wave: np.ndarray, sample_rate: int, fps: int, num_frames: int) -> np.ndarray:
+    """Energy of each motion frame ``[m]`` in dB (mean square over the frame's samples; silence beyond the end)."""
+    hop = sample_rate // fps
+    padded = np.zeros(num_frames * hop, dtype=np.float64)
+    used = min(padded.size, wave.size)
+    padded[:used] = wave[:used]
+    power = np.square(padded).reshape(num_frames, hop).mean(axis=1)
+    return 10.0 * np.log10(power + 1e-10)
+
+
+def _round_block(frames: float) -> int:
+    return int(frames) // BLOCK * BLOCK
+
+
+def cut_at_pauses(energy_db: np.ndarray | None, num_frames: int, window_frames: int) -> list[tuple[int, int]]:
+    """Contiguous ``[(start, end)]`` covering ``num_frames`` motion frames, each at most ``window_frames`` long.
+
+    A window that does not reach the end is cut at the quietest frame (``ENERGY_SMOOTHING``-frame moving
+    average; the latest on ties) among the block boundaries in its second half, leaving at least one block after
+    it. Without ``energy_db`` every window has the full length."""
+    if window_frames < 2 * BLOCK:
+        raise InputError(f"--window-s: a window must hold at least {2 * BLOCK} motion frames")
+    smooth = None
+    if energy_db is not None:
+        kernel = np.ones(ENERGY_SMOOTHING) / ENERGY_SMOOTHING
+        smooth = np.convolve(np.pad(energy_db, ENERGY_SMOOTHING // 2, mode="edge"), kernel, mode="valid")
+    bounds, start = [], 0
+    while num_frames - start > window_frames:
+        hi = min(start + _round_block(window_frames), num_frames - BLOCK)
+        lo = max(start + BLOCK, start + _round_block(window_frames / 2))
+        candidates = list(range(lo - lo % BLOCK, hi + 1, BLOCK)) if hi >= lo else [hi]
+        candidates = [c for c in candidates if start < c <= hi] or [hi]
+        if smooth is None:
+            cut = candidates[-1]
+        else:  # the frame just before the cut and the one after it: the quietest boundary
+            score = [smooth[c - 1] + smooth[min(c, num_frames - 1)] for c in candidates]
+            best = min(score)
+            cut = [c for c, s in zip(candidates, score, strict=True) if s <= best + 1e-9][-1]
+        bounds.append((start, cut))
+        start = cut
+    bounds.append((start, num_frames))
+    return bounds
+
+
+_SENTENCE = re.compile(r"(?<=[.!?;:。！？])\s+|\n+")
+
+
+def split_sentences(text: str) -> list[str]:
+    """The script's sentences (split after ``. ! ? ; :`` and at line breaks); empty pieces dropped."""
+    return [s.strip() for s in _SENTENCE.split(text) if s and s.strip()]
+
+
+def distribute_text(sentences: list[str], weights: list[float], where: str = "--text") -> list[str]:
+    """Give every window a run of whole sentences so that each window's share of the characters follows its share
+    of ``weights`` (its speech time). Raises ``InputError`` when a window would get no text."""
+    k = len(weights)
+    if len(sentences) < k:
+        raise InputError(
+            f"{where}: the text is empty for window {len(sentences) + 1} of {k}: it has {len(sentences)} "
+            f"sentence(s) but the input needs {k} windows; split it into at least {k} sentences or raise --window-s"
+        )
+    if k == 1:
+        return [" ".join(sentences)]
+    chars = np.cumsum([len(s) for s in sentences], dtype=np.float64)
+    chars /= chars[-1]
+    w = np.asarray(weights, dtype=np.float64)
+    w = np.where(w > 0, w, 1e-6)
+    target = np.cumsum(w)[:-1] / w.sum()
+    cuts, prev = [], 0
+    for i, t in enumerate(target):
+        # sentence index after which window i ends: at least one sentence per remaining window
+        lo, hi = prev + 1, len(sentences) - (k - 1 - i)
+        best = min(range(lo, hi + 1), key=lambda j: (abs(chars[j - 1] - t), j))
+        cuts.append(best)
+        prev = best
+    edges = [0, *cuts, len(sentences)]
+    return [" ".join(sentences[a:b]) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+
+
+def pack_sentences(sentences: list[str], seconds: Callable[[str], float], window_s: float) -> list[str]:
+    """Greedy packing of whole sentences into texts of at most ``window_s`` estimated seconds; a sentence longer
+    than a window is split at word boundaries."""
+    pieces: list[str] = []
+    for sentence in sentences:
+        if seconds(sentence) <= window_s:
+            pieces.append(sentence)
+            continue
+        words, current = sentence.split(), ""
+        for word in words:
+            trial = f"{current} {word}".strip()
+            if current and seconds(trial) > window_s:
+                pieces.append(current)
+                current = word
+            else:
+                current = trial
+        if current:
+            pieces.append(current)
+    texts, current = [], ""
+    for piece in pieces:
+        trial = f"{current} {piece}".strip()
+        if current and seconds(trial) > window_s:
+            texts.append(current)
+            current = piece
+        else:
+            current = trial
+    if current:
+        texts.append(current)
+    return texts
+
+
+def context_text(text: str | None, fraction: float) -> str | None:
+    """The suffix of ``text`` spoken in the last ``fraction`` of its window (by characters), from a word start."""
+    if not text or fraction <= 0:
+        return None
+    cut = int(round(len(text) * (1.0 - min(fraction, 1.0))))
+    while 0 < cut < len(text) and not text[cut - 1].isspace():
+        cut += 1
+    suffix = text[cut:].strip()
+    return suffix or None
+
+
+def max_given_frames(generated: int, masking: MaskConfig = MaskConfig()) -> int:
+    """Most given frames beside ``generated`` ones for which the hidden span stays within training's span range
+    (at least ``frac_min`` of the timeline), rounded down to whole blocks."""
+    share = 1.0 - masking.frac_min
+    if share <= 0:
+        return 0
+    return _round_block(generated * share / masking.frac_min)
+
+
+def smooth_seams(track: np.ndarray, seams: list[int], frames: int = SEAM_FRAMES) -> np.ndarray:
+    """Remove the jump at each seam of ``track [m, ...]``: frame ``seam`` is moved onto the line through the two
+    frames before it and the correction fades out linearly over ``frames`` frames."""
+    out = np.array(track, dtype=np.float32, copy=True)
+    for seam in seams:
+        if seam < 2 or seam >= out.shape[0]:
+            continue
+        target = 2.0 * out[seam - 1] - out[seam - 2]
+        delta = target - out[seam]
+        for i in range(min(frames, out.shape[0] - seam)):
+            out[seam + i] += delta * (1.0 - i / frames)
+    return out
+
+
+def _crossfade(out: np.ndarray, piece: np.ndarray, offset: int, fade: int) -> None:
+    """Write ``piece`` into ``out`` at ``offset``; the first ``fade`` samples blend linearly from what is there."""
+    end = min(out.size, offset + piece.size)
+    piece = piece[: end - offset]
+    fade = min(fade, piece.size)
+    if fade > 0:
+        ramp = np.linspace(0.0, 1.0, fade, endpoint=False, dtype=np.float32)
+        out[offset : offset + fade] = (1.0 - ramp) * out[offset : offset + fade] + ramp * piece[:fade]
+    out[offset + fade : end] = piece[fade:]
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+class _Clock:
+    def __init__(self) -> None:
+        self.model = 0.0
+        self.vocoder = 0.0
+
+
+def _vocode(mel: torch.Tensor, vocoder: Vocoder, task: str, clock: _Clock) -> np.ndarray:
+    t0 = time.perf_counter()
+    wave = vocoder.decode(mel).numpy().astype(np.float32)
+    check_finite(wave, "vocoded waveform (audio stream)", task, VOCODER_CAUSES)
+    clock.vocoder += time.perf_counter() - t0
+    return wave
+
+
+def _timed_run(bundle, plan, settings, seed, task, clock):
+    t0 = time.perf_counter()
+    out = _run(bundle, plan, settings, seed, task)
+    clock.model += time.perf_counter() - t0
+    return out
+
+
+def _context_frames(context_s: float, fps: int) -> int:
+    if not math.isfinite(context_s) or context_s < 0:
+        raise InputError(f"--context-s: expected a number >= 0, got {context_s}")
+    return _round_block(context_s * fps)
+
+
+def _window_frames(window_s: float, fps: int) -> int:
+    if not math.isfinite(window_s) or not 1.0 <= window_s <= 28.0:
+        raise InputError(f"--window-s: expected 1-28 s (a model window holds at most 30 s), got {window_s}")
+    return _round_block(window_s * fps)
+
+
+def _with_context(bounds: list[tuple[int, int]], context: int) -> list[tuple[int, int, int]]:
+    """``(start, end, context)`` per window: the context is at most the previous window and the trained share."""
+    out = []
+    for i, (a, b) in enumerate(bounds):
+        c = 0 if i == 0 else min(context, a - bounds[i - 1][0], max_given_frames(b - a))
+        out.append((a, b, _round_block(c)))
+    return out
+
+
+def _reference(
+    bundle: ModelBundle, ref_audio: AudioLike | None, ref_text: str | None
+) -> ReferenceAudio | None:
+    if ref_text is not None and not ref_text.strip():
+        raise InputError("--ref-text: the reference text is empty (leave it out instead)")
+    if ref_audio is None:
+        if ref_text is not None:
+            raise InputError("--ref-text: given without --ref-audio")
+        return None
+    ref = load_reference(ref_audio, bundle, block=_ref_block(bundle))
+    if ref_text is not None:
+        _encode_text(bundle, ref_text, where="--ref-text")
+    return ref
+
+
+def _texts(bundle: ModelBundle, prefix: str | None, text: str) -> list[int]:
+    _encode_text(bundle, text, where="--text")
+    return _encode_text(bundle, _join_text(prefix, text), where="--text")
+
+
+def _progress(progress: Progress | None, stage: str, done: int, total: int) -> None:
+    if progress is not None:
+        progress(stage, done, total)
+
+
+def _record(
+    result: LongResult, task: str, seed: int, settings: SamplerSettings, used, **sources: Any
+) -> None:
+    result.meta = _meta(task, seed, settings, used, **sources)
+    result.meta["windows"] = [w.seconds(result.fps) for w in result.windows]
+
+
+# ---------------------------------------------------------------------------------------------- the tasks
+def dub_long(
+    bundle: ModelBundle,
+    exp: np.ndarray,
+    text: str,
+    *,
+    pause_wave: np.ndarray | None = None,
+    ref_audio: AudioLike | None = None,
+    ref_text: str | None = None,
+    window_s: float = 20.0,
+    context_s: float = 2.0,
+    settings: SamplerSettings = SamplerSettings(),
+    seed: int | None = None,
+    vocoder: Vocoder | None = None,
+    progress: Progress | None = None,
+) -> LongResult:
+    """Speech timed to a motion track ``exp [m, k, 3]`` of any length (dubbing), in windows.
+
+    ``pause_wave`` (24 kHz, the original speech under the motion) places the cuts at its pauses and weights how
+    much of ``text`` each window speaks; without it windows have the full length and text follows window length."""
+    s, f = bundle.mel, bundle.motion
+    seed = _seed(seed)
+    m_total = exp.shape[0]
+    hop = s.sample_rate // f.fps
+    energy = frame_energy_db(pause_wave, s.sample_rate, f.fps, m_total) if pause_wave is not None else None
+    bounds = cut_at_pauses(energy, m_total, _window_frames(window_s, f.fps))
+    if energy is not None:  # voiced time per window (frames within 30 dB of the loudest)
+        voiced = energy > energy.max() - 30.0
+        weights = [float(voiced[a:b].sum()) + 1e-3 * (b - a) for a, b in bounds]
+    else:
+        weights = [float(b - a) for a, b in bounds]
+    sentences = split_sentences(text or "")
+    if not sentences:
+        raise InputError("--text: the text is empty")
+    texts = distribute_text(sentences, weights)
+    ref = _reference(bundle, ref_audio, ref_text)
+    windows = [
+        Window(a, b, c, t)
+        for (a, b, c), t in zip(_with_context(bounds, _context_frames(context_s, f.fps)), texts, strict=True)
+    ]
+    voc = vocoder if vocoder is not None else load_vocoder(None, s)
+    mouth_all, rest_all = bundle.normalise_motion(exp)
+    mel_out = torch.zeros(_mel_frames_for_motion(bundle, m_total), s.n_mels)
+    wave_out = np.zeros(m_total * hop, dtype=np.float32)
+    clock, used = _Clock(), None
+    for i, win in enumerate(windows):
+        _progress(progress, "windows", i, len(windows))
+        a0 = win.start - win.context
+        m_win = win.end - a0
+        n_ref = ref.mel.shape[0] if (ref is not None and i == 0) else 0
+        m_ref = _motion_frames_for_mel(bundle, n_ref) if n_ref else 0
+        n_ctx = _mel_frames_for_motion(bundle, win.context) if win.context else 0
+        n = n_ref + _mel_frames_for_motion(bundle, m_win)
+        given = torch.zeros(n, s.n_mels)
+        known = torch.zeros(n, dtype=torch.bool)
+        if n_ref:
+            given[:n_ref], known[:n_ref] = ref.mel, True
+        off = a0 * s.sample_rate // (s.hop_length * f.fps)  # a0 is a whole block: an exact mel frame
+        if n_ctx:
+            given[n_ref : n_ref + n_ctx], known[n_ref : n_ref + n_ctx] = mel_out[off : off + n_ctx], True
+        if i == 0:
+            prefix = ref_text if n_ref else None
+        else:
+            prev = windows[i - 1]
+            prefix = context_text(prev.text, win.context / max(1, prev.end - prev.start))
+        mouth = torch.zeros(m_ref + m_win, f.mouth_dim)
+        rest = torch.zeros(m_ref + m_win, f.rest_dim)
+        mouth[m_ref:], rest[m_ref:] = mouth_all[a0 : win.end], rest_all[a0 : win.end]
+        plan = _Plan(
+            n=n,
+            audio_given=given,
+            audio_known=known,
+            text_ids=_texts(bundle, prefix, win.text),
+            motion=True,
+            mouth_given=mouth,
+            motion_known=torch.ones(m_ref + m_win, dtype=torch.bool),
+            rest=rest,
+        )
+        mel, _, used = _timed_run(bundle, plan, settings, seed + i, "dub", clock)
+        mel = mel[n_ref:]
+        mel_out[off + n_ctx : off + mel.shape[0]] = mel[n_ctx:]
+        piece = _vocode(mel, voc, "dub", clock)
+        _crossfade(wave_out, piece, a0 * hop, win.context * hop)
+    _progress(progress, "windows", len(windows), len(windows))
+    if ref is not None and ref.rms < TARGET_RMS:
+        wave_out *= ref.rms / TARGET_RMS
+    result = LongResult("dub", s.sample_rate, f.fps, windows, mel=mel_out, wave=wave_out, motion=exp)
+    result.model_seconds, result.vocoder_seconds = clock.model, clock.vocoder
+    _record(
+        result,
+        "dub",
+        seed,
+        settings,
+        used,
+        text=text,
+        ref_audio=ref.source if ref else None,
+        ref_text=ref_text,
+    )
+    return result
+
+
+def audio2motion_long(
+    bundle: ModelBundle,
+    wave: np.ndarray,
+    *,
+    rest_exp: np.ndarray | None = None,
+    window_s: float = 20.0,
+    context_s: float = 2.0,
+    settings: SamplerSettings = SamplerSettings(),
+    seed: int | None = None,
+    progress: Progress | None = None,
+) -> LongResult:
+    """Lip motion for speech ``wave [s]`` (24 kHz) of any length, in windows cut at its pauses.
+
+    ``rest_exp [m, k, 3]`` (e.g. a video's own motion) gives the e_rest track (kept exactly in the output);
+    without it e_rest is dropped and the output's other keypoints are the neutral expression."""
+    s, f = bundle.mel, bundle.motion
+    seed = _seed(seed)
+    if wave.size < s.n_fft:
+        raise InputError("--audio: the speech is too short (less than 0.05 s)")
+    mel_all = log_mel(wave, s)
+    m_total = _motion_frames_for_mel(bundle, mel_all.shape[0])
+    energy = frame_energy_db(wave, s.sample_rate, f.fps, m_total)
+    bounds = cut_at_pauses(energy, m_total, _window_frames(window_s, f.fps))
+    windows = [Window(a, b, c) for a, b, c in _with_context(bounds, _context_frames(context_s, f.fps))]
+    rest_all = None
+    if rest_exp is not None:
+        rest_exp = _fit(rest_exp, m_total)
+        _, rest_all = bundle.normalise_motion(rest_exp)
+    mouth_out = torch.zeros(m_total, f.mouth_dim)
+    clock, used = _Clock(), None
+    for i, win in enumerate(windows):
+        _progress(progress, "windows", i, len(windows))
+        a0 = win.start - win.context
+        off = a0 * s.sample_rate // (s.hop_length * f.fps)
+        n = _mel_frames_for_motion(bundle, win.end - a0)
+        mel = mel_all[off : off + n]
+        m_win = _motion_frames_for_mel(bundle, mel.shape[0])
+        mouth = torch.zeros(m_win, f.mouth_dim)
+        known = torch.zeros(m_win, dtype=torch.bool)
+        mouth[: win.context], known[: win.context] = mouth_out[a0 : win.start], True
+        plan = _Plan(
+            n=mel.shape[0],
+            audio_given=mel,
+            audio_known=torch.ones(mel.shape[0], dtype=torch.bool),
+            text_ids=None,
+            motion=True,
+            mouth_given=mouth,
+            motion_known=known,
+            rest=rest_all[a0 : a0 + m_win] if rest_all is not None else None,
+        )
+        _, mouth_gen, used = _timed_run(bundle, plan, settings, seed + i, "audio2motion", clock)
+        mouth_out[win.start : a0 + m_win] = mouth_gen[win.context :]
+    _progress(progress, "windows", len(windows), len(windows))
+    exp = bundle.denormalise_motion(mouth_out, rest_all).numpy()
+    exp = _smooth_mouth(exp, [w.start for w in windows[1:]], f.mouth_indices)
+    if rest_exp is not None:  # the given e_rest comes back exactly
+        rest_idx = [k for k in range(exp.shape[1]) if k not in f.mouth_indices]
+        exp[:, rest_idx] = rest_exp[:, rest_idx]
+    result = LongResult("audio2motion", s.sample_rate, f.fps, windows, mel=mel_all, wave=wave, motion=exp)
+    result.model_seconds = clock.model
+    _record(result, "audio2motion", seed, settings, used)
+    return result
+
+
+def text2av_long(
+    bundle: ModelBundle,
+    text: str,
+    *,
+    ref_audio: AudioLike | None = None,
+    ref_text: str | None = None,
+    window_s: float = 20.0,
+    context_s: float = 2.0,
+    settings: SamplerSettings = SamplerSettings(),
+    seed: int | None = None,
+    vocoder: Vocoder | None = None,
+    progress: Progress | None = None,
+) -> LongResult:
+    """Speech + lip motion for a text of any length, in windows of whole sentences (estimated durations)."""
+    s, f = bundle.mel, bundle.motion
+    seed = _seed(seed)
+    ref = _reference(bundle, ref_audio, ref_text)
+    window_frames = _window_frames(window_s, f.fps)
+    sentences = split_sentences(text or "")
+    if not sentences:
+        raise InputError("--text: the text is empty")
+
+    def gen_frames(piece: str) -> int:  # mel frames, rounded up to whole blocks
+        n = _generated_frames(bundle, piece, ref, ref_text, None)
+        block = _mel_frames_for_motion(bundle, BLOCK)
+        return -(-n // block) * block
+
+    def seconds(piece: str) -> float:
+        try:
+            return gen_frames(piece) / s.frame_rate
+        except InputError:  # over the 30 s limit: certainly longer than a window
+            return float("inf")
+
+    texts = pack_sentences(sentences, seconds, window_frames / f.fps)
+    context = _context_frames(context_s, f.fps)
+    windows, start = [], 0
+    for i, piece in enumerate(texts):
+        m_gen = _motion_frames_for_mel(bundle, gen_frames(piece))
+        c = (
+            0
+            if i == 0
+            else _round_block(min(context, windows[-1].end - windows[-1].start, max_given_frames(m_gen)))
+        )
+        windows.append(Window(start, start + m_gen, c, piece))
+        start += m_gen
+    m_total = start
+    voc = vocoder if vocoder is not None else load_vocoder(None, s)
+    hop = s.sample_rate // f.fps
+    mel_out = torch.zeros(_mel_frames_for_motion(bundle, m_total), s.n_mels)
+    mouth_out = torch.zeros(m_total, f.mouth_dim)
+    wave_out = np.zeros(m_total * hop, dtype=np.float32)
+    clock, used = _Clock(), None
+    for i, win in enumerate(windows):
+        _progress(progress, "windows", i, len(windows))
+        a0 = win.start - win.context
+        m_win = win.end - a0
+        n_ref = ref.mel.shape[0] if (ref is not None and i == 0) else 0
+        m_ref = _motion_frames_for_mel(bundle, n_ref) if n_ref else 0
+        n_ctx = _mel_frames_for_motion(bundle, win.context) if win.context else 0
+        n = n_ref + _mel_frames_for_motion(bundle, m_win)
+        off = a0 * s.sample_rate // (s.hop_length * f.fps)
+        given = torch.zeros(n, s.n_mels)
+        known = torch.zeros(n, dtype=torch.bool)
+        if n_ref:
+            given[:n_ref], known[:n_ref] = ref.mel, True
+        if n_ctx:
+            given[n_ref : n_ref + n_ctx], known[n_ref : n_ref + n_ctx] = mel_out[off : off + n_ctx], True
+        m = _motion_frames_for_mel(bundle, n)
+        mouth = torch.zeros(m, f.mouth_dim)
+        m_known = torch.zeros(m, dtype=torch.bool)
+        if win.context:  # the previous window's motion under the context; under a reference it is generated
+            mouth[m_ref : m_ref + win.context] = mouth_out[a0 : win.start]
+            m_known[m_ref : m_ref + win.context] = True
+        if i == 0:
+            prefix = ref_text if n_ref else None
+        else:
+            prev = windows[i - 1]
+            prefix = context_text(prev.text, win.context / max(1, prev.end - prev.start))
+        plan = _Plan(
+            n=n,
+            audio_given=given,
+            audio_known=known,
+            text_ids=_texts(bundle, prefix, win.text),
+            motion=True,
+            mouth_given=mouth,
+            motion_known=m_known,
+        )
+        mel, mouth_gen, used = _timed_run(bundle, plan, settings, seed + i, "text2av", clock)
+        mel, mouth_gen = mel[n_ref:], mouth_gen[m_ref:]
+        mel_out[off + n_ctx : off + mel.shape[0]] = mel[n_ctx:]
+        mouth_out[win.start : win.end] = mouth_gen[win.context : m_win]
+        _crossfade(wave_out, _vocode(mel, voc, "text2av", clock), a0 * hop, win.context * hop)
+    _progress(progress, "windows", len(windows), len(windows))
+    if ref is not None and ref.rms < TARGET_RMS:
+        wave_out *= ref.rms / TARGET_RMS
+    exp = bundle.denormalise_motion(mouth_out).numpy()
+    exp = _smooth_mouth(exp, [w.start for w in windows[1:]], f.mouth_indices)
+    result = LongResult("text2av", s.sample_rate, f.fps, windows, mel=mel_out, wave=wave_out, motion=exp)
+    result.model_seconds, result.vocoder_seconds = clock.model, clock.vocoder
+    _record(
+        result,
+        "text2av",
+        seed,
+        settings,
+        used,
+        text=text,
+        ref_audio=ref.source if ref else None,
+        ref_text=ref_text,
+    )
+    return result
+
+
+def _smooth_mouth(exp: np.ndarray, seams: list[int], mouth: tuple[int, ...]) -> np.ndarray:
+    idx = list(mouth)
+    exp = exp.copy()
+    exp[:, idx] = smooth_seams(exp[:, idx], seams)
+    return exp
+
+
+def _fit(track: np.ndarray, m: int) -> np.ndarray:
+    """``track [m', ...]`` cut or extended (last frame repeated) to ``m`` frames."""
+    if track.shape[0] >= m:
+        return track[:m]
+    return np.concatenate([track, np.repeat(track[-1:], m - track.shape[0], axis=0)])
+
+
+def window_table(result: LongResult) -> list[dict[str, Any]]:
+    """The windows as JSON-ready dicts (seconds and frames)."""
+    return [w.seconds(result.fps) for w in result.windows]
