@@ -267,6 +267,7 @@ def test_dub_video_bad_inputs_are_one_line(tmp_path, assets, capsys):
     assert not (tmp_path / "dub.json").exists()
 
 
+@pytest.mark.slow
 def test_dub_video_rerender_pastes_faces_back(tmp_path, assets, capsys, tiny_lp):
     video = make_video(tmp_path / "talk.mp4", 0.8, size=64)
     out = tmp_path / "re.mp4"
@@ -320,6 +321,7 @@ def test_animate_text_on_an_image(tmp_path, assets, capsys, tiny_lp):
     assert audio_seconds(out) == pytest.approx(n / FPS, abs=0.1)
 
 
+@pytest.mark.slow
 def test_animate_audio_on_a_short_video_pingpong(tmp_path, assets, capsys, tiny_lp):
     video = make_video(tmp_path / "src.mp4", 0.4, audio=False)
     wav = tmp_path / "speech.wav"

@@ -60,13 +60,11 @@ from jam_flow.inference.inputs import (
     _encode_text,
     _generated_frames,
     _join_text,
-    _mel_frames_for_motion,
-    _motion_frames_for_mel,
-    _ref_block,
     load_reference,
 )
 from jam_flow.inference.outputs import VOCODER_CAUSES, check_finite
-from jam_flow.inference.tasks import _meta, _Plan, _run, _seed
+from jam_flow.inference.result import generation_record
+from jam_flow.inference.tasks import _layout, _run, _seed
 
 __all__ = [
     "BLOCK",
@@ -299,9 +297,36 @@ def _vocode(mel: torch.Tensor, vocoder: Vocoder, task: str, clock: _Clock) -> np
     return wave
 
 
-def _timed_run(bundle, plan, settings, seed, task, clock):
+def _timed_run(
+    bundle: ModelBundle,
+    task: str,
+    *,
+    text_ids: list[int] | None,
+    mel: torch.Tensor,
+    audio_from: int | None,
+    mouth: torch.Tensor,
+    motion_from: int | None,
+    rest: torch.Tensor | None,
+    settings: SamplerSettings,
+    seed: int,
+    clock: _Clock,
+):
+    """Sample one window: ``mel [n, c]`` (natural log) given before frame ``audio_from`` and generated from it
+    (None: all given), ``mouth [m, dm]`` (model space) likewise from ``motion_from``; ``rest`` None drops e_rest.
+    The timeline is laid out by the ``edit`` layout (given outside a span), which covers every window variant."""
+    n, m = mel.shape[0], mouth.shape[0]
+    layout = _layout(
+        bundle,
+        "edit",
+        text=text_ids,
+        mel=mel,
+        mouth=mouth,
+        rest=rest,
+        audio_span=(audio_from, n) if audio_from is not None else None,
+        motion_span=(motion_from, m) if motion_from is not None else None,
+    )
     t0 = time.perf_counter()
-    out = _run(bundle, plan, settings, seed, task)
+    out = _run(bundle, layout, settings, seed, task)
     clock.model += time.perf_counter() - t0
     return out
 
@@ -336,7 +361,7 @@ def _reference(
         if ref_text is not None:
             raise InputError("--ref-text: given without --ref-audio")
         return None
-    ref = load_reference(ref_audio, bundle, block=_ref_block(bundle))
+    ref = load_reference(ref_audio, bundle, block=bundle.clock.block_samples)
     if ref_text is not None:
         _encode_text(bundle, ref_text, where="--ref-text")
     return ref
@@ -355,7 +380,7 @@ def _progress(progress: Progress | None, stage: str, done: int, total: int) -> N
 def _record(
     result: LongResult, task: str, seed: int, settings: SamplerSettings, used, **sources: Any
 ) -> None:
-    result.meta = _meta(task, seed, settings, used, **sources)
+    result.meta = generation_record(task, seed, settings, used, **sources)
     result.meta["windows"] = [w.seconds(result.fps) for w in result.windows]
 
 
@@ -401,7 +426,7 @@ def dub_long(
     ]
     voc = vocoder if vocoder is not None else load_vocoder(None, s)
     mouth_all, rest_all = bundle.normalise_motion(exp)
-    mel_out = torch.zeros(_mel_frames_for_motion(bundle, m_total), s.n_mels)
+    mel_out = torch.zeros(bundle.clock.mel_frames(m_total), s.n_mels)
     wave_out = np.zeros(m_total * hop, dtype=np.float32)
     clock, used = _Clock(), None
     for i, win in enumerate(windows):
@@ -409,16 +434,15 @@ def dub_long(
         a0 = win.start - win.context
         m_win = win.end - a0
         n_ref = ref.mel.shape[0] if (ref is not None and i == 0) else 0
-        m_ref = _motion_frames_for_mel(bundle, n_ref) if n_ref else 0
-        n_ctx = _mel_frames_for_motion(bundle, win.context) if win.context else 0
-        n = n_ref + _mel_frames_for_motion(bundle, m_win)
+        m_ref = bundle.clock.motion_frames(n_ref) if n_ref else 0
+        n_ctx = bundle.clock.mel_frames(win.context) if win.context else 0
+        n = n_ref + bundle.clock.mel_frames(m_win)
         given = torch.zeros(n, s.n_mels)
-        known = torch.zeros(n, dtype=torch.bool)
         if n_ref:
-            given[:n_ref], known[:n_ref] = ref.mel, True
+            given[:n_ref] = ref.mel
         off = a0 * s.sample_rate // (s.hop_length * f.fps)  # a0 is a whole block: an exact mel frame
         if n_ctx:
-            given[n_ref : n_ref + n_ctx], known[n_ref : n_ref + n_ctx] = mel_out[off : off + n_ctx], True
+            given[n_ref : n_ref + n_ctx] = mel_out[off : off + n_ctx]
         if i == 0:
             prefix = ref_text if n_ref else None
         else:
@@ -427,17 +451,19 @@ def dub_long(
         mouth = torch.zeros(m_ref + m_win, f.mouth_dim)
         rest = torch.zeros(m_ref + m_win, f.rest_dim)
         mouth[m_ref:], rest[m_ref:] = mouth_all[a0 : win.end], rest_all[a0 : win.end]
-        plan = _Plan(
-            n=n,
-            audio_given=given,
-            audio_known=known,
+        mel, _, used = _timed_run(
+            bundle,
+            "dub",
             text_ids=_texts(bundle, prefix, win.text),
-            motion=True,
-            mouth_given=mouth,
-            motion_known=torch.ones(m_ref + m_win, dtype=torch.bool),
+            mel=given,
+            audio_from=n_ref + n_ctx,
+            mouth=mouth,
+            motion_from=None,
             rest=rest,
+            settings=settings,
+            seed=seed + i,
+            clock=clock,
         )
-        mel, _, used = _timed_run(bundle, plan, settings, seed + i, "dub", clock)
         mel = mel[n_ref:]
         mel_out[off + n_ctx : off + mel.shape[0]] = mel[n_ctx:]
         piece = _vocode(mel, voc, "dub", clock)
@@ -480,7 +506,7 @@ def audio2motion_long(
     if wave.size < s.n_fft:
         raise InputError("--audio: the speech is too short (less than 0.05 s)")
     mel_all = log_mel(wave, s)
-    m_total = _motion_frames_for_mel(bundle, mel_all.shape[0])
+    m_total = bundle.clock.motion_frames(mel_all.shape[0])
     energy = frame_energy_db(wave, s.sample_rate, f.fps, m_total)
     bounds = cut_at_pauses(energy, m_total, _window_frames(window_s, f.fps))
     windows = [Window(a, b, c) for a, b, c in _with_context(bounds, _context_frames(context_s, f.fps))]
@@ -494,23 +520,24 @@ def audio2motion_long(
         _progress(progress, "windows", i, len(windows))
         a0 = win.start - win.context
         off = a0 * s.sample_rate // (s.hop_length * f.fps)
-        n = _mel_frames_for_motion(bundle, win.end - a0)
+        n = bundle.clock.mel_frames(win.end - a0)
         mel = mel_all[off : off + n]
-        m_win = _motion_frames_for_mel(bundle, mel.shape[0])
+        m_win = bundle.clock.motion_frames(mel.shape[0])
         mouth = torch.zeros(m_win, f.mouth_dim)
-        known = torch.zeros(m_win, dtype=torch.bool)
-        mouth[: win.context], known[: win.context] = mouth_out[a0 : win.start], True
-        plan = _Plan(
-            n=mel.shape[0],
-            audio_given=mel,
-            audio_known=torch.ones(mel.shape[0], dtype=torch.bool),
+        mouth[: win.context] = mouth_out[a0 : win.start]
+        _, mouth_gen, used = _timed_run(
+            bundle,
+            "audio2motion",
             text_ids=None,
-            motion=True,
-            mouth_given=mouth,
-            motion_known=known,
+            mel=mel,
+            audio_from=None,
+            mouth=mouth,
+            motion_from=win.context,
             rest=rest_all[a0 : a0 + m_win] if rest_all is not None else None,
+            settings=settings,
+            seed=seed + i,
+            clock=clock,
         )
-        _, mouth_gen, used = _timed_run(bundle, plan, settings, seed + i, "audio2motion", clock)
         mouth_out[win.start : a0 + m_win] = mouth_gen[win.context :]
     _progress(progress, "windows", len(windows), len(windows))
     exp = bundle.denormalise_motion(mouth_out, rest_all).numpy()
@@ -548,7 +575,7 @@ def text2av_long(
 
     def gen_frames(piece: str) -> int:  # mel frames, rounded up to whole blocks
         n = _generated_frames(bundle, piece, ref, ref_text, None)
-        block = _mel_frames_for_motion(bundle, BLOCK)
+        block = bundle.clock.mel_frames(BLOCK)
         return -(-n // block) * block
 
     def seconds(piece: str) -> float:
@@ -561,7 +588,7 @@ def text2av_long(
     context = _context_frames(context_s, f.fps)
     windows, start = [], 0
     for i, piece in enumerate(texts):
-        m_gen = _motion_frames_for_mel(bundle, gen_frames(piece))
+        m_gen = bundle.clock.motion_frames(gen_frames(piece))
         c = (
             0
             if i == 0
@@ -572,7 +599,7 @@ def text2av_long(
     m_total = start
     voc = vocoder if vocoder is not None else load_vocoder(None, s)
     hop = s.sample_rate // f.fps
-    mel_out = torch.zeros(_mel_frames_for_motion(bundle, m_total), s.n_mels)
+    mel_out = torch.zeros(bundle.clock.mel_frames(m_total), s.n_mels)
     mouth_out = torch.zeros(m_total, f.mouth_dim)
     wave_out = np.zeros(m_total * hop, dtype=np.float32)
     clock, used = _Clock(), None
@@ -581,37 +608,37 @@ def text2av_long(
         a0 = win.start - win.context
         m_win = win.end - a0
         n_ref = ref.mel.shape[0] if (ref is not None and i == 0) else 0
-        m_ref = _motion_frames_for_mel(bundle, n_ref) if n_ref else 0
-        n_ctx = _mel_frames_for_motion(bundle, win.context) if win.context else 0
-        n = n_ref + _mel_frames_for_motion(bundle, m_win)
+        m_ref = bundle.clock.motion_frames(n_ref) if n_ref else 0
+        n_ctx = bundle.clock.mel_frames(win.context) if win.context else 0
+        n = n_ref + bundle.clock.mel_frames(m_win)
         off = a0 * s.sample_rate // (s.hop_length * f.fps)
         given = torch.zeros(n, s.n_mels)
-        known = torch.zeros(n, dtype=torch.bool)
         if n_ref:
-            given[:n_ref], known[:n_ref] = ref.mel, True
+            given[:n_ref] = ref.mel
         if n_ctx:
-            given[n_ref : n_ref + n_ctx], known[n_ref : n_ref + n_ctx] = mel_out[off : off + n_ctx], True
-        m = _motion_frames_for_mel(bundle, n)
+            given[n_ref : n_ref + n_ctx] = mel_out[off : off + n_ctx]
+        m = bundle.clock.motion_frames(n)
         mouth = torch.zeros(m, f.mouth_dim)
-        m_known = torch.zeros(m, dtype=torch.bool)
         if win.context:  # the previous window's motion under the context; under a reference it is generated
             mouth[m_ref : m_ref + win.context] = mouth_out[a0 : win.start]
-            m_known[m_ref : m_ref + win.context] = True
         if i == 0:
             prefix = ref_text if n_ref else None
         else:
             prev = windows[i - 1]
             prefix = context_text(prev.text, win.context / max(1, prev.end - prev.start))
-        plan = _Plan(
-            n=n,
-            audio_given=given,
-            audio_known=known,
+        mel, mouth_gen, used = _timed_run(
+            bundle,
+            "text2av",
             text_ids=_texts(bundle, prefix, win.text),
-            motion=True,
-            mouth_given=mouth,
-            motion_known=m_known,
+            mel=given,
+            audio_from=n_ref + n_ctx,
+            mouth=mouth,
+            motion_from=m_ref + win.context if win.context else 0,
+            rest=None,
+            settings=settings,
+            seed=seed + i,
+            clock=clock,
         )
-        mel, mouth_gen, used = _timed_run(bundle, plan, settings, seed + i, "text2av", clock)
         mel, mouth_gen = mel[n_ref:], mouth_gen[m_ref:]
         mel_out[off + n_ctx : off + mel.shape[0]] = mel[n_ctx:]
         mouth_out[win.start : win.end] = mouth_gen[win.context : m_win]
