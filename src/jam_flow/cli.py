@@ -15,7 +15,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "test": ("jam_flow.lightning.cli", "test_main", "run the test loop of a model (LightningCLI)"),
     "export": ("jam_flow.lightning.export", "main", "write EMA weights as safetensors + config.yaml"),
     "synth-corpus": ("jam_flow.data.synth", "main", "build the offline synthetic speech + lip-motion corpus"),
-    "data": ("jam_flow.data.validate", "main", "dataset tools: `jam-flow data validate DIR`"),
+    "data": ("jam_flow.data.validate", "main", "dataset tools: `jam-flow data validate | pack | stats`"),
     "preprocess": (
         "jam_flow.data.preprocess",
         "main",

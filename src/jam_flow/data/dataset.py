@@ -35,7 +35,10 @@ from jam_flow.data.text import Vocab
 from jam_flow.errors import InputError
 from jam_flow.features import MelSettings, MotionSettings, audio_to_motion_frame
 
-__all__ = ["ClipDataset", "collate_clips", "fit_motion_length"]
+__all__ = ["TRAIN_ARRAYS", "ClipDataset", "collate_clips", "fit_motion_length"]
+
+# the arrays of a clip that training reads (the poses, scale, translation and canonical keypoints are not read)
+TRAIN_ARRAYS = ("mel", "exp")
 
 
 def fit_motion_length(exp: np.ndarray, n_mel: int, mel: MelSettings, motion: MotionSettings) -> np.ndarray:
@@ -70,10 +73,14 @@ class ClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def read_arrays(self, rec: ClipRecord) -> dict[str, np.ndarray]:
+        """The clip's :data:`TRAIN_ARRAYS` (checked); raises ``ClipError`` when they cannot be used."""
+        return load_clip(self.root, rec, keys=TRAIN_ARRAYS)
+
     def load(self, index: int) -> dict[str, Any]:
         """The clip's tensors; raises ``ClipError`` (or ``InputError`` for bad text) when it cannot be used."""
         rec = self.records[index]
-        arrays = load_clip(self.root, rec)
+        arrays = self.read_arrays(rec)
         ids = self.vocab.encode(rec.text, where=f"clip {rec.id!r} text")
         exp = fit_motion_length(arrays["exp"], arrays["mel"].shape[0], self.mel, self.motion)
         item = {

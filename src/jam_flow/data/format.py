@@ -47,6 +47,7 @@ __all__ = [
     "write_dataset_json",
     "read_dataset_json",
     "load_clip",
+    "array_problems",
     "clip_shapes",
     "StatsAccumulator",
     "compute_stats",
@@ -282,34 +283,46 @@ def write_clip(
     return record
 
 
-def load_clip(root: str | Path, record: ClipRecord, check: bool = True) -> dict[str, np.ndarray]:
-    """Load every array of a clip's npz. With ``check`` the standard arrays are verified (present, float32,
-    shapes matching ``record``, finite); any problem raises :class:`ClipError` naming the file."""
+def load_clip(
+    root: str | Path, record: ClipRecord, check: bool = True, keys: Iterable[str] | None = None
+) -> dict[str, np.ndarray]:
+    """Load the arrays of a clip's npz: every member, or only ``keys`` (an npz member is read only when asked
+    for: training reads ``("mel", "exp")``). With ``check`` the standard arrays among them are verified (present,
+    float32, shapes matching ``record``, finite); any problem raises :class:`ClipError` naming the file."""
     path = Path(root) / record.features
     if not path.is_file():
         raise ClipError(f"{path}: features file of clip {record.id!r} does not exist")
+    want = None if keys is None else tuple(keys)
     try:
         with np.load(path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
+            names = npz.files if want is None else [k for k in want if k in npz.files]
+            arrays = {k: npz[k] for k in names}
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as err:
         raise ClipError(
             f"{path}: cannot read the npz of clip {record.id!r} ({type(err).__name__}: {err})"
         ) from err
     if check:
-        problems = _array_problems(arrays, record)
+        problems = array_problems(arrays, record, keys=want)
         if problems:
             raise ClipError(f"{path}: " + "; ".join(problems))
     return arrays
 
 
-def _array_problems(
+def array_problems(
     arrays: dict[str, np.ndarray],
     record: ClipRecord,
     mel: MelSettings = MelSettings(),
     motion: MotionSettings = MotionSettings(),
+    keys: Iterable[str] | None = None,
 ) -> list[str]:
+    """What is wrong with a clip's standard arrays (all of them, or only ``keys``): missing, not float32, a
+    shape that disagrees with ``record``, non-finite values. [] when sound."""
     problems = []
-    for key, shape in clip_shapes(record.n_mel, record.n_motion, mel, motion).items():
+    shapes = clip_shapes(record.n_mel, record.n_motion, mel, motion)
+    if keys is not None:
+        wanted = set(keys)
+        shapes = {k: v for k, v in shapes.items() if k in wanted}
+    for key, shape in shapes.items():
         if key not in arrays:
             problems.append(f"array {key!r} is missing")
             continue
@@ -419,7 +432,7 @@ def compute_stats(root: str | Path, records: list[ClipRecord] | None = None) -> 
     acc = StatsAccumulator()
     for rec in use:
         try:
-            arrays = load_clip(root, rec)
+            arrays = load_clip(root, rec, keys=("mel", "exp"))
         except ClipError:
             continue
         acc.update(arrays["mel"], arrays["exp"])
@@ -584,7 +597,7 @@ def _clip_problems(
     except ClipError as err:
         out.append(str(err))
     else:
-        out += [f"{path}: {p}" for p in _array_problems(arrays, rec, mel_s, mot_s)]
+        out += [f"{path}: {p}" for p in array_problems(arrays, rec, mel_s, mot_s)]
         if {"pitch", "yaw", "roll"} <= arrays.keys():
             pose = np.concatenate([np.ravel(arrays[k]) for k in ("pitch", "yaw", "roll")])
             if np.isfinite(pose).all() and (np.abs(pose) > 180).any():

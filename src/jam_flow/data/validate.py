@@ -1,7 +1,12 @@
-"""``jam-flow data validate DIR``: check a dataset (format v1) and list every problem, one line each.
+"""``jam-flow data``: dataset tools.
 
-Exit status 0 when the dataset is sound, 1 when problems were found (2 for bad arguments, via the CLI).
-No tensors here (no dimension legend needed beyond docs/data.md).
+* ``validate DIR_OR_URL``: check a dataset (format v1, a packed folder or an ``s3://`` packed dataset) and list
+  every problem, one line each. Exit status 0 when the dataset is sound, 1 when problems were found.
+* ``pack DIR --out URL [--shard-size-mb N]``: write the packed form (:mod:`jam_flow.data.packed`) to a folder or
+  an ``s3://bucket/prefix``.
+* ``stats DIR_OR_URL [--out FILE]``: merge per-shard statistics (:mod:`jam_flow.data.shard_stats`).
+
+Bad arguments: one ``error:`` line, exit status 2 (via the CLI). No tensors here (no dimension legend needed).
 """
 
 from __future__ import annotations
@@ -22,9 +27,16 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="action", required=True)
     v = sub.add_parser("validate", help="check a dataset directory and list every problem")
     v.add_argument(
-        "dir", type=Path, help="dataset directory (holds dataset.json, manifest.jsonl, stats.json, clips/)"
+        "dir",
+        help="dataset directory (dataset.json, manifest.jsonl, stats.json, clips/), packed folder or s3:// URL",
     )
     v.add_argument("--no-audio", action="store_true", help="skip checking the optional wav files")
+    k = sub.add_parser("pack", help="write a dataset as litdata shards to a folder or an s3:// URL")
+    k.add_argument("dir", type=Path, help="dataset directory (format v1)")
+    k.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
+    k.add_argument("--shard-size-mb", type=int, default=64, help="bytes per shard, in MB (default 64)")
+    k.add_argument("--workers", type=int, default=1, help="packing processes (default 1)")
+    k.add_argument("--overwrite", action="store_true", help="replace an existing packed dataset at --out")
     return p
 
 
@@ -43,9 +55,37 @@ def _split_counts(root: Path) -> Counter:
     return counts
 
 
+def _pack(args: argparse.Namespace) -> int:
+    from jam_flow.data.packed import pack_dataset
+
+    if not args.dir.is_dir():
+        raise InputError(f"DIR: {args.dir} is not a directory")
+    pack = pack_dataset(args.dir, args.out, args.shard_size_mb, args.workers, args.overwrite)
+    failed = f", {pack['num_failed']} unreadable clip(s) packed as failed" if pack["num_failed"] else ""
+    print(f"{args.out}: packed {pack['num_items']} clips ({', '.join(pack['arrays'])}){failed}")
+    return 0
+
+
+def _validate_packed(url: str) -> int:
+    from jam_flow.data.packed import validate_packed
+
+    problems = validate_packed(url)
+    for p in problems:
+        print(p)
+    verdict = "OK" if not problems else f"{len(problems)} problem(s)"
+    print(f"{url}: packed dataset: {verdict}")
+    return 0 if not problems else 1
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    root: Path = args.dir
+    if args.action == "pack":
+        return _pack(args)
+    from jam_flow.data.packed import is_packed
+
+    if is_packed(args.dir):
+        return _validate_packed(str(args.dir))
+    root = Path(args.dir)
     if not root.is_dir():
         raise InputError(f"DIR: {root} is not a directory")
     problems = validate_dataset(root, check_audio=not args.no_audio)

@@ -10,7 +10,9 @@ No tensors here. Besides Lightning's own ``--trainer.*``, ``--model.*``, ``--dat
   after ``max_consecutive_nonfinite`` in a row: one ``error:`` line, exit status 1);
 * ``--ckpt_path`` is checked before anything is built (exists, loads with ``weights_only=True``, holds a
   ``state_dict``, names no class outside jam-flow's networks in ``jam_flow.model.class_path`` or its
-  ``hyper_parameters``): a bad one is one ``error:`` line, exit status 2;
+  ``hyper_parameters``): a bad one is one ``error:`` line, exit status 2. ``--ckpt_path last`` means the newest
+  ``last*.ckpt`` (or SLURM ``hpc_ckpt_*.ckpt``) anywhere under ``default_root_dir``, whatever its version folder
+  (Lightning itself would look in the new run's folder only and start over); none: a new run starts;
 * ``--media.*``: :class:`~jam_flow.lightning.callbacks.ValidationMedia` (mel image, audio, mouth trajectories);
 * a rich progress bar (``--progress_bar.*``); Lightning's default TensorBoard logger writes to
   ``<default_root_dir>/lightning_logs/version_N/`` (checkpoints in its ``checkpoints/``);
@@ -23,8 +25,10 @@ several nodes start the same command on every node with ``torchrun`` or under SL
 
 from __future__ import annotations
 
+import logging
 import sys
 import warnings
+from pathlib import Path
 
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
@@ -35,7 +39,9 @@ from jam_flow.lightning.callbacks import Checkpoint, NonFiniteGuard, NonFiniteTr
 from jam_flow.lightning.datamodule import JAMFlowDataModule
 from jam_flow.lightning.module import JAMFlowModule
 
-__all__ = ["JAMFlowCLI", "fit_main", "validate_main", "test_main", "run_cli"]
+__all__ = ["JAMFlowCLI", "fit_main", "validate_main", "test_main", "run_cli", "newest_checkpoint"]
+
+log = logging.getLogger(__name__)
 
 
 class JAMFlowCLI(LightningCLI):
@@ -69,9 +75,19 @@ class JAMFlowCLI(LightningCLI):
         return super()._instantiate_trainer(config, callbacks)
 
     def _parse_ckpt_path(self) -> None:
-        """Lightning reads ``--ckpt_path``'s hyper-parameters here, first of all: check the file before it does."""
+        """Lightning reads ``--ckpt_path``'s hyper-parameters here, first of all: resolve ``last`` across version
+        folders and check the file before it does."""
         if self.config.get("subcommand"):
-            _check_ckpt_path(self.config[self.config.subcommand].get("ckpt_path"))
+            cfg = self.config[self.config.subcommand]
+            if cfg.get("ckpt_path") == "last":
+                root = cfg.get("trainer.default_root_dir") or "."
+                found = newest_checkpoint(root)
+                if found is None:
+                    log.info("--ckpt_path last: no checkpoint under %s, starting a new run", root)
+                else:
+                    log.info("--ckpt_path last: resuming from %s", found)
+                cfg["ckpt_path"] = None if found is None else str(found)
+            _check_ckpt_path(cfg.get("ckpt_path"))
         super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
@@ -94,6 +110,19 @@ class JAMFlowCLI(LightningCLI):
         vocab_path = cfg.get("data.vocab_path")
         size = len(Vocab.from_file(vocab_path) if vocab_path else Vocab.default())
         holder["text_num_embeds"] = size
+
+
+def newest_checkpoint(root: str | Path) -> Path | None:
+    """The most recently written resume point under ``root``: ``last*.ckpt`` in any logger / version folder, or a
+    SLURM requeue checkpoint ``hpc_ckpt_*.ckpt`` (Lightning writes those into ``default_root_dir``)."""
+    root = Path(root)
+    if not root.is_dir():
+        return None
+    found = [*root.rglob("last*.ckpt"), *root.glob("hpc_ckpt_*.ckpt")]
+    found = [p for p in found if p.is_file() and not p.name.startswith(".")]
+    if not found:
+        return None
+    return max(found, key=lambda p: (p.stat().st_mtime_ns, str(p)))
 
 
 def _check_ckpt_path(ckpt_path: object) -> None:

@@ -4,6 +4,10 @@ skipped, counted and logged (TensorBoard ``data/skipped_clips``, the progress ba
 
 Dimension legend: b batch, n mel frames, m motion frames. Masks are **True = valid**. Batches are
 :func:`jam_flow.data.dataset.collate_clips` dicts; missing feature files are found and reported at setup time.
+
+``data_dir`` is a clip folder (the default format, what ``make demo`` uses), a packed folder or an ``s3://`` URL
+(:mod:`jam_flow.data.packed`): the same records, batches and positions either way, only the reader differs.
+Loader workers are persistent (started once per run, not once per epoch) and batches are pinned on CUDA.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from jam_flow.data.batching import DynamicBatchSampler, ResumableDataLoader
 from jam_flow.data.dataset import ClipDataset, collate_clips
 from jam_flow.data.format import ClipRecord, read_dataset_json, read_manifest, read_stats
 from jam_flow.data.meta import DataMeta, DatasetStats
+from jam_flow.data.packed import PackedClipDataset, is_packed, open_packed, read_packed_records
 from jam_flow.data.text import Vocab
 from jam_flow.errors import InputError
 
@@ -32,7 +37,8 @@ class JAMFlowDataModule(L.LightningDataModule):
     """Clip dataset -> frame-budget batches.
 
     Args:
-        data_dir: dataset directory (``dataset.json``, ``manifest.jsonl``, ``stats.json``, ``clips/``).
+        data_dir: dataset directory (``dataset.json``, ``manifest.jsonl``, ``stats.json``, ``clips/``), a packed
+            dataset folder or an ``s3://bucket/prefix`` packed dataset (``jam-flow data pack``).
         frames_per_batch: mel-frame budget of one batch per GPU (F5-TTS: 38400).
         max_samples: most clips per batch (F5-TTS: 64; 0 = no cap).
         num_workers: DataLoader worker processes.
@@ -46,6 +52,8 @@ class JAMFlowDataModule(L.LightningDataModule):
             on the fly) or ``wav2vec2`` (precomputed once with ``jam-flow audio-features``, read from
             ``DIR/audio_features/<audio_features_name>/``; paper appendix A). Stage 2 uses neither.
         audio_features_name: subdirectory of ``DIR/audio_features`` holding the wav2vec2 / HuBERT features.
+        shuffle: shuffle the training batch order each epoch (False: the length order every epoch, e.g. to compare
+            two data sources batch by batch).
     """
 
     def __init__(
@@ -62,6 +70,7 @@ class JAMFlowDataModule(L.LightningDataModule):
         pad_batches: bool = True,
         audio_features: Literal["mel", "wav2vec2"] = "mel",
         audio_features_name: str = "wav2vec2",
+        shuffle: bool = True,
     ) -> None:
         super().__init__()
         if audio_features not in ("mel", "wav2vec2"):
@@ -78,7 +87,9 @@ class JAMFlowDataModule(L.LightningDataModule):
             raise InputError(
                 f"--data.min_duration/max_duration: need 0 <= min < max, got {min_duration}, {max_duration}"
             )
-        self.data_dir = Path(data_dir)
+        self.data_url = str(data_dir)
+        self.packed = is_packed(self.data_url)
+        self.data_dir = Path(data_dir)  # a packed source's local metadata folder once read
         self.frames_per_batch = frames_per_batch
         self.max_samples = max_samples
         self.num_workers = num_workers
@@ -90,6 +101,7 @@ class JAMFlowDataModule(L.LightningDataModule):
         self.pad_batches = pad_batches
         self.audio_features = audio_features
         self.audio_features_name = audio_features_name
+        self.shuffle = shuffle
         self.audio_feature_dim: int | None = 100 if audio_features == "mel" else None
         self.vocab = Vocab.from_file(vocab_path) if vocab_path else Vocab.default()
         self._prepared = False
@@ -106,7 +118,16 @@ class JAMFlowDataModule(L.LightningDataModule):
     def _read(self) -> None:
         if self._prepared:
             return
-        if not self.data_dir.is_dir():
+        source = None
+        if self.packed:
+            if self.audio_features == "wav2vec2":
+                raise InputError(
+                    "--data.audio_features wav2vec2: a packed dataset holds mel and exp only; "
+                    "train stage 1 with wav2vec2 features from the clip folder"
+                )
+            source = open_packed(self.data_url)
+            self.data_dir = source.meta_dir
+        elif not self.data_dir.is_dir():
             raise InputError(
                 f"--data.data_dir: {self.data_dir} is not a directory (expected a jam-flow dataset)"
             )
@@ -114,12 +135,16 @@ class JAMFlowDataModule(L.LightningDataModule):
         self.mel, self.motion = info.mel, info.motion
         st = read_stats(self.data_dir)
         self.stats = DatasetStats(st["mel_mean"], st["mel_std"], st["exp_mean"], st["exp_std"])
-        records = read_manifest(self.data_dir)
+        item_of: dict[str, int] = {}
+        if source is not None:
+            records, item_of = read_packed_records(source)
+        else:
+            records = read_manifest(self.data_dir)
         keep: list[ClipRecord] = []
         for rec in records:
             if not self.min_duration <= rec.duration <= self.max_duration:
                 self.num_filtered += 1
-            elif not (self.data_dir / rec.features).is_file():
+            elif source is None and not (self.data_dir / rec.features).is_file():
                 self.missing.append(rec.id)
             else:
                 keep.append(rec)
@@ -151,9 +176,14 @@ class JAMFlowDataModule(L.LightningDataModule):
             feats_name = self.audio_features_name
         for split in ("train", "val", "test"):
             recs = [r for r in keep if r.split == split]
-            self.datasets[split] = ClipDataset(
-                self.data_dir, recs, self.vocab, self.mel, self.motion, audio_features=feats_name
-            )
+            if source is not None:
+                self.datasets[split] = PackedClipDataset(
+                    source, recs, item_of, self.vocab, self.mel, self.motion
+                )
+            else:
+                self.datasets[split] = ClipDataset(
+                    self.data_dir, recs, self.vocab, self.mel, self.motion, audio_features=feats_name
+                )
         if not self.datasets["train"].records:
             raise InputError(
                 f"{self.data_dir / 'manifest.jsonl'}: no usable clip in the 'train' split "
@@ -190,10 +220,10 @@ class JAMFlowDataModule(L.LightningDataModule):
             frames,
             self.max_samples,
             self.seed,
-            shuffle=shuffle,
             num_replicas=world,
             rank=rank,
             pad=self.pad_batches,
+            shuffle=shuffle and self.shuffle,
             tag_positions=shuffle,
         )
         if sampler.num_dropped:
@@ -211,9 +241,13 @@ class JAMFlowDataModule(L.LightningDataModule):
             batch_sampler=sampler,
             collate_fn=collate_clips,
             num_workers=self.num_workers,
-            persistent_workers=False,
-            pin_memory=False,
+            persistent_workers=self.num_workers > 0,
+            pin_memory=self._on_cuda(),
         )
+
+    def _on_cuda(self) -> bool:
+        trainer = self.trainer
+        return trainer is not None and getattr(trainer.strategy.root_device, "type", "cpu") == "cuda"
 
     def train_dataloader(self) -> ResumableDataLoader:
         self._check_distributed_sampler()

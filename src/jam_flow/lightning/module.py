@@ -14,9 +14,11 @@ the network. Stages:
   per motion frame (``mel``).
 * ``stage2``: joint training with the modality scenarios (only motion / only audio / both hidden).
 
-Randomness is a function of ``(seed, rank, global_step)``: each training step reseeds the objective's generator
-(times, noise, masks, dropout flags) and the global torch RNG (network dropout). A resumed run therefore draws
-exactly what an uninterrupted run draws, on every rank, without storing per-rank RNG states.
+Randomness is a function of ``(seed, rank, global_step, micro-batch)``: each training micro-batch reseeds the
+objective's generator (times, noise, masks, dropout flags) and the global torch RNG (network dropout); the
+micro-batch index counts the batches accumulated into one optimizer step (``accumulate_grad_batches``), so they
+draw differently. A resumed run therefore draws exactly what an uninterrupted run draws, on every rank, without
+storing per-rank RNG states.
 """
 
 from __future__ import annotations
@@ -96,8 +98,11 @@ def enable_activation_checkpointing(net: nn.Module) -> bool:
     return found
 
 
-def _step_seed(seed: int, rank: int, step: int, salt: int = 0) -> int:
-    return (seed * 1_000_003 + rank * 7_919 + step * 104_729 + salt * 15_485_863) % (2**63 - 1)
+def _step_seed(seed: int, rank: int, step: int, salt: int = 0, micro: int = 0) -> int:
+    """Seed of one draw; ``micro`` (the micro-batch of a step) adds nothing at 0, so runs without gradient
+    accumulation draw what they always drew."""
+    mixed = seed * 1_000_003 + rank * 7_919 + step * 104_729 + salt * 15_485_863 + micro * 32_452_843
+    return mixed % (2**63 - 1)
 
 
 class JAMFlowModule(L.LightningModule):
@@ -197,6 +202,10 @@ class JAMFlowModule(L.LightningModule):
         self.normaliser: Normaliser | None = None  # built with data_meta (set_data_meta)
         self._generator = torch.Generator()
         self._last_ema_step = -1
+        self._micro_step, self._micro = (
+            -1,
+            0,
+        )  # optimizer step of the last training batch, its micro-batch index
         self._tick: float | None = None
         self._skipped_ids: dict[str, str] = {}
         self._initialised_from_pretrained = False
@@ -360,8 +369,12 @@ class JAMFlowModule(L.LightningModule):
             self.data_position = (int(batch["position"][0]), int(batch["position"][1]) + 1)
         step = int(self.global_step)
         rank = int(self.global_rank)
-        self._generator.manual_seed(_step_seed(self.seed, rank, step))
-        torch.manual_seed(_step_seed(self.seed, rank, step, salt=1))  # network dropout
+        micro = (
+            self._micro + 1 if step == self._micro_step else 0
+        )  # gradient accumulation: batch of this step
+        self._micro_step, self._micro = step, micro
+        self._generator.manual_seed(_step_seed(self.seed, rank, step, micro=micro))
+        torch.manual_seed(_step_seed(self.seed, rank, step, salt=1, micro=micro))  # network dropout
         if "mel" not in batch:  # every clip of this batch failed to load: a zero step keeps DDP ranks in sync
             loss = sum(p.sum() * 0.0 for p in self.net.parameters() if p.requires_grad)
             self.log("loss/total", 0.0, prog_bar=True, batch_size=1)
