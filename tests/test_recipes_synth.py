@@ -10,7 +10,8 @@ import yaml
 
 from jam_flow.errors import InputError
 from jam_flow.lightning.cli import fit_main
-from jam_flow.recipes.synth import VARIANTS, _rel, _shown, main
+from jam_flow.recipes.common import rel, shown
+from jam_flow.recipes.synth import VARIANTS, main
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = sorted((CONFIGS / "experiments").glob("*.yaml"))
@@ -91,12 +92,10 @@ def test_configs_dir_comes_from_the_command_line_or_the_working_directory(tmp_pa
 
 def test_result_paths_are_relative_to_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert _rel(tmp_path / "runs" / "main" / "last.ckpt") == "runs/main/last.ckpt"
-    assert _rel("runs/x.ckpt") == "runs/x.ckpt"
-    assert (
-        _rel("/elsewhere/x.ckpt") == "/elsewhere/x.ckpt"
-    )  # outside the repository: kept as the user gave it
-    assert _shown(["/opt/venv/bin/python", "-m", "jam_flow.cli", "fit", "--config", "a b.yaml"]) == (
+    assert rel(tmp_path / "runs" / "main" / "last.ckpt") == "runs/main/last.ckpt"
+    assert rel("runs/x.ckpt") == "runs/x.ckpt"
+    assert rel("/elsewhere/x.ckpt") == "/elsewhere/x.ckpt"  # outside the repository: kept as the user gave it
+    assert shown(["/opt/venv/bin/python", "-m", "jam_flow.cli", "fit", "--config", "a b.yaml"]) == (
         "jam-flow fit --config 'a b.yaml'"
     )
 

@@ -21,8 +21,6 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -31,8 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jam_flow.atomic import atomic_file
 from jam_flow.errors import InputError
+from jam_flow.recipes.common import jam_flow_command, machine, rel, run_cli, run_env, shown, spawn, write_json
 
 __all__ = ["VARIANTS", "Variant", "main"]
 
@@ -73,48 +71,8 @@ KEY_A2M = (
 KEY_M2A = ("envelope_corr", "offset_frames", "av_peak_corr", "mel_l1", "lsd_db")
 
 
-def _rel(path: str | Path) -> str:
-    """``path`` relative to the working directory (the repository) when it lies below it, else as given: result
-    files hold no machine-specific paths."""
-    try:
-        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
-        return str(path)
-
-
-def _shown(cmd: list[str]) -> str:
-    """A ``jam-flow`` command line as recorded in results (without this machine's interpreter path)."""
-    return shlex.join(["jam-flow", *cmd[3:]])
-
-
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-
-
-def _machine(threads: int) -> dict[str, Any]:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "host_cpu": cpu,
-        "cpu_count": os.cpu_count(),
-        "torch_threads_per_run": threads,
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "load_avg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
-
-
-def _jam_flow() -> list[str]:
-    return [sys.executable, "-m", "jam_flow.cli"]
 
 
 def _ensure_corpus(args: argparse.Namespace) -> dict[str, Any]:
@@ -124,7 +82,7 @@ def _ensure_corpus(args: argparse.Namespace) -> dict[str, Any]:
 
     data = Path(args.data_dir)
     cmd = [
-        *_jam_flow(),
+        *jam_flow_command(),
         "synth-corpus",
         "--out",
         str(data),
@@ -137,38 +95,21 @@ def _ensure_corpus(args: argparse.Namespace) -> dict[str, Any]:
         log.info("corpus: reusing %s", data)
         records = read_manifest(data)
         return {
-            "dir": _rel(data),
+            "dir": rel(data),
             "built": False,
             "clips": dict(Counter(r.split for r in records)),
             "hours": round(sum(r.duration for r in records) / 3600, 3),
-            "build_command": _shown(cmd),
+            "build_command": shown(cmd),
         }
     log.info("corpus: %s", shlex.join(cmd))
     start = time.perf_counter()
-    subprocess.run(cmd, check=True, env=_env(args.threads))
+    subprocess.run(cmd, check=True, env=run_env(args.threads))
     return {
-        "dir": _rel(data),
+        "dir": rel(data),
         "built": True,
         "build_s": round(time.perf_counter() - start, 1),
-        "command": _shown(cmd),
+        "command": shown(cmd),
     }
-
-
-def _spawn(cmd: list[str], log_path: Path, threads: int) -> tuple[subprocess.Popen, Any]:
-    """Start ``cmd`` (in the working directory) with its output in ``log_path``; returns the process and the open log
-    (the caller closes it when the process ends). Each process gets its own session: on a shared machine with
-    autogroup scheduling, each then gets a session's CPU share."""
-    logf = open(log_path, "w", encoding="utf-8")  # noqa: SIM115 - closed by the caller when the process ends
-    proc = subprocess.Popen(
-        cmd, env=_env(threads), stdout=logf, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    return proc, logf
-
-
-def _env(threads: int) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    return env
 
 
 def _last_ckpt(root: Path) -> Path | None:
@@ -180,10 +121,10 @@ def _last_ckpt(root: Path) -> Path | None:
 
 def _train_command(variant: Variant, args: argparse.Namespace, root: Path) -> list[str]:
     return [
-        *_jam_flow(),
+        *jam_flow_command(),
         "fit",
         "--config",
-        _rel(variant.config(args.configs_dir)),
+        rel(variant.config(args.configs_dir)),
         "--data.data_dir",
         str(args.data_dir),
         "--trainer.default_root_dir",
@@ -221,7 +162,7 @@ def _train_all(variants: list[Variant], args: argparse.Namespace) -> dict[str, d
             root.mkdir(parents=True, exist_ok=True)
             cmd = _train_command(v, args, root)
             log.info("train %s: %s", v.name, shlex.join(cmd))
-            proc, logf = _spawn(cmd, root / "train.log", args.threads)
+            proc, logf = spawn(cmd, root / "train.log", args.threads)
             running.append((v, proc, time.perf_counter(), root, logf))
         time.sleep(2.0)
         for item in list(running):
@@ -240,11 +181,11 @@ def _train_all(variants: list[Variant], args: argparse.Namespace) -> dict[str, d
                 raise RuntimeError(f"training {v.name} wrote no last.ckpt under {root}")
             info = {
                 "status": "done",
-                "config": _rel(v.config(args.configs_dir)),
+                "config": rel(v.config(args.configs_dir)),
                 "config_sha": _sha(v.config(args.configs_dir)),
-                "command": _shown(_train_command(v, args, root)),
+                "command": shown(_train_command(v, args, root)),
                 "train_wall_s": wall,
-                "ckpt": _rel(ckpt),
+                "ckpt": rel(ckpt),
                 "steps_done": _global_step(ckpt),
                 "max_steps": _max_steps(v.config(args.configs_dir)),
                 "threads": args.threads,
@@ -283,7 +224,7 @@ def _max_steps(config: Path) -> int:
 
 def _eval_command(ckpt: str, task: str, out: Path, args: argparse.Namespace) -> list[str]:
     return [
-        *_jam_flow(),
+        *jam_flow_command(),
         "evaluate",
         "--ckpt",
         ckpt,
@@ -340,7 +281,7 @@ def _evaluate_jobs(jobs: list[tuple[str, str, argparse.Namespace]], parallel: in
             out = _eval_cache(*job)
             cmd = _eval_command(job[0], job[1], out, job[2])
             log.info("evaluate: %s", shlex.join(cmd))
-            proc, logf = _spawn(cmd, out.with_suffix(".log"), job[2].threads)
+            proc, logf = spawn(cmd, out.with_suffix(".log"), job[2].threads)
             running.append((job, proc, logf))
         time.sleep(1.0)
         for item in list(running):
@@ -389,7 +330,7 @@ def _guidance_sweep(info: dict[str, Any], args: argparse.Namespace) -> dict[str,
         shuffled.setdefault(task, _pick(res["shuffled"], SWEEP_KEYS[task]))
     return {
         "what": "main run (new defaults) per guidance mode and scale; task -> gamma -> mode -> metrics",
-        "ckpt": _rel(ckpt),
+        "ckpt": rel(ckpt),
         "steps": info["steps_done"],
         "max_steps": info.get("max_steps"),
         "train_wall_s": info["train_wall_s"],
@@ -523,7 +464,7 @@ def main(argv: list[str] | None = None) -> int:
             raise InputError("--guidance-sweep: the main run has not finished (train it first)")
         sweep = _guidance_sweep(infos["main"], args)
         sweep["command"] = shlex.join(["python", "-m", "jam_flow.recipes.synth", *argv])
-        sweep["machine"] = _machine(args.threads)
+        sweep["machine"] = machine(args.threads)
         out = Path(args.out)
         kept = json.loads(out.read_text()) if out.is_file() else {}
         kept["guidance_sweep"] = sweep
@@ -536,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": shlex.join(["python", "-m", "jam_flow.recipes.synth", *argv]),
         "reproduce": "make synth-recipe  (= python -m jam_flow.recipes.synth; reuses finished runs in --runs-dir)",
         "seed": args.seed,
-        "machine": _machine(args.threads),
+        "machine": machine(args.threads),
         "started_utc": started.isoformat(timespec="seconds"),
         "corpus": corpus,
         "eval": {
@@ -565,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
                     (
                         f"main@{found[1]}",
                         VARIANTS[0],
-                        _rel(found[0]),
+                        rel(found[0]),
                         {"steps": found[1], "train_wall_s": None, "note": "checkpoint of the main run"},
                     )
                 )
@@ -583,7 +524,7 @@ def main(argv: list[str] | None = None) -> int:
         for step in sorted(set(args.curve_steps)):
             found = _ckpt_at_step(main_root, step)
             if found is not None and found[1] == step and step < infos["main"]["steps_done"]:
-                curve.append((step, _rel(found[0])))
+                curve.append((step, rel(found[0])))
     evals = _evaluate_all(
         [(ckpt, task) for name, _, ckpt, _ in jobs for task in tasks_of(name)]
         + [(ckpt, "audio2motion") for _, ckpt in curve],
@@ -601,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
             "masks": v.masks,
             "rope": v.rope,
             "audio_dit": v.audio_dit,
-            "config": _rel(v.config(args.configs_dir)),
+            "config": rel(v.config(args.configs_dir)),
             "max_steps": _max_steps(v.config(args.configs_dir)),
             "ckpt": ckpt,
             **extra,
@@ -661,22 +602,6 @@ def main(argv: list[str] | None = None) -> int:
     print(_table(result))
     print(f"wrote {out}")
     return 0
-
-
-def write_json(out: Path, obj: Any) -> None:
-    """Write a result file atomically (its folder created): a killed run leaves the previous file intact."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(out) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n", encoding="utf-8")
-
-
-def run_cli(main_fn: Any) -> None:
-    """``python -m`` entry of a recipe: the CLI convention for bad input (one line, exit 2, no traceback)."""
-    try:
-        raise SystemExit(main_fn())
-    except InputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from jam_flow.errors import ArgumentParser, InputError
-from jam_flow.recipes.synth import _env, _jam_flow, _machine, _rel, _shown, _spawn, run_cli, write_json
+from jam_flow.recipes.common import jam_flow_command, machine, rel, run_cli, run_env, shown, spawn, write_json
 
 __all__ = ["main", "project_steps", "TARGETS"]
 
@@ -76,16 +76,25 @@ def _corpus(out: Path, n_clips: int, seed: int, sentences: Path, threads: int) -
 
     from jam_flow.data.format import read_manifest
 
-    cmd = [*_jam_flow(), "synth-corpus", "--out", str(out), "--n-clips", str(n_clips), "--seed", str(seed)]
-    cmd += ["--sentences", _rel(sentences)]
+    cmd = [
+        *jam_flow_command(),
+        "synth-corpus",
+        "--out",
+        str(out),
+        "--n-clips",
+        str(n_clips),
+        "--seed",
+        str(seed),
+    ]
+    cmd += ["--sentences", rel(sentences)]
     built = not (out / "manifest.jsonl").is_file()
     if built:
-        log.info("corpus: %s", _shown(cmd))
-        subprocess.run(cmd, check=True, env=_env(threads))
+        log.info("corpus: %s", shown(cmd))
+        subprocess.run(cmd, check=True, env=run_env(threads))
     records = read_manifest(out)
     return {
-        "dir": _rel(out),
-        "command": _shown(cmd),
+        "dir": rel(out),
+        "command": shown(cmd),
         "clips": dict(Counter(r.split for r in records)),
         "hours": round(sum(r.duration for r in records) / 3600, 3),
     }
@@ -127,7 +136,7 @@ def _checkpoints(run: Path) -> dict[int, Path]:
 
 
 def _train(args: argparse.Namespace, config: Path, run: Path) -> dict[str, Any]:
-    cmd = [*_jam_flow(), "fit", "--config", _rel(config), "--data.data_dir", str(args.data_dir)]
+    cmd = [*jam_flow_command(), "fit", "--config", rel(config), "--data.data_dir", str(args.data_dir)]
     cmd += ["--trainer.default_root_dir", str(run), "--progress_bar.refresh_rate", "0"]
     cmd += [
         "--media.judge_path",
@@ -146,13 +155,13 @@ def _train(args: argparse.Namespace, config: Path, run: Path) -> dict[str, Any]:
         ckpts = _checkpoints(run)
         return {
             "status": "partial (--no-train: the checkpoints written so far)",
-            "command": _shown(cmd),
+            "command": shown(cmd),
             "steps_done": max(ckpts) if ckpts else 0,
         }
     run.mkdir(parents=True, exist_ok=True)
-    log.info("train: %s", _shown(cmd))
+    log.info("train: %s", shown(cmd))
     start = time.perf_counter()
-    proc, logf = _spawn(cmd, run / "train.log", args.threads)
+    proc, logf = spawn(cmd, run / "train.log", args.threads)
     proc.wait()
     logf.close()
     if proc.returncode != 0:
@@ -160,7 +169,7 @@ def _train(args: argparse.Namespace, config: Path, run: Path) -> dict[str, Any]:
     ckpts = _checkpoints(run)
     info = {
         "status": "done",
-        "command": _shown(cmd),
+        "command": shown(cmd),
         "train_wall_s": round(time.perf_counter() - start, 1),
         "steps_done": max(ckpts) if ckpts else 0,
         "threads": args.threads,
@@ -171,14 +180,14 @@ def _train(args: argparse.Namespace, config: Path, run: Path) -> dict[str, Any]:
 
 
 def _judge(args: argparse.Namespace, judge_dir: Path) -> dict[str, Any]:
-    cmd = [*_jam_flow(), "train-judge", "--data.data_dir", str(args.data_dir), "--out", str(judge_dir)]
+    cmd = [*jam_flow_command(), "train-judge", "--data.data_dir", str(args.data_dir), "--out", str(judge_dir)]
     cmd += ["--steps", str(args.judge_steps), "--max-minutes", str(args.judge_minutes)]
     if not (judge_dir / "config.json").is_file():
-        log.info("judge: %s", _shown(cmd))
-        subprocess.run(cmd, check=True, env=_env(args.threads))
+        log.info("judge: %s", shown(cmd))
+        subprocess.run(cmd, check=True, env=run_env(args.threads))
     info = json.loads((judge_dir / "config.json").read_text())["info"]
-    info["data_dir"] = _rel(info.get("data_dir", args.data_dir))
-    return {"dir": _rel(judge_dir), "command": _shown(cmd), **info}
+    info["data_dir"] = rel(info.get("data_dir", args.data_dir))
+    return {"dir": rel(judge_dir), "command": shown(cmd), **info}
 
 
 def _evaluate(
@@ -203,11 +212,11 @@ def _evaluate(
     )
 
     def run() -> dict[str, Any]:
-        log.info("evaluate %s on %s (%d clips)", task, _rel(ckpt), clips)
+        log.info("evaluate %s on %s (%d clips)", task, rel(ckpt), clips)
         result = evaluate(settings)
-        result["settings"]["ckpt"] = _rel(ckpt)
-        result["settings"]["data_dir"] = _rel(args.heldout_dir)
-        result["settings"]["judge"] = settings.judge and _rel(settings.judge)
+        result["settings"]["ckpt"] = rel(ckpt)
+        result["settings"]["data_dir"] = rel(args.heldout_dir)
+        result["settings"]["judge"] = settings.judge and rel(settings.judge)
         return result
 
     return _cached(ckpt, task, [dataclasses.asdict(settings)], run)
@@ -233,7 +242,7 @@ def _text_use(ckpt: Path, args: argparse.Namespace) -> dict[str, Any]:
     from jam_flow.inference.bundle import load_bundle
 
     def run() -> dict[str, Any]:
-        log.info("text-use probe on %s", _rel(ckpt))
+        log.info("text-use probe on %s", rel(ckpt))
         bundle = load_bundle(ckpt)
         settings = EvalSettings(ckpt=str(ckpt), data_dir=str(args.heldout_dir), task="text2av", split="test")
         items, _, _ = _load_items(settings, bundle)
@@ -359,8 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     corpus["heldout"]["rule"] = f"clips <= {max_seconds} s (the training limit) are the test split"
     heldout_words = _words(heldout_s)
     corpus["sentences"] = {
-        "train": _rel(train_s),
-        "heldout": _rel(heldout_s),
+        "train": rel(train_s),
+        "heldout": rel(heldout_s),
         "heldout_words": len(heldout_words),
         "heldout_words_never_in_training": len(heldout_words - _words(train_s)),
     }
@@ -390,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             final[task] = {k: res[k] for k in ("metrics", "shuffled", "ground_truth", "clips", "wall_s")}
         final["step"] = last[1]
-        final["ckpt"] = _rel(last[0])
+        final["ckpt"] = rel(last[0])
         if str(last[1]) not in curve:  # the final point of the curve (on the final evaluation's clips)
             curve[str(last[1])] = {
                 task: {k: v for k, v in final[task]["metrics"].items() if k in CURVE_KEYS[task]}
@@ -413,14 +422,14 @@ def main(argv: list[str] | None = None) -> int:
         "recipe": "speech: does the audio half learn? (issue 16; docs/evaluation.md)",
         "command": shlex.join(["python", "-m", "jam_flow.recipes.synth_audio", *argv]),
         "reproduce": "make synth-recipe-audio  (= python -m jam_flow.recipes.synth_audio)",
-        "config": _rel(config),
-        "machine": _machine(args.threads),
+        "config": rel(config),
+        "machine": machine(args.threads),
         "started_utc": started.isoformat(timespec="seconds"),
         "corpus": corpus,
         "judge": judge,
         "training": training,
         "eval": {
-            "data_dir": _rel(heldout),
+            "data_dir": rel(heldout),
             "split": "test",
             "nfe": args.nfe,
             "cfg": args.cfg,
