@@ -43,12 +43,12 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "render a talking head with LivePortrait from generated motion",
     ),
     "dub-video": (
-        "jam_flow.render.longform_cli",
+        "jam_flow.video.cli",
         "dub_main",
         "dub a talking video with a new script (speech timed to its lips, original frames kept)",
     ),
     "animate": (
-        "jam_flow.render.longform_cli",
+        "jam_flow.video.cli",
         "animate_main",
         "a talking head from a face image / video and speech or text, any length",
     ),

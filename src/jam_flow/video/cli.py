@@ -1,6 +1,6 @@
 """``jam-flow dub-video`` and ``jam-flow animate``: argument parsing, model loading and the progress bar.
 
-Dimension legend: none (argument handling only); see :mod:`jam_flow.render.longform`.
+Dimension legend: none (argument handling only); see :mod:`jam_flow.video.pipeline`.
 
     jam-flow dub-video --video IN --text T | --script F --out OUT.mp4 --ckpt CKPT
         (--motion-extractor PTH | --liveportrait DIR) [--ref-audio WAV --ref-text T] [--rerender]
@@ -239,8 +239,8 @@ def dub_main(argv: list[str]) -> int:
             raise InputError(f"--script: cannot read {args.script} as UTF-8 text ({err})") from err
     if not text or not text.strip():
         raise InputError(f"--{'script' if args.script else 'text'}: the text is empty")
-    from jam_flow.render.longform import DUB_FORMAT, dub_video
     from jam_flow.render.video import OutputSet
+    from jam_flow.video.pipeline import DUB_FORMAT, dub_video
 
     OutputSet(
         args.out, ("audio.wav", "motion.npy", "motion.json"), "dub.json", DUB_FORMAT, args.overwrite
@@ -292,8 +292,8 @@ def animate_main(argv: list[str]) -> int:
         raise InputError(
             f"--crop-size: LivePortrait needs a multiple of 128 (256 for its weights), got {args.crop_size}"
         )
-    from jam_flow.render.longform import ANIMATE_FORMAT, animate
     from jam_flow.render.video import OutputSet
+    from jam_flow.video.pipeline import ANIMATE_FORMAT, animate
 
     OutputSet(
         args.out, ("audio.wav", "motion.npy", "motion.json"), "animate.json", ANIMATE_FORMAT, args.overwrite
