@@ -131,6 +131,7 @@ def _train_command(variant: Variant, args: argparse.Namespace, root: Path) -> li
         str(root),
         "--progress_bar.refresh_rate",
         "0",
+        *(["--trainer.max_time", args.max_time] if getattr(args, "max_time", None) else []),
     ]
 
 
@@ -411,6 +412,11 @@ def _parser() -> argparse.ArgumentParser:
         "--no-train",
         action="store_true",
         help="start no training: evaluate the variants whose runs have finished and assemble the result",
+    )
+    p.add_argument(
+        "--max-time",
+        default=None,
+        help="override every trained config's trainer.max_time (DD:HH:MM:SS; recorded in the train command)",
     )
     p.add_argument("--parallel", type=int, default=3, help="training runs at once (default 3)")
     p.add_argument(
