@@ -28,7 +28,23 @@ def _print_config(path: Path) -> dict:
 
 def test_the_expected_configs_exist():
     names = {p.name for p in CONFIGS}
-    assert {"stage1_motion.yaml", "stage1_audio.yaml", "stage2.yaml", "tiny.yaml"} <= names
+    assert {"stage1_motion.yaml", "stage1_motion_mel.yaml", "stage1_audio.yaml", "stage2.yaml", "tiny.yaml"} <= names
+
+
+def test_stage1_motion_is_the_papers_setup_and_the_mel_variant_differs_only_in_features():
+    """stage1_motion.yaml: wav2vec2 features (appendix A) and its dropout stated; stage1_motion_mel.yaml: the same
+    run with the mel on the motion grid (offline corpus)."""
+    paper, mel = _print_config(ROOT / "stage1_motion.yaml"), _print_config(ROOT / "stage1_motion_mel.yaml")
+    assert paper["data"]["audio_features"] == "wav2vec2" and mel["data"]["audio_features"] == "mel"
+    assert paper["model"]["net"]["init_args"]["audio_feat_dim"] == 768
+    assert mel["model"]["net"]["init_args"]["audio_feat_dim"] == 100
+    raw = yaml.safe_load((ROOT / "stage1_motion.yaml").read_text())["model"]["dropout"]
+    assert {"cond_audio", "cond_motion", "rest_motion", "joint_attention", "f5", "tts", "all", "rates"} <= set(raw)
+    assert paper["model"]["dropout"] == mel["model"]["dropout"]
+    for cfg in (paper, mel):
+        cfg["data"].pop("audio_features")
+        cfg["model"]["net"]["init_args"].pop("audio_feat_dim")
+    assert paper["model"] == mel["model"] and paper["data"] == mel["data"]
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
