@@ -28,7 +28,13 @@ def _print_config(path: Path) -> dict:
 
 def test_the_expected_configs_exist():
     names = {p.name for p in CONFIGS}
-    assert {"stage1_motion.yaml", "stage1_motion_mel.yaml", "stage1_audio.yaml", "stage2.yaml", "tiny.yaml"} <= names
+    assert {
+        "stage1_motion.yaml",
+        "stage1_motion_mel.yaml",
+        "stage1_audio.yaml",
+        "stage2.yaml",
+        "tiny.yaml",
+    } <= names
 
 
 def test_stage1_motion_is_the_papers_setup_and_the_mel_variant_differs_only_in_features():
@@ -39,7 +45,16 @@ def test_stage1_motion_is_the_papers_setup_and_the_mel_variant_differs_only_in_f
     assert paper["model"]["net"]["init_args"]["audio_feat_dim"] == 768
     assert mel["model"]["net"]["init_args"]["audio_feat_dim"] == 100
     raw = yaml.safe_load((ROOT / "stage1_motion.yaml").read_text())["model"]["dropout"]
-    assert {"cond_audio", "cond_motion", "rest_motion", "joint_attention", "f5", "tts", "all", "rates"} <= set(raw)
+    assert {
+        "cond_audio",
+        "cond_motion",
+        "rest_motion",
+        "joint_attention",
+        "f5",
+        "tts",
+        "all",
+        "rates",
+    } <= set(raw)
     assert paper["model"]["dropout"] == mel["model"]["dropout"]
     for cfg in (paper, mel):
         cfg["data"].pop("audio_features")

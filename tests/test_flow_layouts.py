@@ -209,3 +209,93 @@ def test_every_layout_is_a_trained_state_of_its_task(task):
         audio = _state(cond.audio_known, cond.audio_mask)
         motion = "absent" if cond.motion_cond is None else _state(cond.motion_known, cond.motion_mask)
         assert (audio, motion) in TASK_LAYOUTS[task], (task, audio, motion)
+
+
+# a reference voice in dub / motion2audio comes with its own motion ---------------------------------------------
+def test_reference_motion_is_given_under_the_reference_voice_as_a_trained_layout():
+    """With ``ref_mouth`` the motion under the reference is the reference's own (not neutral zeros), the whole motion
+    is given and the audio after the reference is generated: the (partial, given) layout."""
+    g = torch.Generator().manual_seed(3)
+    n_ref, m_gen = 30, 20
+    m_ref = int(CLOCK.motion_frames(torch.tensor(n_ref)))
+    ref_mouth, ref_rest = torch.randn(1, m_ref, 12, generator=g), torch.randn(1, m_ref, 51, generator=g)
+    mouth, rest = torch.randn(1, m_gen, 12, generator=g), torch.randn(1, m_gen, 51, generator=g)
+    given = Given(
+        text=torch.tensor([[1, 2, 3]]), mel=torch.randn(1, n_ref, 100, generator=g), mouth=mouth, rest=rest
+    )
+    neutral = task_layout("dub", given, MEL, MOTION).cond
+    given.ref_mouth, given.ref_rest = ref_mouth, ref_rest
+    own = task_layout("dub", given, MEL, MOTION).cond
+    assert not neutral.motion_cond[0, :m_ref].any()  # before: zeros under the reference
+    assert torch.equal(own.motion_cond[0, :m_ref], ref_mouth[0]) and torch.equal(
+        own.motion_rest[0, :m_ref], ref_rest[0]
+    )
+    assert torch.equal(own.motion_cond[0, m_ref:], mouth[0]) and torch.equal(
+        own.motion_rest[0, m_ref:], rest[0]
+    )
+    for name in ("audio_cond", "audio_known", "motion_known", "motion_mask"):
+        assert torch.equal(getattr(own, name), getattr(neutral, name)), name
+    state = (_state(own.audio_known, own.audio_mask), _state(own.motion_known, own.motion_mask))
+    assert state == ("partial", "given") and state in TASK_LAYOUTS["dub"]
+
+
+def test_the_dub_reference_layout_is_drawn_in_training_at_its_stated_rate():
+    """(partial, given) - an audio span hidden next to given audio, every motion frame given with its real values -
+    is what sample_masks draws in p_audio_only * (1 - p_whole_audio) of stage2.yaml's samples (22.5 %, +-0.5 %)."""
+    from pathlib import Path
+
+    import yaml
+
+    from jam_flow.flow.masking import DropoutConfig, MaskConfig, layout_rate, sample_masks
+
+    model = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "stage2.yaml").read_text())[
+        "model"
+    ]
+    masking = MaskConfig(**model["masking"])
+    b, n = 100_000, 150
+    a_len = torch.randint(60, n + 1, (b,), generator=torch.Generator().manual_seed(4))
+    m_len = CLOCK.motion_frames(a_len)
+    m = int(m_len.max())
+    masks = sample_masks(a_len, n, m_len, m, masking, torch.Generator().manual_seed(5))
+    a_valid = torch.arange(n)[None] < a_len[:, None]
+    hidden_a = masks.audio_gen.sum(1)
+    partial_audio = (hidden_a > 0) & (hidden_a < a_valid.sum(1))
+    motion_given = masks.motion_gen.sum(1) == 0
+    got = (partial_audio & motion_given).double().mean().item()
+    stated = layout_rate(("partial", "given"), masking, DropoutConfig(**model["dropout"]))
+    assert stated == pytest.approx(masking.p_audio_only * (1 - masking.p_whole_audio))
+    assert abs(got - stated) < 0.005, (got, stated)
+
+
+def test_dub_with_a_reference_gives_the_references_own_motion(env, monkeypatch):
+    """inference.tasks.dub: with ``ref_motion`` (the reference's clip) its first frames lie under the reference;
+    without it they are generated from the reference audio by one audio2motion call, whose output is given."""
+    bundle, settings = env["bundle"], SamplerSettings(nfe=2)
+    clip_exp = np.load(env["clip"])["exp"]
+    cond = _captured(
+        monkeypatch,
+        tasks,
+        lambda: tasks.dub(
+            bundle, env["motion"], "New words", env["ref"], ref_motion=env["clip"], settings=settings
+        ),
+    )
+    m_ref = int(cond.motion_known.shape[1] - np.load(env["motion"]).shape[0])
+    want = bundle.normalise_motion(clip_exp)[0][:m_ref].to(cond.motion_cond.dtype)
+    assert m_ref > 0 and torch.equal(cond.motion_cond[0, :m_ref], want) and bool(cond.motion_known.all())
+
+    from jam_flow.flow.sampler import SampleOutput
+
+    seen = []
+
+    def two_calls(model, c, settings, seed=None, generator=None):
+        seen.append(c)
+        if len(seen) == 1:  # the audio2motion pass over the reference
+            assert bool(c.audio_known.all()) and not bool(c.motion_known.any())
+            motion = torch.full((1, c.motion_mask.shape[1], 12), 0.5)
+            return SampleOutput(c.audio_cond, motion, 2)
+        raise _Stop
+
+    monkeypatch.setattr(tasks, "sample", two_calls)
+    with pytest.raises(_Stop):
+        tasks.dub(bundle, env["motion"], "New words", env["ref"], settings=settings, seed=0)
+    assert torch.equal(seen[1].motion_cond[0, :m_ref], torch.full((m_ref, 12), 0.5))

@@ -16,13 +16,21 @@ text2av        text [+ ``mel`` = reference voice]                  ``n = n_ref +
                                                                    no motion given
 audio2motion   ``mel`` = the whole clip [+ ``rest``, + text]       ``n`` = the clip, ``m = motion_frames(n)``
 dub            ``mouth`` + ``rest`` = the whole motion, text       ``n = n_ref + mel_frames(m_gen)``,
-               [+ ``mel`` = reference voice]                       ``m = motion_frames(n_ref) + m_gen``; the motion
-                                                                   under the reference is given as neutral (zeros)
+               [+ ``mel`` = reference voice, + ``ref_mouth`` /     ``m = motion_frames(n_ref) + m_gen``; the motion
+               ``ref_rest`` = the reference's own motion]          under the reference is the reference's own
+                                                                   (given), neutral zeros without it
 motion2audio   as dub, text dropped (paper case 4)                 as dub
 edit           ``mel`` = the clip [+ ``mouth`` + ``rest``, + text]  ``n`` = the clip, ``m = motion_frames(n)``; the
                                                                    frames in ``audio_span`` / ``motion_span`` are
                                                                    generated, the rest given
 =============  ==================================================  =============================================
+
+A reference voice in ``dub`` / ``motion2audio`` comes with its own motion (``ref_mouth``: from its clip, or generated
+from its audio by ``audio2motion``, :mod:`jam_flow.inference.tasks`), so the timeline is one real clip whose audio
+span after the reference is hidden and whose motion is given throughout: the (partial, given) layout that training
+draws in every audio-only sample with an F5 span (``p_audio_only * (1 - p_whole_audio)``, 22.5 % under
+configs/stage2.yaml). Without it the motion under the reference is the neutral expression (zeros), a motion
+training never shows.
 
 Text ``None`` drops the text (one filler token, ``drop_text``); ``rest`` ``None`` drops e_rest (``drop_rest``: the
 written motion's non-mouth keypoints are the neutral expression). Given values are placed on the timeline and zeroed
@@ -68,6 +76,10 @@ class Given:
     mouth: Tensor | None = None  # [b, m_in, dm]: the clip's e_mouth (dub, motion2audio, edit)
     rest: Tensor | None = None  # [b, m_in, dr]: e_rest; None: dropped
     motion_lens: Tensor | None = None  # [b] valid frames of ``mouth`` / ``rest`` (None: all m_in)
+    # dub / motion2audio with a reference voice: the reference's own motion (None: neutral zeros under it)
+    ref_mouth: Tensor | None = None  # [b, m_r, dm]
+    ref_rest: Tensor | None = None  # [b, m_r, dr] (read when ``rest`` is given)
+    ref_motion_lens: Tensor | None = None  # [b] valid frames of ``ref_mouth`` (None: all m_r)
 
 
 @dataclass
@@ -210,9 +222,16 @@ def task_layout(
     else:  # text2av / audio2motion: no motion frame is given
         motion_known = torch.zeros_like(motion_mask)
     mouth = _place(given.mouth, offset, motion_kept, m, mouth_dim, like)
+    rest = _place(given.rest, offset, rest_kept, m, rest_dim, like)
+    if motion_given and given.ref_mouth is not None:  # the reference's own motion under the reference voice
+        ref_kept = torch.minimum(_lens(given.ref_mouth, given.ref_motion_lens, b, dev), m_ref)
+        zero = torch.zeros_like(m_ref)
+        mouth = mouth + _place(given.ref_mouth, zero, ref_kept, m, mouth_dim, like)
+        if given.rest is not None and given.ref_rest is not None:
+            rest = rest + _place(given.ref_rest, zero, ref_kept, m, rest_dim, like)
     cond.motion_cond = _zero_unknown(mouth, motion_known)
     cond.motion_known = motion_known
-    cond.motion_rest = _place(given.rest, offset, rest_kept, m, rest_dim, like)
+    cond.motion_rest = rest
     cond.motion_mask = motion_mask
     cond.drop_rest = given.rest is None
     layout.motion_lens = m_len

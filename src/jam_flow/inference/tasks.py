@@ -31,8 +31,9 @@ text2av        (generated, generated); with a reference    both hidden, ``p_whol
                (partial, generated) (paper case 2)         with a reference audio span x ``p_whole_motion``
 audio2motion   (given, generated)                          motion only, ``p_whole_motion``
 dub            (generated, given); with a reference        audio only, ``p_whole_audio``; with a reference an
-motion2audio   (partial, given): no motion exists under    audio span (``1 - p_whole_audio``)
-               the reference, it is given as neutral
+motion2audio   (partial, given): the reference's own       audio span (``1 - p_whole_audio``)
+               motion (``ref_motion``, else generated
+               from its audio) is given under it
 edit           (partial, given) / (given, partial) /       audio only / motion only / both with aligned spans;
                (partial, partial) / (partial, absent)      audio alone as tts
 =============  ==========================================  =====================================================
@@ -165,6 +166,8 @@ def _layout(
     mel: torch.Tensor | None = None,
     mouth: torch.Tensor | None = None,
     rest: torch.Tensor | None = None,
+    ref_mouth: torch.Tensor | None = None,
+    ref_rest: torch.Tensor | None = None,
     gen_frames: int | None = None,
     audio_span: tuple[int, int] | None = None,
     motion_span: tuple[int, int] | None = None,
@@ -184,6 +187,8 @@ def _layout(
         mel=bundle.mel_to_model(one(mel)) if mel is not None else None,
         mouth=one(mouth),
         rest=one(rest),
+        ref_mouth=one(ref_mouth),
+        ref_rest=one(ref_rest),
     )
     frames = torch.tensor([gen_frames], device=dev) if gen_frames is not None else None
     return task_layout(
@@ -377,6 +382,32 @@ def audio2motion(
     )
 
 
+def _reference_motion(
+    bundle: ModelBundle,
+    ref: ReferenceAudio,
+    ref_motion: str | Path | None,
+    rest: torch.Tensor,
+    settings: SamplerSettings,
+    seed: int,
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The motion under a reference voice (model space ``[m_ref, dm]``, ``[m_ref, dr]``) and where it came from.
+
+    ``ref_motion`` (the reference's own clip ``.npz`` / keypoint ``.npy``): its first ``m_ref`` frames (the last one
+    repeated when shorter). None: generated from the reference audio by ``audio2motion`` (one more sampler call,
+    same settings and seed), its e_rest the given track's first frame held still."""
+    m_ref = int(bundle.clock.motion_frames(torch.tensor(ref.mel.shape[0])))
+    if ref_motion is not None:
+        mi = load_motion(ref_motion, bundle, where="--ref-motion")
+        idx = torch.arange(m_ref).clamp(max=mi.exp.shape[0] - 1)
+        mouth, rest_ref = bundle.normalise_motion(mi.exp)
+        return mouth[idx], rest_ref[idx], mi.source
+    layout = _layout(bundle, "audio2motion", mel=ref.mel)
+    _, mouth, _ = _run(bundle, layout, settings, seed, "audio2motion")
+    assert mouth is not None
+    mouth = mouth[:m_ref].to(rest.dtype)
+    return mouth, rest[:1].expand(mouth.shape[0], -1), "generated from the reference audio (audio2motion)"
+
+
 def _motion_to_speech(
     task: Literal["dub", "motion2audio"],
     bundle: ModelBundle,
@@ -387,15 +418,25 @@ def _motion_to_speech(
     settings: SamplerSettings,
     seed: int | None,
     vocoder: Vocoder | None,
+    ref_motion: str | Path | None = None,
 ) -> GenerationResult:
     seed = _seed(seed)
     mi = load_motion(motion, bundle)
     ref, ids = _speech_inputs(bundle, text, ref_audio, ref_text, motion=True, drop_text=text is None)
+    if ref_motion is not None and ref is None:
+        raise InputError("--ref-motion: the reference's motion needs its voice (--ref-audio)")
     mouth, rest = bundle.normalise_motion(mi.exp)
-    # under the reference voice there is no motion: it is *given* as the neutral expression (the normalised
-    # mean, zeros), so the motion stream is fully given (time 1) and the layout is the trained "audio span
-    # generated, motion given" one (see TASK_LAYOUTS), not a motion prefix to generate next to a given audio
-    layout = _layout(bundle, task, text=ids, mel=ref.mel if ref is not None else None, mouth=mouth, rest=rest)
+    ref_mouth = ref_rest = ref_motion_source = None
+    if ref is not None:
+        # the reference voice comes with its own motion, so the timeline is one real clip whose motion is given
+        # throughout and whose audio after the reference is generated: the trained (partial, given) layout
+        ref_mouth, ref_rest, ref_motion_source = _reference_motion(
+            bundle, ref, ref_motion, rest, settings, seed
+        )
+    layout = _layout(
+        bundle, task, text=ids, mel=ref.mel if ref is not None else None, mouth=mouth, rest=rest,
+        ref_mouth=ref_mouth, ref_rest=ref_rest,
+    )  # fmt: skip
     mel, _, used = _run(bundle, layout, settings, seed, task)
     mel = mel[int(layout.ref_frames[0]) :]
     meta = generation_record(
@@ -407,6 +448,7 @@ def _motion_to_speech(
         text=text,
         ref_audio=ref.source if ref else None,
         ref_text=ref_text,
+        ref_motion=ref_motion_source,
     )
     wave = _finish_speech(bundle, mel, ref, vocoder, task)
     return new_result(bundle, task, mel=mel, wave=wave, motion=mi.exp, kp=mi.kp, has_rest=True, meta=meta)
@@ -422,11 +464,16 @@ def dub(
     settings: SamplerSettings = SamplerSettings(),
     seed: int | None = None,
     vocoder: Vocoder | None = None,
+    ref_motion: str | Path | None = None,
 ) -> GenerationResult:
-    """Given lip motion + new text [+ reference voice] -> speech timed to that motion (paper case 3)."""
+    """Given lip motion + new text [+ reference voice] -> speech timed to that motion (paper case 3).
+
+    ``ref_motion``: the reference's own motion (its clip); None with a reference: generated from its audio."""
     if text is None:
         raise InputError("--text: dub needs the text to speak (use --task motion2audio for motion alone)")
-    return _motion_to_speech("dub", bundle, motion, text, ref_audio, ref_text, settings, seed, vocoder)
+    return _motion_to_speech(
+        "dub", bundle, motion, text, ref_audio, ref_text, settings, seed, vocoder, ref_motion
+    )
 
 
 def motion2audio(
@@ -438,10 +485,11 @@ def motion2audio(
     settings: SamplerSettings = SamplerSettings(),
     seed: int | None = None,
     vocoder: Vocoder | None = None,
+    ref_motion: str | Path | None = None,
 ) -> GenerationResult:
     """Lip motion only (text dropped) [+ reference voice] -> plausible time-aligned speech (paper case 4)."""
     return _motion_to_speech(
-        "motion2audio", bundle, motion, None, ref_audio, ref_text, settings, seed, vocoder
+        "motion2audio", bundle, motion, None, ref_audio, ref_text, settings, seed, vocoder, ref_motion
     )
 
 

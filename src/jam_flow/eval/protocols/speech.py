@@ -13,7 +13,8 @@ seed ``--seed + item index``). WER: the local ASR's transcript of the generated 
 ``dubbing``: the ``--split`` (test) clips of a dataset (format v1; CelebV-Dub preprocessed with ``jam-flow
 preprocess``). Each clip's own lip motion and transcript are given and its speech is generated
 (``inference.tasks.dub``, paper case 3) with, by default (``--dub-reference same-speaker``), the voice of the next
-clip of the same speaker in the split (none when the speaker has one clip). WER against the transcript, spkSIM
+clip of the same speaker in the split (none when the speaker has one clip), whose own lip motion is given under
+its voice (the trained layout: one real clip, its motion given throughout, its speech after the reference hidden). WER against the transcript, spkSIM
 against the clip's real speech, LSE-C / LSE-D of the clip's *original* video frames (``--videos DIR/<id>.mp4``) with
 the generated speech: the video is fixed in dubbing, only the speech is new.
 
@@ -55,6 +56,7 @@ class SpeechItem:
     sim_ref: str | None
     motion: str | None = None
     video: str | None = None
+    ref_motion: str | None = None  # dubbing: the reference clip's own motion, given under its voice
 
 
 def _librispeech_path(root: Path, utt: str) -> Path:
@@ -129,6 +131,7 @@ def dubbing_items(settings: ProtocolSettings) -> list[SpeechItem]:
                 text=r.text,
                 ref_audio=str(root / ref.audio) if ref else None,
                 ref_text=ref.text if ref else None,
+                ref_motion=str(root / ref.features) if ref else None,
                 sim_ref=str(root / r.audio),
                 motion=str(root / r.features),
                 video=video,
@@ -148,7 +151,9 @@ def _generate(task: str, settings: ProtocolSettings, bundle, item: SpeechItem, v
         return tasks.tts(bundle, item.text, item.ref_audio, item.ref_text, **common)
     if task == "text2av":
         return tasks.text2av(bundle, item.text, item.ref_audio, item.ref_text, **common)
-    return tasks.dub(bundle, item.motion, item.text, item.ref_audio, item.ref_text, **common)
+    return tasks.dub(
+        bundle, item.motion, item.text, item.ref_audio, item.ref_text, ref_motion=item.ref_motion, **common
+    )
 
 
 def generate_items(
