@@ -12,8 +12,8 @@ from inference_fixtures import write_export, write_inputs
 
 from jam_flow import cli
 from jam_flow.errors import InputError
+from jam_flow.flow.layouts import TASKS
 from jam_flow.inference.bundle import load_bundle
-from jam_flow.inference.tasks import TASKS
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,16 @@ def test_build_app_has_a_tab_per_task_and_survives_bad_input(setup):
     ids = {c["props"].get("elem_id") for c in config["components"]}
     for task in TASKS:
         assert {f"{task}-run", f"{task}-status", f"{task}-out-audio", f"{task}-files"} <= ids
-    handler = next(fn for fn in app.fns.values() if fn.name == "handle").fn  # the first tab: tts
+    # each tab's endpoint is named after its task (a gradio_client user calls api_name="/dub", not "/handle_3")
+    endpoints = [d.get("api_name") for d in config["dependencies"] if d.get("api_name")]
+    assert endpoints == list(TASKS)
+    info = app.get_api_info()["named_endpoints"]
+    assert set(info) == {f"/{task}" for task in TASKS}
+    handlers = {fn.api_name: fn.fn for fn in app.fns.values()}
+    for task in TASKS:  # the endpoint's parameters carry the option names (gradio_client keywords)
+        assert [p["parameter_name"] for p in info[f"/{task}"]["parameters"]] == handlers[task].names
+    assert {"motion", "text", "ref_audio", "nfe", "seed"} <= set(handlers["dub"].names)
+    handler = handlers["tts"]
     fields = {
         "text": "Hi.",
         "ref_audio": str(inputs["ref"]),

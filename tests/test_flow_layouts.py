@@ -10,8 +10,8 @@ import soundfile as sf
 import torch
 from inference_fixtures import write_export, write_inputs
 
+from jam_flow.api import batch as generation
 from jam_flow.data.mel import log_mel
-from jam_flow.eval import generation
 from jam_flow.features import FrameClock, MelSettings, MotionSettings
 from jam_flow.flow.layouts import TASK_LAYOUTS, TASKS, Given, task_layout
 from jam_flow.flow.sampler import JointConditions, SamplerSettings

@@ -1,6 +1,7 @@
-"""Executes notebooks/attention_masks.ipynb (its own asserts check the masks and RoPE alignment), so it cannot rot.
+"""Executes notebooks/attention_masks.ipynb (its own asserts check the masks and RoPE alignment) and
+notebooks/quickstart.ipynb (the Python API on a tiny random model, with its own asserts), so they cannot rot.
 
-The notebook is committed with outputs stripped; this test checks that too.
+The notebooks are committed with outputs stripped; this test checks that too.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "attention_masks.ipynb"
+QUICKSTART = NOTEBOOK.with_name("quickstart.ipynb")
 
 
 def _kernel_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
@@ -33,19 +35,21 @@ def _kernel_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return "jam-flow-test"
 
 
-def test_notebook_is_committed_without_outputs():
-    nb = json.loads(NOTEBOOK.read_text())
+@pytest.mark.parametrize("path", [NOTEBOOK, QUICKSTART], ids=lambda p: p.stem)
+def test_notebook_is_committed_without_outputs(path):
+    nb = json.loads(path.read_text())
     code = [c for c in nb["cells"] if c["cell_type"] == "code"]
     assert code, "the notebook has no code cells"
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code)
 
 
-def test_attention_masks_notebook_executes(tmp_path, monkeypatch):
+def _execute(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run the notebook in a kernel (working directory ``tmp_path``); returns everything its cells printed."""
     import nbformat
     from nbclient import NotebookClient
 
     monkeypatch.setenv("MPLBACKEND", "Agg")
-    nb = nbformat.read(NOTEBOOK, as_version=4)
+    nb = nbformat.read(path, as_version=4)
     client = NotebookClient(
         nb,
         timeout=300,
@@ -53,11 +57,24 @@ def test_attention_masks_notebook_executes(tmp_path, monkeypatch):
         resources={"metadata": {"path": str(tmp_path)}},
     )
     client.execute()
-    printed = "".join(
+    return "".join(
         out.get("text", "")
         for cell in nb.cells
         if cell.cell_type == "code"
         for out in cell.get("outputs", [])
     )
+
+
+def test_attention_masks_notebook_executes(tmp_path, monkeypatch):
+    printed = _execute(NOTEBOOK, tmp_path, monkeypatch)
     assert "n = 376 audio frames, m = 100 motion frames" in printed
     assert "largest angle gap" in printed
+
+
+def test_quickstart_notebook_executes(tmp_path, monkeypatch):
+    """The quickstart uses ``from jam_flow import JamFlow`` on a tiny model it builds; its cells assert the
+    shapes, the dub timing and the edit's kept frames."""
+    printed = _execute(QUICKSTART, tmp_path, monkeypatch)
+    assert "motion (30, 21, 3)" in printed and "audio.wav" in printed
+    assert "edit: motion outside the span kept exactly" in printed
+    assert "error: --nfe: expected 1-1000, got 0" in printed

@@ -182,6 +182,24 @@ GRAPH = {name: imported_modules(name) for name in MODULES}
 # f-string import prefixes: package edges for the layer check (too coarse for the module cycle check)
 PREFIX_EDGES = {name: string_imports(name)[1] for name in MODULES}
 
+# the package root exports ``JamFlow`` lazily (``from jam_flow import JamFlow``): importing jam_flow.api inside the
+# root's module-level ``__getattr__`` is the one upward edge accepted (docs/CONVENTIONS.md, the root's row)
+LAZY_ROOT_EDGES = {"jam_flow.api"}
+
+
+def lazy_root_imports() -> set[str]:
+    """jam_flow modules the package root imports inside its module-level ``__getattr__``."""
+    tree = ast.parse(MODULES["jam_flow"].read_text(encoding="utf-8"))
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "__getattr__":
+            for sub in ast.walk(node):
+                if isinstance(sub, ast.ImportFrom) and sub.module and sub.module.startswith("jam_flow"):
+                    found.add(sub.module)
+                elif isinstance(sub, ast.Import):
+                    found |= {a.name for a in sub.names if a.name.startswith("jam_flow")}
+    return found
+
 
 def layer_violations(
     graph: dict[str, set[str]], layer: dict[str, int], allowed: dict[str, set[str]]
@@ -192,6 +210,8 @@ def layer_violations(
         src = package_of(name)
         for target in sorted(targets):
             dst = package_of(target)
+            if name == "jam_flow" and target in LAZY_ROOT_EDGES and target in lazy_root_imports():
+                continue
             if dst != src and dst not in allowed[src]:
                 kind = (
                     "same-layer"
@@ -229,6 +249,27 @@ def test_no_import_by_a_hidden_name():
     assert not hidden, (
         "imports by a computed name (use a literal, or list the module in NAME_TABLES):\n" + "\n".join(hidden)
     )
+
+
+def test_the_root_imports_only_the_api_and_only_lazily():
+    """The root's imports: exactly the lazy ``JamFlow`` export, inside ``__getattr__``; ``import jam_flow`` alone
+    loads nothing else of ours, and ``from jam_flow import JamFlow`` gives the API class."""
+    import subprocess
+    import sys
+
+    assert GRAPH["jam_flow"] == LAZY_ROOT_EDGES == lazy_root_imports()
+    code = (
+        "import sys, jam_flow\n"
+        "assert sorted(m for m in sys.modules if m.startswith('jam_flow')) == ['jam_flow'], sys.modules\n"
+        "from jam_flow import JamFlow\n"
+        "from jam_flow.api import JamFlow as API\n"
+        "assert JamFlow is API\n"
+        "try:\n    jam_flow.NotThere\nexcept AttributeError:\n    pass\nelse:\n    raise SystemExit('no error')\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env={**__import__("os").environ}
+    )
+    assert run.returncode == 0, run.stderr
 
 
 def test_no_import_cycles():

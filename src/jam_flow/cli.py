@@ -27,7 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
         "write stage-1 wav2vec2 / HuBERT features (25 fps) beside a dataset's clips",
     ),
     "generate": (
-        "jam_flow.inference.cli",
+        "jam_flow.api.generate",
         "main",
         "tts | text2av | audio2motion | dub | motion2audio | edit",
     ),

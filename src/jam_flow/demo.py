@@ -1,4 +1,5 @@
-"""``jam-flow demo``: a Gradio page with one tab per JAM-Flow task, on top of the ``jam-flow generate`` code path.
+"""``jam-flow demo``: a Gradio page with one tab per JAM-Flow task, a thin layer over the Python API
+(:class:`jam_flow.api.JamFlow`) through the ``jam-flow generate`` code path.
 
 Dimension legend: n mel frames (93.75 / s), c mel channels (100), m motion frames (25 / s), k keypoints (21).
 Masks: True = valid (none are built here).
@@ -7,8 +8,10 @@ Masks: True = valid (none are built here).
         [--motion-extractor PTH_OR_LP_DIR] [--host 127.0.0.1] [--port 7860] [--device cpu|cuda] [--out DIR]
 
 Every request is turned into the argument list of ``jam-flow generate`` and goes through the same parser, checks
-and task dispatch (:func:`jam_flow.inference.cli.parse_args` / :func:`~jam_flow.inference.cli.run_task`), so a bad
-input shows the very line the CLI prints (``error: ...``), in the page, and the app keeps serving. The model,
+and task dispatch (:func:`jam_flow.inference.cli.parse_args` / :func:`jam_flow.api.generate.run_task`, which calls
+the API), so a bad input shows the very line the CLI prints (``error: ...``), in the page, and the app keeps
+serving. Each tab's endpoint is named after its task (``api_name``: ``/tts``, ``/text2av``, ``/audio2motion``,
+``/dub``, ``/motion2audio``, ``/edit``), so a ``gradio_client`` user calls ``client.predict(..., api_name="/dub")``. The model,
 vocoder and motion extractor are loaded once; requests run one at a time (one model), and the progress bar counts
 the network evaluations of the sampler. Each request writes the files of ``jam-flow generate`` (plus the two plots)
 to its own folder under ``--out`` (default: a temporary folder), offered for download in the page.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import inspect
 import itertools
 import logging
 import os
@@ -34,9 +38,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from jam_flow.api.generate import run_task
+from jam_flow.api.model import JamFlow
 from jam_flow.errors import InputError
+from jam_flow.flow.layouts import TASKS
 from jam_flow.inference import cli as generate_cli
-from jam_flow.inference.tasks import TASKS
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +185,7 @@ class DemoRunner:
 
             vocoder = load_vocoder(None, bundle.mel)
         self.bundle, self.vocoder = bundle, vocoder
+        self.jf = JamFlow(bundle, vocoder)
         self.liveportrait = Path(liveportrait) if liveportrait else None
         self.source = Path(source) if source else None
         self.device = str(bundle.device)
@@ -223,7 +230,7 @@ class DemoRunner:
             fields.update(source=str(self.source), liveportrait=str(self.liveportrait))
         args = generate_cli.parse_args(request_argv(task, fields, out_dir, self.bundle.source, self.device))
         with _count_evaluations(self.bundle.model, args.nfe, report):
-            result, paths = generate_cli.run_task(args, self.bundle, self.vocoder, out_dir)
+            result, paths = run_task(args, self.jf, out_dir)
         paths.update(_plots(result, out_dir))
         return paths
 
@@ -394,6 +401,7 @@ def build_app(
                         outs["files"],
                     ],
                     concurrency_id="model",
+                    api_name=task,
                 )
     app.runner = runner
     return app
@@ -416,6 +424,10 @@ def _handler(gr: Any, runner: DemoRunner, task: str, names: list[str]):
         )
 
     handle.names = names  # the input order, for tests
+    # named parameters (``text``, ``ref_audio``, ...) in the endpoint's API page and for ``gradio_client`` keywords
+    params = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
+    progress = inspect.signature(handle).parameters["progress"]
+    handle.__signature__ = inspect.Signature([*params, progress.replace(kind=inspect.Parameter.KEYWORD_ONLY)])
     return handle
 
 

@@ -14,10 +14,10 @@ import json
 import logging
 from pathlib import Path
 
+from jam_flow.api.batch import EVAL_TASKS
 from jam_flow.atomic import atomic_file, check_out_file
 from jam_flow.errors import ArgumentParser, InputError
 from jam_flow.eval.evaluate import EvalSettings, evaluate
-from jam_flow.eval.generation import EVAL_TASKS
 
 __all__ = ["main", "build_parser", "write_tensorboard"]
 

@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from jam_flow.api.batch import EVAL_TASKS, generate_batch
 from jam_flow.data.dataset import ClipDataset, collate_clips
 from jam_flow.data.format import read_dataset_json, read_manifest
 from jam_flow.errors import InputError
-from jam_flow.eval.generation import EVAL_TASKS, generate_batch
 from jam_flow.eval.metrics import (
     AVOffset,
     ClipCorrelation,

@@ -1,6 +1,6 @@
-"""``jam-flow generate``: run one JAM-Flow task from a checkpoint or an export directory and write its files.
-
-Dimension legend: none (argument handling only); see :mod:`jam_flow.inference.tasks`.
+"""The options of ``jam-flow generate`` (one owner): the parser, which task takes which option, and their checks
+(:func:`check_options`, shared with the Python API :class:`jam_flow.api.JamFlow`). The command itself is
+:mod:`jam_flow.api.generate`, a thin layer over the API. No tensors here (argument handling only).
 
     jam-flow generate --task T --ckpt CKPT_OR_EXPORT_DIR --out DIR [--text STR] [--ref-audio WAV --ref-text STR]
         [--audio WAV] [--motion NPY] [--duration SECONDS] [--nfe 32] [--cfg 2.0] [--seed S] [--vocoder DIR]
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from jam_flow.atomic import check_out_dir, replace_dir
+from jam_flow.atomic import check_out_dir
 from jam_flow.errors import ArgumentParser, InputError
 from jam_flow.inference.outputs import outputs_owned
 
@@ -63,6 +63,9 @@ TASK_OPTIONS = {
     "motion2audio": {"motion", "ref_audio", "ref_text"},
     "edit": {"audio", "motion", "text", "edit_start", "edit_end", "edit_streams"},
 }
+GUIDANCE = ("joint", "f5", "all")
+METHODS = ("euler", "midpoint")
+EDIT_STREAMS = ("audio", "motion", "both")
 REQUIRED_OPTIONS = {
     "tts": ("text", "ref_audio"),
     "text2av": ("text",),
@@ -74,7 +77,7 @@ REQUIRED_OPTIONS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from jam_flow.inference.tasks import TASKS
+    from jam_flow.flow.layouts import TASKS
 
     p = ArgumentParser(
         prog="jam-flow generate",
@@ -117,20 +120,32 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="seconds of generated speech (default: from the text)",
     )
-    p.add_argument("--nfe", type=int, default=32, help="network evaluations (midpoint: 2 per step)")
-    p.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale (paper: 2)")
+    p.add_argument(
+        "--nfe", type=int, default=SAMPLING_DEFAULTS["nfe"], help="network evaluations (midpoint: 2 per step)"
+    )
+    p.add_argument(
+        "--cfg",
+        type=float,
+        default=SAMPLING_DEFAULTS["cfg"],
+        help="classifier-free guidance scale (paper: 2)",
+    )
     p.add_argument("--audio-cfg", type=float, help="guidance scale of the speech stream (default: --cfg)")
     p.add_argument("--motion-cfg", type=float, help="guidance scale of the motion stream (default: --cfg)")
     p.add_argument(
         "--guidance",
-        choices=("joint", "f5", "all"),
-        default="joint",
+        choices=GUIDANCE,
+        default=SAMPLING_DEFAULTS["guidance"],
         help="what the unconditional prediction drops: joint = joint attention of the generated stream(s) "
         "(paper, default; tts falls back to f5), f5 = reference + text / masked motion + e_rest (F5-TTS), "
         "all = every condition",
     )
-    p.add_argument("--method", choices=("euler", "midpoint"), default="euler")
-    p.add_argument("--sway", type=float, default=-1.0, help="sway sampling coefficient (0: uniform steps)")
+    p.add_argument("--method", choices=METHODS, default=SAMPLING_DEFAULTS["method"])
+    p.add_argument(
+        "--sway",
+        type=float,
+        default=SAMPLING_DEFAULTS["sway"],
+        help="sway sampling coefficient (0: uniform steps)",
+    )
     p.add_argument(
         "--seed", type=int, metavar="S", help="random seed (default: drawn and recorded in motion.json)"
     )
@@ -141,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--edit-end", type=float, metavar="SECONDS", help="edit: span end in seconds")
     p.add_argument(
         "--edit-streams",
-        choices=("audio", "motion", "both"),
+        choices=EDIT_STREAMS,
         help="edit: streams to regenerate (default: both when --motion is given, else audio)",
     )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
@@ -156,18 +171,100 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    task = args.task
+SAMPLING_OPTIONS = ("nfe", "cfg", "audio_cfg", "motion_cfg", "guidance", "method", "sway", "seed")
+SAMPLING_DEFAULTS = {
+    "nfe": 32,
+    "cfg": 2.0,
+    "audio_cfg": None,
+    "motion_cfg": None,
+    "guidance": "joint",
+    "method": "euler",
+    "sway": -1.0,
+    "seed": None,
+}
+
+
+def _flag(name: str) -> str:
+    return f"--{name.replace('_', '-')}"
+
+
+def check_options(task: str, options: dict) -> None:
+    """Check the task and sampling options of one ``generate`` call (CLI option names, underscores for dashes;
+    missing sampling options take their defaults). Shared by ``jam-flow generate`` and :class:`jam_flow.api.JamFlow`;
+    a bad value raises ``InputError`` naming the option."""
+    from jam_flow.flow.layouts import TASKS
+
+    if task not in TASKS:
+        raise InputError(f"--task: expected one of {', '.join(TASKS)}, got {task!r}")
+    unknown = sorted(set(options) - set(INPUT_OPTIONS) - set(SAMPLING_OPTIONS))
+    if unknown:
+        raise InputError(
+            f"{', '.join(map(_flag, unknown))}: not an option of jam-flow generate "
+            f"(task options: {', '.join(INPUT_OPTIONS)}; sampling: {', '.join(SAMPLING_OPTIONS)})"
+        )
+    opts = {**SAMPLING_DEFAULTS, **options}
     for name in REQUIRED_OPTIONS[task]:
-        if getattr(args, name) is None:
-            raise InputError(f"--{name.replace('_', '-')}: required for --task {task}")
+        if opts.get(name) is None:
+            raise InputError(f"{_flag(name)}: required for --task {task}")
     for name in INPUT_OPTIONS:
-        if getattr(args, name) is not None and name not in TASK_OPTIONS[task]:
-            raise InputError(f"--{name.replace('_', '-')}: not used by --task {task} ({TASK_HELP[task]})")
+        if opts.get(name) is not None and name not in TASK_OPTIONS[task]:
+            raise InputError(f"{_flag(name)}: not used by --task {task} ({TASK_HELP[task]})")
+    if opts.get("edit_streams") is not None and opts["edit_streams"] not in EDIT_STREAMS:
+        raise InputError(
+            f"--edit-streams: expected one of {', '.join(EDIT_STREAMS)}, got {opts['edit_streams']!r}"
+        )
+    check_sampling({k: v for k, v in opts.items() if k in SAMPLING_OPTIONS}, _numbers(opts, TASK_NUMBERS))
+
+
+TASK_NUMBERS = ("duration", "edit_start", "edit_end")
+
+
+def _numbers(opts: dict, names: tuple[str, ...]) -> dict:
+    return {name: opts.get(name) for name in names}
+
+
+def check_sampling(options: dict, numbers: dict | None = None) -> None:
+    """Check ``generate``'s sampling options (``nfe``, ``cfg``, ``audio_cfg``, ``motion_cfg``, ``guidance``,
+    ``method``, ``sway``, ``seed``; missing ones take their defaults) and that ``numbers`` are finite numbers."""
+    unknown = sorted(set(options) - set(SAMPLING_OPTIONS))
+    if unknown:
+        raise InputError(
+            f"{', '.join(map(_flag, unknown))}: not a sampling option ({', '.join(SAMPLING_OPTIONS)})"
+        )
+    opts = {**SAMPLING_DEFAULTS, **options}
+    for name, choices in (("guidance", GUIDANCE), ("method", METHODS)):
+        if opts[name] not in choices:
+            raise InputError(f"{_flag(name)}: expected one of {', '.join(choices)}, got {opts[name]!r}")
+    nfe = opts["nfe"]
+    if isinstance(nfe, bool) or not isinstance(nfe, int):
+        raise InputError(f"--nfe: expected an integer 1-1000, got {nfe!r}")
+    if not 1 <= nfe <= 1000:
+        raise InputError(f"--nfe: expected 1-1000, got {nfe}")
+    if opts["method"] == "midpoint" and nfe % 2:
+        raise InputError(f"--nfe: midpoint uses 2 evaluations per step, so --nfe must be even, got {nfe}")
+    values = {name: opts[name] for name in ("cfg", "audio_cfg", "motion_cfg", "sway")} | (numbers or {})
+    for name, value in values.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise InputError(f"{_flag(name)}: expected a number, got {value!r}")
+        if value is not None and not math.isfinite(value):
+            raise InputError(f"{_flag(name)}: expected a finite number, got {value}")
+    for name in ("cfg", "audio_cfg", "motion_cfg"):
+        value = opts[name]
+        if value is not None and value < 0:
+            raise InputError(f"{_flag(name)}: expected >= 0, got {value}")
+    seed = opts["seed"]
+    if seed is not None and (
+        isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED
+    ):
+        raise InputError(f"--seed: expected an integer in [0, 2**64 - 1], got {seed}")
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    check_options(args.task, {name: getattr(args, name) for name in (*INPUT_OPTIONS, *SAMPLING_OPTIONS)})
     for name in ("ref_audio", "audio", "motion", "source"):
         path = getattr(args, name)
         if path is not None and not path.is_file():
-            raise InputError(f"--{name.replace('_', '-')}: {path} does not exist")
+            raise InputError(f"{_flag(name)}: {path} does not exist")
     if args.vocoder is not None and not args.vocoder.is_dir():
         raise InputError(
             f"--vocoder: {args.vocoder} is not a directory (expected config.yaml + pytorch_model.bin)"
@@ -176,28 +273,12 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError("--source / --liveportrait: give both to render a talking head, or neither")
     if args.source is not None and (args.task == "tts" or (args.task == "edit" and args.motion is None)):
         raise InputError(f"--source: --task {args.task} produces no motion + audio to render")
-    if args.nfe < 1 or args.nfe > 1000:
-        raise InputError(f"--nfe: expected 1-1000, got {args.nfe}")
-    if args.method == "midpoint" and args.nfe % 2:
-        raise InputError(
-            f"--nfe: midpoint uses 2 evaluations per step, so --nfe must be even, got {args.nfe}"
-        )
-    for name in ("cfg", "audio_cfg", "motion_cfg", "sway"):
-        value = getattr(args, name)
-        if value is not None and not math.isfinite(value):
-            raise InputError(f"--{name.replace('_', '-')}: expected a finite number, got {value}")
-    for name in ("cfg", "audio_cfg", "motion_cfg"):
-        value = getattr(args, name)
-        if value is not None and value < 0:
-            raise InputError(f"--{name.replace('_', '-')}: expected >= 0, got {value}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"--device: {args.device} requested but no CUDA device is available")
-    if args.seed is not None and not 0 <= args.seed <= MAX_SEED:
-        raise InputError(f"--seed: expected an integer in [0, 2**64 - 1], got {args.seed}")
     check_out_dir(args.out, args.overwrite, outputs_owned)
 
 
-def _render(args: argparse.Namespace, paths: dict[str, Path], out_dir: Path) -> Path | None:
+def render_outputs(args: argparse.Namespace, paths: dict[str, Path], out_dir: Path) -> Path | None:
     """Render a talking head through jam_flow.render when --source/--liveportrait are given."""
     if args.source is None:
         return None
@@ -217,84 +298,3 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = build_parser().parse_args(argv)
     _check_args(args)
     return args
-
-
-def main(argv: list[str]) -> int:
-    args = parse_args(argv)
-    # the whole output set is written into a temporary sibling of --out (created now, so an unwritable --out fails
-    # before any work) and swapped in only when complete: a failure leaves --out as it was
-    with replace_dir(args.out, args.overwrite, outputs_owned) as tmp:
-        from jam_flow.data.vocoder import load_vocoder
-        from jam_flow.inference.bundle import load_bundle
-
-        bundle = load_bundle(args.ckpt, device=args.device)
-        # a given vocoder is loaded now, so a bad directory fails before sampling; without one the tasks fall back
-        # to Griffin-Lim (with its warning) only once they have speech to decode
-        vocoder = (
-            load_vocoder(args.vocoder, bundle.mel, device=args.device) if args.vocoder is not None else None
-        )
-        _, paths = run_task(args, bundle, vocoder, tmp)
-    for name, path in paths.items():
-        print(f"{name}: {args.out / path.relative_to(tmp)}")
-    return 0
-
-
-def run_task(args: argparse.Namespace, bundle, vocoder, out_dir: Path):
-    """Run the task of checked ``args`` (:func:`parse_args`) on a loaded ``bundle`` [+ ``vocoder``] and write its
-    files into ``out_dir``. Returns ``(GenerationResult, {name: path})``. Shared by ``jam-flow generate`` and
-    ``jam-flow demo``."""
-    from jam_flow.flow.sampler import SamplerSettings
-    from jam_flow.inference import tasks
-
-    settings = SamplerSettings(
-        nfe=args.nfe,
-        method=args.method,
-        sway_coef=args.sway,
-        cfg=args.cfg,
-        audio_cfg=args.audio_cfg,
-        motion_cfg=args.motion_cfg,
-        guidance=args.guidance,
-    )
-    common = {"settings": settings, "seed": args.seed}
-    if args.task in ("tts", "text2av"):
-        speak = tasks.tts if args.task == "tts" else tasks.text2av  # the same arguments
-        result = speak(
-            bundle,
-            args.text,
-            args.ref_audio,
-            args.ref_text,
-            duration=args.duration,
-            vocoder=vocoder,
-            **common,
-        )
-    elif args.task == "audio2motion":
-        result = tasks.audio2motion(bundle, args.audio, rest_motion=args.motion, text=args.text, **common)
-    elif args.task == "dub":
-        result = tasks.dub(
-            bundle, args.motion, args.text, args.ref_audio, args.ref_text, vocoder=vocoder, **common
-        )
-    elif args.task == "motion2audio":
-        result = tasks.motion2audio(
-            bundle, args.motion, args.ref_audio, args.ref_text, vocoder=vocoder, **common
-        )
-    else:
-        streams = args.edit_streams or ("both" if args.motion is not None else "audio")
-        result = tasks.edit(
-            bundle,
-            args.audio,
-            args.edit_start,
-            args.edit_end,
-            motion=args.motion,
-            text=args.text,
-            streams=streams,
-            vocoder=vocoder,
-            **common,
-        )
-    result.meta["sources"]["ckpt"] = str(args.ckpt)
-    if args.vocoder is not None:
-        result.meta["sources"]["vocoder"] = str(args.vocoder)
-    paths = result.save(out_dir, preview=not args.no_preview)
-    rendered = _render(args, paths, out_dir)
-    if rendered is not None:
-        paths["talking_head"] = rendered
-    return result, paths

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from jam_flow.atomic import replace_dir
 from jam_flow.flow.sampler import SamplerSettings
 from jam_flow.inference.bundle import ModelBundle
-from jam_flow.inference.outputs import check_finite, write_motion, write_preview, write_wav
+from jam_flow.inference.outputs import check_finite, outputs_owned, write_motion, write_preview, write_wav
 
 __all__ = ["GenerationResult", "Used", "generation_record", "new_result"]
 
@@ -43,9 +44,20 @@ class GenerationResult:
         """The output speech ``[s]`` float32 at :attr:`sample_rate` as a tensor (None when there is none)."""
         return None if self.wave is None else torch.from_numpy(np.ascontiguousarray(self.wave))
 
-    def save(self, out_dir: str | Path, preview: bool = True) -> dict[str, Path]:
-        """Write ``audio.wav``, ``motion.npy`` + ``motion.json`` and ``preview.mp4`` (when both streams exist);
-        without motion the generation record (seed, sampler, guidance) goes to ``generation.json``.
+    def save(self, out_dir: str | Path, preview: bool = True, overwrite: bool = False) -> dict[str, Path]:
+        """Write what ``jam-flow generate`` writes into ``out_dir``, atomically: the files are written into a
+        temporary sibling folder that replaces ``out_dir`` only when the whole set is complete
+        (:func:`jam_flow.atomic.replace_dir`). ``out_dir`` must be absent or empty, or with ``overwrite`` hold an
+        earlier output set (nothing else). Returns ``{name: path}`` of the files in ``out_dir``."""
+        out_dir = Path(out_dir)
+        with replace_dir(out_dir, overwrite, outputs_owned, arg="out_dir") as tmp:
+            written = self.write(tmp, preview)
+        return {name: out_dir / path.relative_to(tmp) for name, path in written.items()}
+
+    def write(self, out_dir: str | Path, preview: bool = True) -> dict[str, Path]:
+        """Write ``audio.wav``, ``motion.npy`` + ``motion.json`` and ``preview.mp4`` (when both streams exist) into
+        ``out_dir`` as it is (not atomic: for a folder being assembled, e.g. the temporary folder of
+        :meth:`save`); without motion the generation record (seed, sampler, guidance) goes to ``generation.json``.
 
         Raises :class:`~jam_flow.errors.NonFiniteError` before writing anything when a stream holds NaN/inf."""
         if self.wave is not None:

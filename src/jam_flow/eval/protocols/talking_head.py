@@ -10,7 +10,7 @@ Recipe (docs/evaluation.md, "talking-head"):
    non-overlapping 20-second chunks"); a trailing remainder is kept when it lasts at least ``--min-chunk-seconds``
    (2 s). A chunk of ``m`` frames pairs with exactly ``m * 960`` audio samples (24 kHz / 25 fps).
 2. Generation (batched, ``--batch-size`` chunks per sampler call): the chunk's mel is given, the mouth motion is
-   generated (``eval.generation.generate_batch``, task audio2motion, text and e_rest dropped). Cached per chunk
+   generated (``api.batch.generate_batch``, task audio2motion, text and e_rest dropped). Cached per chunk
    under ``OUT/<label>/chunks/<chunk>/``: ``source.png`` (the chunk's first frame), ``audio.wav`` (the chunk's
    speech), ``motion.npy`` and ``render.mp4`` (LivePortrait, image source, only the mouth driven).
 3. Metrics: FID between the real frames of every chunk and the rendered frames (every ``--frame-stride``-th
@@ -150,9 +150,9 @@ def generate_chunks(
     """Generate (and render) this rank's chunks that the cache lacks; returns (generated, reused)."""
     import cv2
 
+    from jam_flow.api.batch import generate_batch
     from jam_flow.data.audio import save_wav
     from jam_flow.data.mel import log_mel
-    from jam_flow.eval.generation import generate_batch
     from jam_flow.flow.sampler import SamplerSettings
     from jam_flow.render import render_talking_head
     from jam_flow.render.io import MotionTrack
