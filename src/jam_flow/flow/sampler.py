@@ -26,6 +26,10 @@ Convention (F5-TTS, paper eq. 1-3): ``x_0 ~ N(0, I)`` is noise, ``x_1`` is data,
 * **Fully given streams** (e.g. the motion in dubbing, the speech in audio-to-motion) are not integrated: their state
   is the given data at every step, their time input is 1 (``x_t`` at t = 1 *is* the data) and their velocity is
   ignored. The other stream is integrated as usual and attends to that clean data.
+* **Text-embedding cache**: the text embedding (the ConvNeXt text encoder's output) depends on neither ``x_t`` nor
+  ``t``, so it is computed once per sample for the whole integration (``model.text_features``, both guidance
+  halves with their own ``drop_text``) and passed to every evaluation (``text_emb``); ``cache_text=False``
+  recomputes it per step (identical result, checked by the tests).
 * **Seeding**: noise is drawn on the CPU from a ``torch.Generator`` seeded with ``seed`` (audio noise first, then
   motion noise), then moved to the model's device, so a seed gives the same noise on every device.
 """
@@ -155,11 +159,15 @@ def sample(
     settings: SamplerSettings = SamplerSettings(),
     seed: int | None = None,
     generator: torch.Generator | None = None,
+    cache_text: bool = True,
 ) -> SampleOutput:
     """Integrate the joint flow from noise to data; returns the final states with known frames restored.
 
     ``model`` has the ``JointDiT.forward`` interface (docs/CONVENTIONS.md). Pass either ``seed`` or a CPU
-    ``generator`` (the generator wins); with neither, the global torch RNG is used.
+    ``generator`` (the generator wins); with neither, the global torch RNG is used. ``cache_text``: when ``model``
+    has ``text_features`` (``JointDiT``, ``AudioDiT`` behind the joint interface), the text embedding is computed
+    once for the whole integration and passed to every step as ``text_emb`` (it depends on neither the states nor
+    the time; the conditional and unconditional halves keep their own ``drop_text``); the result is identical.
     """
     if generator is None and seed is not None:
         generator = torch.Generator(device="cpu").manual_seed(int(seed))
@@ -228,6 +236,11 @@ def sample(
     audio_cond_in, audio_mask = rep(a_data), rep(cond.audio_mask)
     motion_cond_in, motion_rest, motion_mask = rep(m_data), rep(cond.motion_rest), rep(cond.motion_mask)
     evaluations = 0
+    # the text embedding of every step, computed once (F5-TTS's cache=True): same text, mask and drop_text per item
+    text_features = getattr(model, "text_features", None) if cache_text else None
+    extra = {}
+    if text_features is not None:
+        extra["text_emb"] = text_features(text, n, audio_mask, switches["drop_text"])
 
     def velocity(xa: Tensor, xm: Tensor | None, t: float) -> tuple[Tensor, Tensor | None]:
         nonlocal evaluations
@@ -246,6 +259,7 @@ def sample(
             motion_mask=motion_mask,
             motion_time=t_m if has_motion else None,
             **switches,
+            **extra,
         )
         if guided:
             va_c, va_u = v_a[:b], v_a[b:]

@@ -97,6 +97,7 @@ class ModelBundle:
                 )
             return net(audio_x, audio_cond, text, time, **kw)
 
+        audio_only.text_features = net.text_features  # the sampler's text-embedding cache
         return audio_only
 
     # normalisation (jam_flow.data.meta.Normaliser) ------------------------------------------------------------------

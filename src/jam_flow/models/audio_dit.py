@@ -137,8 +137,10 @@ class AudioDiT(DiTBranch):
         drop_audio_cond: bool | Tensor = False,
         drop_text: bool | Tensor = False,
         arg_names: tuple[str, str, str, str, str] = ("x", "cond", "text", "time", "mask"),
+        text_emb: Tensor | None = None,
     ) -> AudioState:
-        """Validate the inputs and build the stream state before the first block."""
+        """Validate the inputs and build the stream state before the first block. ``text_emb``: the text features
+        of :meth:`text_features` for these ``text`` / ``mask`` / ``drop_text``, computed earlier (None: here)."""
         nx, ncond, ntext, ntime, nmask = arg_names
         check_frames(nx, x, None, None, self.mel_dim)
         b, n = x.shape[:2]
@@ -151,17 +153,34 @@ class AudioDiT(DiTBranch):
         check_flag("drop_text", drop_text, b)
         t = self.time_embed(as_time(ntime, time, b, x))
 
-        if mask is None:
-            text_emb = self.text_embed(text, n, drop_text)
+        if text_emb is None:
+            text_emb = self._text_features(text, n, lens, drop_text)
+        elif tuple(text_emb.shape[:2]) != (b, n):
+            raise InputError(f"text_emb: expected text features [{b}, {n}, ct], got {tuple(text_emb.shape)}")
+        if lens is None:
             lens = torch.full((b,), n, dtype=torch.long, device=x.device)
-        else:
-            text_emb = self.text_embed(text, lens, drop_text)
-            if text_emb.shape[1] < n:  # the longest sample is shorter than n: the rest is padding anyway
-                text_emb = nn.functional.pad(text_emb, (0, 0, 0, n - text_emb.shape[1]))
         h = self.input_embed(x, cond, text_emb, drop_audio_cond, mask)
         key_lens = lens if (self.attn_mask_enabled and mask is not None) else torch.full_like(lens, n)
         residual = h if self.long_skip_connection is not None else None
         return AudioState(h, t, mask, lens, key_lens, residual)
+
+    def _text_features(self, text: Tensor, n: int, lens: Tensor | None, drop_text: bool | Tensor) -> Tensor:
+        if lens is None:
+            return self.text_embed(text, n, drop_text)
+        text_emb = self.text_embed(text, lens, drop_text)
+        if text_emb.shape[1] < n:  # the longest sample is shorter than n: the rest is padding anyway
+            text_emb = nn.functional.pad(text_emb, (0, 0, 0, n - text_emb.shape[1]))
+        return text_emb
+
+    def text_features(
+        self, text: Tensor, n: int, mask: Tensor | None = None, drop_text: bool | Tensor = False
+    ) -> Tensor:
+        """The text embedding ``[b, n, ct]`` that :meth:`forward` would compute for ``text`` on ``n`` mel frames
+        (valid ``mask``, ``drop_text``). It depends on neither ``x`` nor the flow time, so a sampler computes it once
+        per sample and passes it to every step (``text_emb=``; F5-TTS's ``cache=True``)."""
+        b = text.shape[0]
+        check_flag("drop_text", drop_text, b)
+        return self._text_features(text, n, check_mask("mask", mask, b, n), drop_text)
 
     def key_lens(self, s: AudioState) -> Tensor:
         """Global self-attention over the key frames (all ``n`` unless ``attn_mask_enabled``, as in F5-TTS)."""
@@ -184,7 +203,10 @@ class AudioDiT(DiTBranch):
         mask: Tensor | None = None,
         drop_audio_cond: bool | Tensor = False,
         drop_text: bool | Tensor = False,
+        text_emb: Tensor | None = None,
     ) -> Tensor:
         """Predicted flow ``[b, n, mel_dim]`` for noisy mel ``x`` ``[b, n, mel_dim]``, masked mel ``cond``, text ids
-        ``[b, nt]`` (pad -1), flow time ``[b]`` or scalar and the valid-frame ``mask`` ``[b, n]``."""
-        return self.head(self.run_blocks(self.embed(x, cond, text, time, mask, drop_audio_cond, drop_text)))
+        ``[b, nt]`` (pad -1), flow time ``[b]`` or scalar and the valid-frame ``mask`` ``[b, n]``. ``text_emb``:
+        :meth:`text_features` of the same text, mask and ``drop_text``, computed once (None: computed here)."""
+        state = self.embed(x, cond, text, time, mask, drop_audio_cond, drop_text, text_emb=text_emb)
+        return self.head(self.run_blocks(state))

@@ -171,6 +171,13 @@ class JointDiT(nn.Module):
             "fps": fps,
         }
 
+    def text_features(
+        self, text: Tensor, n: int, audio_mask: Tensor | None = None, drop_text: bool | Tensor = False
+    ) -> Tensor:
+        """The audio branch's text embedding ``[b, n, ct]`` (:meth:`AudioDiT.text_features`): independent of the
+        noisy inputs and the flow time, so a sampler computes it once and passes ``text_emb=`` to every step."""
+        return self.audio.text_features(text, n, audio_mask, drop_text)
+
     @property
     def checkpoint_activations(self) -> bool:
         """Joint layers are recomputed in backward when either branch checkpoints its activations."""
@@ -236,11 +243,14 @@ class JointDiT(nn.Module):
         audio_sees_motion: bool | Tensor = True,
         motion_sees_audio: bool | Tensor = True,
         motion_audio_feats: Tensor | None = None,
+        text_emb: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Flows ``(v_audio [b, n, mel_dim], v_motion [b, m, 3k] or None)``; see ``docs/CONVENTIONS.md``.
 
         ``motion_x=None``: audio only, exactly ``AudioDiT``. ``motion_cond`` / ``motion_rest`` None mean zeros.
         ``motion_audio_feats`` feeds a motion branch built with ``audio_feat_dim > 0`` (stage 1; None = zeros).
+        ``text_emb``: :meth:`text_features` of the same text, audio mask and ``drop_text`` (the sampler computes it
+        once per sample; None: computed here).
         """
         if motion_x is None:
             given = [
@@ -255,11 +265,14 @@ class JointDiT(nn.Module):
             ]
             if given:
                 raise InputError(f"{', '.join(given)}: given without motion_x (pass motion_x to use motion)")
-            return self.audio(audio_x, audio_cond, text, time, audio_mask, drop_audio_cond, drop_text), None
+            v_audio = self.audio(
+                audio_x, audio_cond, text, time, audio_mask, drop_audio_cond, drop_text, text_emb
+            )
+            return v_audio, None
 
         sa = self.audio.embed(
             audio_x, audio_cond, text, time, audio_mask, drop_audio_cond, drop_text,
-            arg_names=("audio_x", "audio_cond", "text", "time", "audio_mask"),
+            arg_names=("audio_x", "audio_cond", "text", "time", "audio_mask"), text_emb=text_emb,
         )  # fmt: skip
         check_frames("motion_x", motion_x, audio_x.shape[0], None, self.motion.motion_dim)
         sm = self.motion.embed(

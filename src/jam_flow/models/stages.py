@@ -96,6 +96,7 @@ class AudioOnly:
         audio_mask=None,
         drop_audio_cond=False,
         drop_text=False,
+        text_emb=None,
         **_: Any,
     ) -> tuple[Tensor, None]:
         v = self.net(
@@ -106,8 +107,13 @@ class AudioOnly:
             mask=audio_mask,
             drop_audio_cond=drop_audio_cond,
             drop_text=drop_text,
+            text_emb=text_emb,
         )
         return v, None
+
+    def text_features(self, text, n, audio_mask=None, drop_text=False) -> Tensor:
+        """The network's text embedding (:meth:`AudioDiT.text_features`), for a sampler's once-per-sample cache."""
+        return self.net.text_features(text, n, audio_mask, drop_text)
 
 
 class MotionOnly:
