@@ -17,9 +17,9 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = sorted((CONFIGS / "experiments").glob("*.yaml"))
 
 
-def _print_config(path: Path, capsys) -> dict:
+def _print_config(paths: list[Path], capsys) -> dict:
     with pytest.raises(SystemExit) as exc:
-        fit_main(["--config", str(path), "--print_config"])
+        fit_main([*(arg for path in paths for arg in ("--config", str(path))), "--print_config"])
     assert exc.value.code in (0, None)
     return yaml.safe_load(capsys.readouterr().out)
 
@@ -49,7 +49,8 @@ EXPECTED_DIFF = {
 
 
 def test_configs_parse_and_ablate_one_thing(capsys):
-    main_cfg = _flatten(_print_config(CONFIGS / "experiments" / "synth_main.yaml", capsys))
+    main_yaml = CONFIGS / "experiments" / "synth_main.yaml"
+    main_cfg = _flatten(_print_config([main_yaml], capsys))
     assert main_cfg["model.net.init_args.joint_layers"] == "half"
     assert main_cfg["model.net.init_args.rope_alignment"] == "length"
     assert main_cfg["model.net.init_args.window"] == 3
@@ -58,8 +59,15 @@ def test_configs_parse_and_ablate_one_thing(capsys):
     assert main_cfg["trainer.max_time"]
     for variant in VARIANTS:
         if variant.name == "main":
+            assert variant.configs(CONFIGS) == [main_yaml]
             continue
-        cfg = _flatten(_print_config(variant.config(CONFIGS), capsys))
+        # an override of synth_main.yaml: the file holds only the ablated field(s) and the budget
+        assert variant.configs(CONFIGS) == [main_yaml, variant.config(CONFIGS)]
+        own = _flatten(yaml.safe_load(variant.config(CONFIGS).read_text()))
+        assert set(own) == {"trainer.max_steps", "trainer.max_time", *EXPECTED_DIFF[variant.name]}, (
+            variant.name
+        )
+        cfg = _flatten(_print_config(variant.configs(CONFIGS), capsys))
         diff = {k: cfg.get(k) for k in set(cfg) | set(main_cfg) if cfg.get(k) != main_cfg.get(k)}
         steps = diff.pop("trainer.max_steps")
         assert diff.pop("trainer.max_time", None) is not None  # every run has a wall-clock cap

@@ -6,7 +6,8 @@ Dimension legend: none (orchestration only: subprocesses for the corpus, trainin
                                    [--out results/synth_recipe.json] [--only main rope_off ...] [--configs-dir configs]
 
 Builds the corpus when missing, trains the main model and each ablation (``<configs-dir>/experiments/
-synth_<name>.yaml``; finished runs with the same config bytes are reused), evaluates them on the test split and
+synth_main.yaml``, then for an ablation its override ``synth_<name>.yaml`` as a second ``--config``; finished runs
+with the same config bytes are reused), evaluates them on the test split and
 writes the result JSON. Run it from the repository root: every path it records is relative to the working directory.
 
 ``--guidance-sweep`` (with ``--only main --no-train``) evaluates only the finished main run on ``audio2motion`` and
@@ -50,6 +51,12 @@ class Variant:
         """This variant's experiment YAML under ``configs_dir`` (the repository's ``configs/``)."""
         return Path(configs_dir) / "experiments" / f"synth_{self.name}.yaml"
 
+    def configs(self, configs_dir: str | Path) -> list[Path]:
+        """The ``--config`` files of its run, in order: ``synth_main.yaml``, then the ablation's override of it."""
+        main = Path(configs_dir) / "experiments" / "synth_main.yaml"
+        own = self.config(configs_dir)
+        return [main] if own == main else [main, own]
+
 
 # training order = priority order (the paper's strongest claims first: masks, RoPE, Audio-DiT fine-tuning)
 VARIANTS: tuple[Variant, ...] = (
@@ -71,8 +78,12 @@ KEY_A2M = (
 KEY_M2A = ("envelope_corr", "offset_frames", "av_peak_corr", "mel_l1", "lsd_db")
 
 
-def _sha(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+def _sha(paths: list[Path]) -> str:
+    """The key of a run's config files (one file: its bytes' SHA-256, as before overrides existed)."""
+    digest = hashlib.sha256(paths[0].read_bytes())
+    for path in paths[1:]:
+        digest.update(b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _ensure_corpus(args: argparse.Namespace) -> dict[str, Any]:
@@ -123,8 +134,7 @@ def _train_command(variant: Variant, args: argparse.Namespace, root: Path) -> li
     return [
         *jam_flow_command(),
         "fit",
-        "--config",
-        rel(variant.config(args.configs_dir)),
+        *(arg for path in variant.configs(args.configs_dir) for arg in ("--config", rel(path))),
         "--data.data_dir",
         str(args.data_dir),
         "--trainer.default_root_dir",
@@ -146,8 +156,8 @@ def _train_all(variants: list[Variant], args: argparse.Namespace) -> dict[str, d
         if info_path.is_file() and not args.retrain:
             info = json.loads(info_path.read_text())
             ckpt = Path(info.get("ckpt", ""))
-            config = v.config(args.configs_dir)
-            if info.get("status") == "done" and info.get("config_sha") == _sha(config) and ckpt.is_file():
+            config_sha = _sha(v.configs(args.configs_dir))
+            if info.get("status") == "done" and info.get("config_sha") == config_sha and ckpt.is_file():
                 log.info("train %s: reusing %s", v.name, ckpt)
                 infos[v.name] = info
                 continue
@@ -183,12 +193,12 @@ def _train_all(variants: list[Variant], args: argparse.Namespace) -> dict[str, d
             info = {
                 "status": "done",
                 "config": rel(v.config(args.configs_dir)),
-                "config_sha": _sha(v.config(args.configs_dir)),
+                "config_sha": _sha(v.configs(args.configs_dir)),
                 "command": shown(_train_command(v, args, root)),
                 "train_wall_s": wall,
                 "ckpt": rel(ckpt),
                 "steps_done": _global_step(ckpt),
-                "max_steps": _max_steps(v.config(args.configs_dir)),
+                "max_steps": _max_steps(v.configs(args.configs_dir)),
                 "threads": args.threads,
                 "finished_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             }
@@ -217,10 +227,12 @@ def _ckpt_at_step(root: Path, step: int) -> tuple[Path, int] | None:
     return best
 
 
-def _max_steps(config: Path) -> int:
+def _max_steps(configs: list[Path]) -> int:
+    """``trainer.max_steps`` of the composed ``--config`` files (the last one that sets it)."""
     import yaml
 
-    return int(yaml.safe_load(config.read_text())["trainer"]["max_steps"])
+    steps = [(yaml.safe_load(p.read_text()) or {}).get("trainer", {}).get("max_steps") for p in configs]
+    return int([s for s in steps if s is not None][-1])
 
 
 def _eval_command(ckpt: str, task: str, out: Path, args: argparse.Namespace) -> list[str]:
@@ -461,8 +473,9 @@ def main(argv: list[str] | None = None) -> int:
             "pass --configs-dir PATH/TO/configs)"
         )
     for v in variants:
-        if not v.config(args.configs_dir).is_file():
-            raise InputError(f"--configs-dir: missing experiment config {v.config(args.configs_dir)}")
+        for path in v.configs(args.configs_dir):
+            if not path.is_file():
+                raise InputError(f"--configs-dir: missing experiment config {path}")
     corpus = _ensure_corpus(args)
     infos = _train_all(variants, args)
     if args.guidance_sweep:
@@ -549,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
             "rope": v.rope,
             "audio_dit": v.audio_dit,
             "config": rel(v.config(args.configs_dir)),
-            "max_steps": _max_steps(v.config(args.configs_dir)),
+            "max_steps": _max_steps(v.configs(args.configs_dir)),
             "ckpt": ckpt,
             **extra,
         }
