@@ -256,3 +256,63 @@ def test_bad_sentence_files_and_seeds_are_one_line_errors(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith(f"error: {name}") and err.count("\n") == 1, err
     assert not out.exists() and list(tmp_path.iterdir()) == [junk]
+
+
+WORDS = ["black", "white", "red", "old", "new", "hot", "cold", "cat", "dog", "sun"]
+
+
+def test_word_world_holds_combinations_out_deterministically(tmp_path):
+    from jam_flow.data.synth.corpus import SynthConfig
+    from jam_flow.data.synth.world import WordWorld
+
+    world = WordWorld(WORDS, seed=3, heldout_fraction=0.2)
+    cfg = SynthConfig(voices=("en-us",), rate=160, pitch=50, sentences_per_clip=1, min_seconds=0.3)
+    plans = [plan_clip(3, i, 0, world, cfg) for i in range(200)]
+    assert plans == [plan_clip(3, i, 0, WordWorld(WORDS, 3, 0.2), cfg) for i in range(200)]
+    for p in plans:
+        words = p.text.rstrip(".").lower().split()
+        assert 2 <= len(words) <= 4 and len(set(words)) == len(words) and set(words) <= set(WORDS)
+        assert p.text[0].isupper() and p.text.endswith(".") and p.text.count(".") == 1  # one sentence a clip
+        assert (p.speaker, p.rate, p.pitch) == ("en-us", 160, 50)
+        # training clips say kept combinations only; val and test clips held-out ones only
+        assert world.is_heldout(p.text) == (split_for_index(p.index) != "train")
+    train = {p.text for p in plans if split_for_index(p.index) == "train"}
+    held = {p.text for p in plans if split_for_index(p.index) != "train"}
+    assert held and not train & held
+    # the held-out set depends on the seed
+    other = WordWorld(WORDS, seed=4, heldout_fraction=0.2)
+    assert any(world.is_heldout(t) != other.is_heldout(t) for t in train | held)
+    # the default options still draw the bundled corpus's plans
+    assert plan_clip(3, 5, 0, SHORT) == plan_clip(3, 5, 0, SHORT, SynthConfig())
+
+
+def test_cli_word_corpus_is_byte_deterministic(tmp_path, capsys):
+    words = tmp_path / "words.txt"
+    words.write_text("\n".join(WORDS) + "\n")
+    argv = ["--n-clips", "4", "--seed", "2", "--words", str(words), "--voices", "en-us"]
+    argv += ["--rate", "160", "--pitch", "50", "--sentences-per-clip", "1"]
+    assert cli_main(["synth-corpus", "--out", str(tmp_path / "a"), *argv, "--workers", "2"]) == 0
+    assert cli_main(["synth-corpus", "--out", str(tmp_path / "b"), *argv, "--workers", "1"]) == 0
+    assert _tree_hash(tmp_path / "a") == _tree_hash(tmp_path / "b")
+    records = read_manifest(tmp_path / "a")
+    assert [r.split for r in records] == ["train", "val", "test", "train"]
+    assert all(r.speaker == "en-us" and r.duration < 2.0 for r in records)  # one short sentence a clip
+    assert validate_dataset(tmp_path / "a") == []
+    capsys.readouterr()
+    bad = tmp_path / "bad.txt"
+    bad.write_text("red\ntwo words\n")
+    cases = [
+        (["--words", str(bad)], "--words"),
+        (["--words", str(tmp_path / "none.txt")], "--words"),
+        (["--words", str(words), "--sentences", str(words)], "--words"),
+        (["--voices", "klingon"], "--voices"),
+        (["--rate", "5"], "--rate"),
+        (["--pitch", "101"], "--pitch"),
+        (["--sentences-per-clip", "0"], "--sentences-per-clip"),
+        (["--words", str(words), "--heldout-fraction", "1.5"], "--heldout-fraction"),
+    ]
+    for extra, name in cases:
+        assert cli_main(["synth-corpus", "--out", str(tmp_path / "x"), "--n-clips", "1", *extra]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {name}") and err.count("\n") == 1, err
+    assert not (tmp_path / "x").exists()

@@ -2,7 +2,7 @@
 
 Dimension legend: s samples (24 kHz), n mel frames, m motion frames (25 fps), p phonemes.
 
-Clip ``i`` is fully determined by ``(seed, i)``: its plan (speaker, rate, pitch, sentences) comes from
+Clip ``i`` is fully determined by ``(seed, i)`` and the ``SynthConfig`` options: its plan (speaker, rate, pitch, sentences) comes from
 ``np.random.default_rng([seed, i, attempt])`` and eSpeak NG runs in a fresh process per attempt (its output is
 reproducible only as the first utterance of a process), so the same seed writes the same bytes whatever the
 number of workers. A synthesis outside 2-8 s is rejected and redrawn with ``attempt + 1``.
@@ -10,6 +10,7 @@ number of workers. A synthesis outside 2-8 s is rejected and redrawn with ``atte
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 import time
@@ -33,6 +34,7 @@ from jam_flow.data.mel import log_mel
 from jam_flow.data.synth.espeak import synthesize
 from jam_flow.data.synth.motion import clip_motion, speaker_style
 from jam_flow.data.synth.visemes import articulation_track, segments_from_phonemes
+from jam_flow.data.synth.world import WordWorld
 from jam_flow.data.text import Vocab
 from jam_flow.errors import InputError
 from jam_flow.features import MelSettings, MotionSettings, num_motion_frames
@@ -67,13 +69,25 @@ MIN_SECONDS, MAX_SECONDS = 2.0, 8.0
 MAX_ATTEMPTS = 25
 
 
+MAX_SENTENCES_PER_CLIP = 4
+SINGLE_SENTENCE_MIN_SECONDS = 0.3  # one short sentence a clip: a 2-word sentence is under a second
+
+
 @dataclass(frozen=True)
 class SynthConfig:
+    """Corpus settings. The defaults are the bundled corpus (12 voices, random rate and pitch, 1-4 sentences a
+    clip); ``voices``, a fixed ``rate`` / ``pitch`` and ``sentences_per_clip`` narrow it (one voice, one
+    sentence a clip: the corpus a small model learns to speak from)."""
+
     seed: int = 0
     min_seconds: float = MIN_SECONDS
     max_seconds: float = MAX_SECONDS
     mel: MelSettings = MelSettings()
     motion: MotionSettings = MotionSettings()
+    voices: tuple[str, ...] = SPEAKERS
+    rate: int | None = None  # words per minute; None: drawn per clip in [140, 210]
+    pitch: int | None = None  # 0-100; None: drawn per clip in [25, 75]
+    sentences_per_clip: int = MAX_SENTENCES_PER_CLIP  # at most
 
 
 @dataclass(frozen=True)
@@ -95,24 +109,41 @@ def _estimate_seconds(text: str, rate: int) -> float:
     return len(text) * 10.0 / rate + 0.2  # about 6 characters per word at ``rate`` words per minute
 
 
+Sentences = list[str] | WordWorld
+
+
 def plan_clip(
-    seed: int, index: int, attempt: int, sentences: list[str], cfg: SynthConfig = SynthConfig()
+    seed: int, index: int, attempt: int, sentences: Sentences, cfg: SynthConfig = SynthConfig()
 ) -> ClipPlan:
+    """The clip's speaker, rate, pitch and text. ``sentences``: a list (drawn uniformly), or a ``WordWorld``
+    (training clips draw kept combinations, validation and test clips held-out ones)."""
     rng = np.random.default_rng([seed, index, attempt])
-    speaker = SPEAKERS[int(rng.integers(len(SPEAKERS)))]
-    rate = int(rng.integers(140, 211))
+    speaker = cfg.voices[int(rng.integers(len(cfg.voices)))]
+    rate = int(rng.integers(140, 211))  # always drawn, so that the draws after them do not depend on the options
     pitch = int(rng.integers(25, 76))
+    rate = rate if cfg.rate is None else cfg.rate
+    pitch = pitch if cfg.pitch is None else cfg.pitch
     target = rng.uniform(cfg.min_seconds + 0.5, cfg.max_seconds - 1.0)
-    parts = [sentences[int(rng.integers(len(sentences)))]]
-    while _estimate_seconds(" ".join(parts), rate) < target and len(parts) < 4:
-        candidate = parts + [sentences[int(rng.integers(len(sentences)))]]
+    if isinstance(sentences, WordWorld):
+        heldout = split_for_index(index) != "train"
+
+        def draw() -> str:
+            return sentences.sentence(rng, heldout)
+    else:
+
+        def draw() -> str:
+            return sentences[int(rng.integers(len(sentences)))]
+
+    parts = [draw()]
+    while _estimate_seconds(" ".join(parts), rate) < target and len(parts) < cfg.sentences_per_clip:
+        candidate = parts + [draw()]
         if _estimate_seconds(" ".join(candidate), rate) > cfg.max_seconds - 0.4:
             break
         parts = candidate
     return ClipPlan(index, attempt, speaker, rate, pitch, " ".join(parts))
 
 
-def make_clip(out: Path, index: int, sentences: list[str], cfg: SynthConfig) -> ClipRecord:
+def make_clip(out: Path, index: int, sentences: Sentences, cfg: SynthConfig) -> ClipRecord:
     """Synthesise, animate and write clip ``index``; returns its manifest record."""
     for attempt in range(MAX_ATTEMPTS):
         plan = plan_clip(cfg.seed, index, attempt, sentences, cfg)
@@ -189,7 +220,7 @@ def load_sentences(path: str | Path | None) -> list[str]:
 _WORKER: dict = {}
 
 
-def _init_worker(out: str, sentences: list[str], cfg: SynthConfig) -> None:
+def _init_worker(out: str, sentences: Sentences, cfg: SynthConfig) -> None:
     torch.set_num_threads(1)
     _WORKER.update(out=Path(out), sentences=sentences, cfg=cfg)
 
@@ -202,14 +233,16 @@ def build_corpus(
     out: str | Path,
     n_clips: int,
     seed: int = 0,
-    sentences: list[str] | None = None,
+    sentences: Sentences | None = None,
     workers: int | None = None,
     log=print,
+    cfg: SynthConfig | None = None,
 ) -> list[ClipRecord]:
-    """Write ``n_clips`` clips plus dataset.json, manifest.jsonl and stats.json into ``out``."""
+    """Write ``n_clips`` clips plus dataset.json, manifest.jsonl and stats.json into ``out``. ``cfg`` (its
+    ``seed`` is replaced by ``seed``) narrows the corpus; the default is the bundled one."""
     out = Path(out)
     sentences = load_sentences(None) if sentences is None else sentences
-    cfg = SynthConfig(seed=seed)
+    cfg = dataclasses.replace(cfg or SynthConfig(), seed=seed)
     workers = max(1, min(workers or os.cpu_count() or 1, n_clips))
     (out / "clips").mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
