@@ -188,3 +188,48 @@ def test_evaluate_bad_input(tiny_setup, capsys):
     assert "error: --ckpt" in capsys.readouterr().err
     with pytest.raises(InputError, match="--task"):
         evaluate_main([*base, "--task", "tts"])
+
+
+@pytest.mark.parametrize("audio_only", [False, True], ids=["joint", "stage1-audio"])
+def test_evaluate_tts_speaks_after_another_clips_voice(tiny_setup, audio_only, monkeypatch):
+    """tts: another clip is the voice prompt; exactly the clip's own frames are generated and scored."""
+    from jam_flow.api import batch as generation
+    from jam_flow.models import AudioDiT
+
+    data, export, root = tiny_setup
+    if audio_only:
+        vocab = Vocab.default()
+        torch.manual_seed(0)
+        net = AudioDiT(**tiny_joint_config(len(vocab))["audio"]).eval()
+        meta = {
+            "format_version": 1,
+            "model": {"class_path": "jam_flow.models.AudioDiT", "init_args": net.init_args},
+            "mel": MelSettings().to_dict(),
+            "motion": MotionSettings().to_dict(),
+            "stats": json.loads((data / "stats.json").read_text()),
+            "vocab": vocab.to_list(),
+            "normalize_mel": False,
+        }
+        export = save_export(root / "export_audio", net, meta)
+    seen = []
+    real = generation.task_layout
+
+    def spy(task, given, *args, **kw):
+        seen.append(
+            (task, given.mel_lens.tolist(), kw["gen_frames"].tolist(), (given.text >= 0).sum(1).tolist())
+        )
+        return real(task, given, *args, **kw)
+
+    monkeypatch.setattr(generation, "task_layout", spy)
+    out = root / f"tts_{audio_only}.json"
+    argv = ["--ckpt", str(export), "--data.data_dir", str(data), "--task", "tts", "--out", str(out)]
+    argv += ["--nfe", "2", "--max-clips", "3", "--batch-size", "3", "--pocketsphinx", "off"]
+    assert cli_main(["evaluate", *argv]) == 0
+    result = json.loads(out.read_text())
+    assert result["clips"] == 3 and result["metrics"]["duration_abs_s"] == 0.0  # the clip's own length
+    assert {"envelope_corr", "mel_l1"} <= set(result["metrics"])
+    ((task, ref_lens, gen_lens, text_lens),) = seen
+    assert (
+        task == "tts" and sorted(ref_lens) == sorted(gen_lens) and ref_lens != gen_lens
+    )  # other clips' voices
+    assert all(t > 0 for t in text_lens)

@@ -18,6 +18,9 @@ Per task (paper §5.2 / cases 1 and 4):
 * ``text2av``: the clip's text is given; mel and mouth motion are generated (case 1, no reference voice). The
   length is the reference clip's (``duration="reference"``) or the tasks' chars-per-second rule
   (``duration="text"``, ``len(utf8) / CHARS_PER_SECOND`` seconds).
+* ``tts``: F5-TTS inference through the audio branch alone (runs on a stage-1 Audio-DiT too): another clip's mel
+  (``reference``) is the voice prompt, the text is its text joined with the clip's (``inference.inputs.join_text``
+  rule), and the clip's own number of frames is generated after it; only that span is returned. No motion.
 """
 
 from __future__ import annotations
@@ -36,8 +39,8 @@ from jam_flow.inference.inputs import CHARS_PER_SECOND
 
 __all__ = ["EVAL_TASKS", "Generated", "generate_batch"]
 
-EVAL_TASKS = ("audio2motion", "motion2audio", "dub", "text2av")
-Task = Literal["audio2motion", "motion2audio", "dub", "text2av"]
+EVAL_TASKS = ("audio2motion", "motion2audio", "dub", "text2av", "tts")
+Task = Literal["audio2motion", "motion2audio", "dub", "text2av", "tts"]
 
 
 @dataclass
@@ -69,16 +72,22 @@ def generate_batch(
     generator: torch.Generator,
     use_rest: bool = False,
     duration: Literal["reference", "text"] = "reference",
+    reference: dict[str, Any] | None = None,
 ) -> Generated:
     """Generate ``task`` for a ``collate_clips`` batch (``mel``, ``exp``, ``text``, ``audio_mask``,
     ``motion_mask``); the noise comes from ``generator`` (CPU), so a seed fixes the whole run. The conditions are
-    :func:`jam_flow.flow.layouts.task_layout`'s, as for ``jam-flow generate``."""
+    :func:`jam_flow.flow.layouts.task_layout`'s, as for ``jam-flow generate``. ``reference`` (``tts`` only): the
+    collated voice-prompt clips, one per clip of ``batch``."""
     if task not in EVAL_TASKS:
         raise InputError(f"--task: expected one of {', '.join(EVAL_TASKS)}, got {task!r}")
     dev = bundle.device
     a_len = batch["audio_mask"].to(dev).sum(1)
     m_len = batch["motion_mask"].to(dev).sum(1)
     gen_frames = None
+    if task == "tts":
+        if reference is None:
+            raise InputError("--task tts: a reference clip is needed for every clip")
+        return _tts_batch(bundle, batch, reference, settings, generator)
     if task == "audio2motion":
         given = Given(mel=bundle.mel_to_model(batch["mel"].to(dev)), mel_lens=a_len)
         if use_rest:
@@ -109,5 +118,47 @@ def generate_batch(
         audio_mask=cond.audio_mask.cpu(),
         exp=exp.cpu(),
         motion_mask=cond.motion_mask.cpu(),
+        nfe=out.nfe,
+    )
+
+
+def _tts_batch(
+    bundle: ModelBundle,
+    batch: dict[str, Any],
+    reference: dict[str, Any],
+    settings: SamplerSettings,
+    generator: torch.Generator,
+) -> Generated:
+    """``tts`` (module docstring): [reference mel | generated span], text = reference text + own text."""
+    from jam_flow.inference.inputs import _join_text
+
+    dev = bundle.device
+    n_ref = reference["audio_mask"].to(dev).sum(1)
+    n_gen = batch["audio_mask"].to(dev).sum(1)
+    joined = []
+    for own, ref in zip(batch["text"], reference["text"], strict=True):
+        words = _join_text(
+            bundle.vocab.decode(ref[ref >= 0].tolist()), bundle.vocab.decode(own[own >= 0].tolist())
+        )
+        joined.append(bundle.vocab.encode(words, where="tts text"))
+    text = torch.full((len(joined), max(len(t) for t in joined)), -1, dtype=torch.long, device=dev)
+    for j, ids in enumerate(joined):
+        text[j, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+    given = Given(text=text, mel=bundle.mel_to_model(reference["mel"].to(dev)), mel_lens=n_ref)
+    cond = task_layout("tts", given, bundle.mel, bundle.motion, gen_frames=n_gen).cond
+    out = sample(bundle.joint_net("tts"), cond, settings, generator=generator)
+    full = bundle.mel_from_model(out.audio).float().cpu()
+    b, span = full.shape[0], int(n_gen.max())
+    mel = torch.zeros(b, span, full.shape[2])
+    for j in range(b):
+        k, g = int(n_ref[j]), int(n_gen[j])
+        mel[j, :g] = full[j, k : k + g]
+    m = int(bundle.clock.motion_frames(n_gen.cpu()).max())
+    exp = bundle.denormalise_motion(torch.zeros(b, m, bundle.motion.mouth_dim))
+    return Generated(
+        mel=mel,
+        audio_mask=batch["audio_mask"][:, :span].bool().cpu(),
+        exp=exp,
+        motion_mask=torch.zeros(b, m, dtype=torch.bool),
         nfe=out.nfe,
     )

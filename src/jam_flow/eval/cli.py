@@ -2,7 +2,7 @@
 
 Dimension legend: none (argument handling only; see ``eval.evaluate``).
 
-    jam-flow evaluate --ckpt CKPT --data.data_dir DIR --task audio2motion|motion2audio|dub|text2av --out FILE.json
+    jam-flow evaluate --ckpt CKPT --data.data_dir DIR --task audio2motion|motion2audio|dub|text2av|tts --out FILE.json
         [--split test] [--max-clips N] [--nfe 32] [--cfg 2.0] [--guidance joint] [--seed 0] [--tb-dir DIR] ...
     jam-flow evaluate --protocol talking-head|tts|dubbing|ablation ...   (eval.protocols.cli)
 """

@@ -56,7 +56,7 @@ class EvalSettings:
 
     ckpt: str
     data_dir: str
-    task: Literal["audio2motion", "motion2audio", "dub", "text2av"]
+    task: Literal["audio2motion", "motion2audio", "dub", "text2av", "tts"]
     split: str = "test"
     max_clips: int | None = None
     nfe: int = 32
@@ -205,6 +205,9 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
     # generation, in batches of similar length
     order = sorted(range(len(items)), key=lambda i: items[i]["mel"].shape[0])
     generator = torch.Generator().manual_seed(settings.seed)
+    # tts: clip i speaks after clip voice_of[i]'s audio (its reference voice; another derangement than the
+    # shuffled baseline's)
+    voice_of = _derangement(len(items), settings.seed + 1) if settings.task == "tts" else None
     per_clip: list[dict[str, Any]] = [{} for _ in items]
     nfe_used = 0
     for start in range(0, len(order), settings.batch_size):
@@ -218,6 +221,7 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
             generator,
             use_rest=settings.use_rest,
             duration=settings.text2av_duration,
+            reference=collate_clips([items[voice_of[i]] for i in chunk]) if voice_of else None,
         )
         nfe_used = max(nfe_used, gen.nfe)
         ref_env, ref_env_mask = speech_envelope(batch["mel"], batch["audio_mask"], bundle.mel, bundle.motion)
@@ -272,7 +276,7 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
         env_key = "ref_env" if settings.task == "audio2motion" else "gen_env"
         metrics.update(offset("gen_open", env_key))
         shuffled.update(offset("gen_open", env_key, perm_open=pi))
-    if settings.task in ("motion2audio", "dub", "text2av"):
+    if settings.task in ("motion2audio", "dub", "text2av", "tts"):
         metrics["envelope_corr"] = corr("gen_env", "ref_env")
         shuffled["envelope_corr"] = corr("gen_env", "ref_env", pi)
         mel = MelDistance()
@@ -331,7 +335,7 @@ def _external_metrics(
 ) -> dict[str, float]:
     """WER, speaker similarity and LSE when their models are given (generated speech is vocoded for WER / SIM)."""
     out: dict[str, float] = {}
-    speech_task = settings.task in ("motion2audio", "dub", "text2av")
+    speech_task = settings.task in ("motion2audio", "dub", "text2av", "tts")
     if (settings.asr or settings.speaker_model) and speech_task:
         from torchmetrics.text import WordErrorRate
 

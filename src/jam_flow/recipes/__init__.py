@@ -4,6 +4,7 @@ call the ``jam-flow`` commands (subprocesses) and ``jam_flow.eval`` (in process)
 
 * :mod:`jam_flow.recipes.synth`: the synthetic-corpus recipe and its ablations (``make synth-recipe``);
 * :mod:`jam_flow.recipes.synth_audio`: the speech recipe (``make synth-recipe-audio``);
+* :mod:`jam_flow.recipes.speech`: the two-stage speech recipe in a small world (``make synth-recipe-speech``);
 * :mod:`jam_flow.recipes.common`: what they share (paths and commands as results record them, the machine record,
   subprocesses, atomic result files, the ``python -m`` entry).
 """

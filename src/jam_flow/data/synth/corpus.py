@@ -119,7 +119,9 @@ def plan_clip(
     (training clips draw kept combinations, validation and test clips held-out ones)."""
     rng = np.random.default_rng([seed, index, attempt])
     speaker = cfg.voices[int(rng.integers(len(cfg.voices)))]
-    rate = int(rng.integers(140, 211))  # always drawn, so that the draws after them do not depend on the options
+    rate = int(
+        rng.integers(140, 211)
+    )  # always drawn, so that the draws after them do not depend on the options
     pitch = int(rng.integers(25, 76))
     rate = rate if cfg.rate is None else cfg.rate
     pitch = pitch if cfg.pitch is None else cfg.pitch

@@ -42,7 +42,9 @@ def load_words(path: str | Path) -> list[str]:
         if not word:
             continue
         if not (word.isascii() and word.isalpha()):
-            raise InputError(f"--words: {path}:{lineno}: expected one word of ASCII letters, got {line.strip()!r}")
+            raise InputError(
+                f"--words: {path}:{lineno}: expected one word of ASCII letters, got {line.strip()!r}"
+            )
         if word in words:
             raise InputError(f"--words: {path}:{lineno}: {word!r} is listed twice")
         words.append(word)
@@ -75,7 +77,9 @@ class WordWorld:
         """A sentence from the held-out (``heldout``) or the training combinations, drawn with ``rng``."""
         for _ in range(_MAX_DRAWS):
             k = int(rng.integers(MIN_WORDS, MAX_WORDS + 1))
-            combination = tuple(self.words[int(i)] for i in rng.choice(len(self.words), size=k, replace=False))
+            combination = tuple(
+                self.words[int(i)] for i in rng.choice(len(self.words), size=k, replace=False)
+            )
             if self.is_heldout(combination) == heldout:
                 return " ".join(combination).capitalize() + "."
         raise InputError(  # only with a tiny word list (every combination on one side)
