@@ -187,7 +187,7 @@ def test_evaluate_bad_input(tiny_setup, capsys):
     assert cli_main(["evaluate", *base, "--task", "audio2motion", "--ckpt", str(root / "missing")]) == 2
     assert "error: --ckpt" in capsys.readouterr().err
     with pytest.raises(InputError, match="--task"):
-        evaluate_main([*base, "--task", "tts"])
+        evaluate_main([*base, "--task", "edit"])
 
 
 @pytest.mark.parametrize("audio_only", [False, True], ids=["joint", "stage1-audio"])

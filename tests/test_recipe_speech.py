@@ -67,7 +67,11 @@ def test_targets_and_flatten():
         "tts_offset_within_one_ground_truth": 0.9,
         "tts_envelope_corr_shuffled": 0.01,
     }
-    stage2 = {"tts_cer": 0.27, "dub_offset_vs_ground_truth_within_one": 0.79, "motion2audio_envelope_corr": 0.5}
+    stage2 = {
+        "tts_cer": 0.27,
+        "dub_offset_vs_ground_truth_within_one": 0.79,
+        "motion2audio_envelope_corr": 0.5,
+    }
     got = targets(flat, stage2)
     first, keep, dub, m2a = got.values()
     assert first == {"value": 0.2, "threshold": 0.15, "met": False}  # max(2 x 0.05, 0.05 + 0.10)
