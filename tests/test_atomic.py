@@ -1,5 +1,5 @@
 """jam_flow.atomic: files and folders appear complete or not at all, with the usual modes; failures and killed
-processes leave nothing behind (issue 13)."""
+processes leave nothing behind."""
 
 from __future__ import annotations
 

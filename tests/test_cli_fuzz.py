@@ -1,4 +1,4 @@
-"""issue 13, Deliver 8: a table of malformed inputs for every command. Each must exit non-zero with exactly one
+"""A table of malformed inputs for every command. Each must exit non-zero with exactly one
 ``error:`` line on stderr that names the argument (or file), no traceback, and no file changed outside ``--out``
 (for a failure: no file changed at all, and no temporary left behind).
 

@@ -292,7 +292,7 @@ def test_validate_reports_planted_problem(tmp_path, name, capsys):
 
 
 def test_duplicate_id_is_reported_by_id_and_read_once(tmp_path, caplog):
-    """issue 13: a row repeating an id is one problem naming the id (no false count mismatch), and the loaders
+    """A row repeating an id is one problem naming the id (no false count mismatch), and the loaders
     skip it with a warning instead of training the clip twice."""
     make_dataset(tmp_path)
     _rewrite_manifest(tmp_path, lambda rows: rows[:2] + [{**rows[2], "id": "c1"}] + rows[3:])

@@ -191,7 +191,7 @@ def test_cli_writes_a_valid_dataset(tmp_path, capsys):
     assert "2 clips (train 1, val 1, test 0): OK" in capsys.readouterr().out
     assert cli_main(["synth-corpus", "--out", str(out), "--n-clips", "2"]) == 2  # refuses a non-empty dir
     before = _tree_bytes(out)
-    # issue 13: a bad input under --overwrite fails before anything is touched
+    # a bad input under --overwrite fails before anything is touched
     missing = ["--sentences", str(tmp_path / "missing.txt")]
     assert cli_main(["synth-corpus", "--out", str(out), "--n-clips", "1", "--overwrite", *missing]) == 2
     assert "--sentences" in capsys.readouterr().err
@@ -216,7 +216,7 @@ def _tree_bytes(root):
 
 
 def test_overwrite_refuses_a_folder_that_is_not_a_dataset(tmp_path, capsys):
-    """issue 13: a file named dataset.json does not make a folder a dataset; nothing is deleted."""
+    """A file named dataset.json does not make a folder a dataset; nothing is deleted."""
     foreign = tmp_path / "mine"
     (foreign / "clips").mkdir(parents=True)
     (foreign / "dataset.json").write_text('{"format": "something-else"}')

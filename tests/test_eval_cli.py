@@ -1,4 +1,4 @@
-"""`jam-flow evaluate` end to end on a tiny random model (export dir) and a tiny hand-written dataset (issue 8)."""
+"""`jam-flow evaluate` end to end on a tiny random model (export dir) and a tiny hand-written dataset."""
 
 from __future__ import annotations
 

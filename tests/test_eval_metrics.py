@@ -1,4 +1,4 @@
-"""Sync and audio metrics on hand-made signals (issue 8)."""
+"""Sync and audio metrics on hand-made signals."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``jam-flow evaluate --protocol``: FID / FVD on random weights in the published formats, the paper-number file,
-and every protocol end to end on tiny generated data (issue 17).
+and every protocol end to end on tiny generated data.
 
 Shared module fixtures: one tiny random JointDiT export, a tiny Vocos, random judges (Inception state dict, scripted
 I3D, syncnet_v2 state dict, TorchScript speaker model), two 1.2 s test videos, a LibriSpeech-layout TTS list and a

@@ -1,4 +1,4 @@
-"""Speech metrics (issue 16): CER / WER against hand-computed cases, the judge trained for a few steps and reloaded,
+"""Speech metrics: CER / WER against hand-computed cases, the judge trained for a few steps and reloaded,
 the timing estimator on a known shift, and `jam-flow evaluate --judge` end to end on a tiny model."""
 
 from __future__ import annotations

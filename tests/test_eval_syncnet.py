@@ -1,4 +1,4 @@
-"""SyncNet: strict loading of the public syncnet_v2 key layout, forward shapes, LSE-C / LSE-D (issue 8)."""
+"""SyncNet: strict loading of the public syncnet_v2 key layout, forward shapes, LSE-C / LSE-D."""
 
 from __future__ import annotations
 

@@ -108,7 +108,7 @@ def test_every_task_layout_is_trained_under_stage2_yaml():
     states = ("given", "partial", "generated")
     total = sum(layout_rate((a, m), masking, dropout) for a in states for m in states)
     assert total == pytest.approx(1.0)
-    # the layout the issue found untrained: text + reference audio -> speech + motion (case 2)
+    # a layout that was once left untrained: text + reference audio -> speech + motion (case 2)
     p = masking.p_both / (masking.p_both + masking.p_motion_only + masking.p_audio_only)
     expected = p * (1 - masking.p_whole_audio) * masking.p_whole_motion
     assert layout_rate(("partial", "generated"), masking, dropout) == pytest.approx(expected)

@@ -1,4 +1,4 @@
-"""issue 13 for `jam-flow generate`: --out / --overwrite (whole output set, refuses foreign folders, checked before
+"""Output safety of `jam-flow generate`: --out / --overwrite (whole output set, refuses foreign folders, checked before
 any work), non-finite results fail with one line and write nothing, seeds and motion dtypes."""
 
 from __future__ import annotations

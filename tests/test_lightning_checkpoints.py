@@ -1,4 +1,4 @@
-"""issue 13, training side: the best checkpoint is the one its validation scored, last.ckpt on its own step interval,
+"""Checkpoint safety on the training side: the best checkpoint is the one its validation scored, last.ckpt on its own step interval,
 atomic checkpoint files, non-finite steps skipped/counted/stopped, and one-line --ckpt_path errors."""
 
 from __future__ import annotations

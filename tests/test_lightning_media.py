@@ -66,3 +66,19 @@ def test_media_generation_and_logging(tmp_path):
         assert {f"val/mel/{i}", f"val/audio/{i}", f"val/mouth/{i}", f"val/mouth_mae/{i}"} <= set(writer.tags)
         wave, sr = writer.tags[f"val/audio/{i}"]
         assert sr == 24000 and wave.shape[-1] == 256 * (int(batch["audio_mask"][i].sum()) - 1)
+
+
+def test_judge_cer_without_a_judge_is_one_clear_error():
+    """Without ``judge_path`` the judge score is refused up front (no generation, no AttributeError on None), and
+    a validation epoch with neither media nor judge does nothing."""
+    from types import SimpleNamespace
+
+    import pytest
+
+    from jam_flow.errors import InputError
+
+    callback = ValidationMedia(num_clips=0)
+    with pytest.raises(InputError, match=r"--media\.judge_path: .*jam-flow train-judge"):
+        callback.judge_cer(SimpleNamespace(), {})
+    trainer = SimpleNamespace(sanity_checking=False, is_global_zero=True, global_step=1, logger=None)
+    callback.on_validation_epoch_end(trainer, SimpleNamespace())

@@ -116,7 +116,7 @@ def test_contract_resume_and_export(dataset, tmp_path):
         assert torch.equal(v, meta["ema_state_dict"][k]), k
     assert bundle.config["motion"]["mouth_indices"] == [14, 17, 19, 20] and bundle.stats is not None
     assert jam_flow_main(["export", "--ckpt", str(ckpt), "--out", str(out)]) == 2  # refuses to overwrite
-    # issue 13: --overwrite swaps in a complete export with the usual file modes and no temporary left behind
+    # --overwrite swaps in a complete export with the usual file modes and no temporary left behind
     assert jam_flow_main(["export", "--ckpt", str(ckpt), "--out", str(out), "--overwrite"]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "model.safetensors"]
     assert all(p.stat().st_mode & 0o777 == default_file_mode() for p in out.iterdir())

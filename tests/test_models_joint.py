@@ -1,4 +1,4 @@
-"""JointDiT invariances (issue 3, item 9): motion absent / joint off equals the separate branches, padding is
+"""JointDiT invariances: motion absent / joint off equals the separate branches, padding is
 invisible, each switch removes exactly its own cross-modal terms, drop flags, backward, checkpointing, configs."""
 
 from __future__ import annotations

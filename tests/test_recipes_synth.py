@@ -1,5 +1,5 @@
 """The recipe's experiment configs parse through `jam-flow fit --print_config` and differ from the main config only in
-what their ablation names (issue 8)."""
+what their ablation names."""
 
 from __future__ import annotations
 

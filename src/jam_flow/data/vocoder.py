@@ -188,8 +188,8 @@ def load_vocos(path: str | Path, device: str | torch.device = "cpu") -> VocosVoc
     except RuntimeError as err:
         first = str(err).strip().splitlines()
         raise InputError(f"--vocoder: {weights} does not match {cfg} ({' '.join(first[:3])})") from err
-    mel_spec = getattr(vocos.feature_extractor, "mel_spec", None)  # MelSpectrogramFeatures knows its rate
-    sample_rate = int(mel_spec.sample_rate) if mel_spec is not None else 24000
+    # the feature extractor is MelSpectrogramFeatures (VOCOS_CLASSES), which knows its rate
+    sample_rate = int(vocos.feature_extractor.mel_spec.sample_rate)
     return VocosVocoder(vocos.to(device), sample_rate=sample_rate)
 
 

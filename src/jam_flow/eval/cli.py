@@ -1,6 +1,6 @@
 """``jam-flow evaluate``: generate on a held-out split and write sync / audio metrics as JSON (+ TensorBoard).
 
-Dimension legend: none (argument handling only; see ``eval.evaluate``).
+Argument handling only; the evaluation is ``eval.evaluate``.
 
     jam-flow evaluate --ckpt CKPT --data.data_dir DIR --task audio2motion|motion2audio|dub|text2av|tts --out FILE.json
         [--split test] [--max-clips N] [--nfe 32] [--cfg 2.0] [--guidance joint] [--seed 0] [--tb-dir DIR] ...
@@ -122,7 +122,7 @@ def write_tensorboard(result: dict, tb_dir: str | Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    if any(a == "--protocol" or a.startswith("--protocol=") for a in argv):  # the paper's tables (issue 17)
+    if any(a == "--protocol" or a.startswith("--protocol=") for a in argv):  # the paper's tables
         from jam_flow.eval.protocols.cli import main as protocol_main
 
         return protocol_main(argv)

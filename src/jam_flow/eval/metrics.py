@@ -4,7 +4,7 @@ tensor summed across processes with ``dist_reduce_fx="sum"``), ``compute`` retur
 Dimension legend: b batch (clips), n mel frames, c mel channels (100), m motion frames (25 / s),
 km mouth keypoints (4), l lags (``2 * max_lag + 1``). Masks are bool, True = valid, everywhere.
 
-Motion (issue 8): ``MouthKeypointL2`` (mouth keypoint error over valid frames), ``ClipCorrelation`` (mean
+Motion: ``MouthKeypointL2`` (mouth keypoint error over valid frames), ``ClipCorrelation`` (mean
 per-clip Pearson correlation, used for mouth opening vs ground truth and speech envelope vs reference),
 ``AVOffset`` (lag of maximal mouth-opening / speech-envelope correlation). Audio: ``MelDistance`` (mel L1 and
 log-spectral distance), ``DurationError``. With optional external models: ``SpeakerSimilarity`` (cosine of
@@ -339,7 +339,7 @@ class LipSyncScores(_SumMetric):
         }
 
 
-# FID / FVD (issue 17) live in their own module; exported here (``from jam_flow.eval.metrics import FID, FVD``).
+# FID / FVD live in their own module; exported here (``from jam_flow.eval.metrics import FID, FVD``).
 from jam_flow.eval.video_metrics import FID, FVD  # noqa: E402
 
 __all__ += ["FID", "FVD"]

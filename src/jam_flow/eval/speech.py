@@ -1,4 +1,4 @@
-"""Speech metrics of ``jam-flow evaluate`` (issue 16): intelligibility (the judge's CER / WER, pocketsphinx WER) and
+"""Speech metrics of ``jam-flow evaluate``: intelligibility (the judge's CER / WER, pocketsphinx WER) and
 the timing of generated speech against the given motion (``dub`` / ``motion2audio``).
 
 Dimension legend: b batch (clips), n mel frames, c mel channels (100), m motion frames (25 / s), s samples.

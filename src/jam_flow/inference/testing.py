@@ -1,6 +1,6 @@
 """Test and benchmark helpers: random JointDiT exports and random Vocos directories in the published layouts.
 
-Dimension legend: none (the configs use c = 100 mel channels at 24 kHz, hop 256). Used by the inference tests and
+The configs use 100 mel channels at 24 kHz, hop 256. Used by the inference tests and
 by ``benchmarks/inference.py`` (a benchmark does not import from ``tests/``), so neither downloads weights.
 """
 

@@ -322,7 +322,13 @@ class ValidationMedia(L.Callback):
 
     def judge_cer(self, pl_module: Any, batch: dict[str, Any]) -> dict[str, float]:
         """Generate the first ``judge_clips`` clips from their text alone (the text2av layout of ``jam-flow
-        evaluate``: nothing given but the text; e_rest dropped) and score them with the judge."""
+        evaluate``: nothing given but the text; e_rest dropped) and score them with the judge (``judge_path``;
+        without one this is an ``InputError``, raised before any generation)."""
+        if self._judge is None:
+            raise InputError(
+                "--media.judge_path: scoring validation clips with the judge needs a judge directory "
+                "(jam-flow train-judge --out DIR), got none"
+            )
         from torchmetrics.text import CharErrorRate
 
         from jam_flow.models.judge import judge_text
@@ -348,7 +354,7 @@ class ValidationMedia(L.Callback):
         texts = [judge_text("".join(vocab[i] for i in row[row >= 0].tolist())) for row in sub["text"].cpu()]
         gen = [mel_gen[i, : int(n)] for i, n in enumerate(lengths)]
         ref = [sub["mel"][i, : int(n)].float().cpu() for i, n in enumerate(lengths)]
-        judge = self._judge.to(dev) if self._judge is not None else None
+        judge = self._judge.to(dev)
         return {
             "cer": float(CharErrorRate()([judge_text(t) for t in judge.transcribe(gen)], texts)),
             "cer_ground_truth": float(CharErrorRate()([judge_text(t) for t in judge.transcribe(ref)], texts)),

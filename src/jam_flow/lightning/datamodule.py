@@ -247,7 +247,7 @@ class JAMFlowDataModule(L.LightningDataModule):
 
     def _on_cuda(self) -> bool:
         trainer = self.trainer
-        return trainer is not None and getattr(trainer.strategy.root_device, "type", "cpu") == "cuda"
+        return trainer is not None and trainer.strategy.root_device.type == "cuda"
 
     def train_dataloader(self) -> ResumableDataLoader:
         self._check_distributed_sampler()

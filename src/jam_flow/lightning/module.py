@@ -257,7 +257,7 @@ class JAMFlowModule(L.LightningModule):
 
     # ------------------------------------------------------------------------------------------------ setup
     def setup(self, stage: str) -> None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        dm = self.trainer.datamodule if self._trainer is not None else None
         if dm is not None and hasattr(dm, "meta"):
             self.set_data_meta(dm.meta())
             self._skipped_setup = len(getattr(dm, "missing", []))
@@ -398,13 +398,11 @@ class JAMFlowModule(L.LightningModule):
             if cid not in self._skipped_ids:
                 self._skipped_ids[cid] = err
                 log.warning("skipping clip %r: %s", cid, err)
-        own = float(
-            len(self._skipped_ids) + (getattr(self, "_skipped_setup", 0) if self.global_rank == 0 else 0)
-        )
+        own = float(len(self._skipped_ids) + (self._skipped_setup if self.global_rank == 0 else 0))
         self.log("data/skipped_clips", own, prog_bar=True, reduce_fx="sum", sync_dist=True, batch_size=1)
 
     def on_train_epoch_end(self) -> None:
-        missing = getattr(self, "_skipped_setup", 0)
+        missing = self._skipped_setup
         if self._skipped_ids or missing:
             ids = ", ".join(sorted(self._skipped_ids)[:20])
             log.warning(

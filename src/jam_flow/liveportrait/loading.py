@@ -1,7 +1,5 @@
 """Strict loading of LivePortrait's published checkpoints from a local directory (never downloads).
 
-Dimension legend: none (no tensors are shaped here beyond state dicts).
-
 Published layout (``KwaiVGI/LivePortrait`` ``pretrained_weights/liveportrait``)::
 
     WEIGHTS_DIR/base_models/appearance_feature_extractor.pth   -> AppearanceFeatureExtractor (F)

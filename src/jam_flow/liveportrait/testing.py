@@ -1,6 +1,6 @@
 """Test helpers: write a complete, random LivePortrait weights directory in the published layout.
 
-Dimension legend: none. Used by this package's tests and by other areas' tests (render, preprocessing) that
+Used by this package's tests and by other areas' tests (render, preprocessing) that
 need LivePortrait weights without downloading them.
 """
 

@@ -1,6 +1,6 @@
 """Strict loading of F5-TTS checkpoints into :class:`~jam_flow.models.AudioDiT` (or a JointDiT's audio branch).
 
-Dimension legend: none (state dicts only). Accepted files (F5-TTS ``model/trainer.py``, ``infer/utils_infer.py``):
+State dicts only. Accepted files (F5-TTS ``model/trainer.py``, ``infer/utils_infer.py``):
 
 - trainer ``.pt``: ``{"model_state_dict": {"transformer.<key>": ...}, "ema_model_state_dict": {"initted",
   "step", "ema_model.transformer.<key>": ...}, "optimizer_state_dict", "scheduler_state_dict", "update"}``;

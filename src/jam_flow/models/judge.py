@@ -1,4 +1,4 @@
-"""The intelligibility judge's network: a small CTC character recogniser over log-mel (issue 16).
+"""The intelligibility judge's network: a small CTC character recogniser over log-mel.
 
 Dimension legend: b batch, n mel frames (93.75 / s), c mel channels (100), t judge frames (``ceil(n / 2)``),
 v output classes (blank + characters). Masks are bool, True = valid.

@@ -1,7 +1,7 @@
 """The two-stage speech recipe (``make synth-recipe-speech``; docs/evaluation.md "Speech in a small world").
 
-Dimension legend: none (orchestration: ``jam-flow`` subprocesses for the corpora, the judge and the training runs;
-``eval.evaluate`` and ``eval.probes.text_use`` in process for the learning curves and the final numbers).
+Orchestration: ``jam-flow`` subprocesses for the corpora, the judge and the training runs; ``eval.evaluate`` and
+``eval.probes.text_use`` in process for the learning curves and the final numbers.
 
     python -m jam_flow.recipes.speech [--data-dir data/speech_world] [--open-dir data/speech_open]
         [--runs-dir runs/speech] [--out results/synth_recipe_speech.json] [--threads 1] [--no-train]

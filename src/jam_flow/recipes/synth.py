@@ -1,6 +1,6 @@
 """The synthetic-corpus recipe and ablations (``make synth-recipe``; steps and result fields: docs/evaluation.md).
 
-Dimension legend: none (orchestration only: subprocesses for the corpus, training and ``jam-flow evaluate``).
+Orchestration only: subprocesses for the corpus, training and ``jam-flow evaluate``.
 
     python -m jam_flow.recipes.synth [--data-dir data/synth_recipe] [--runs-dir runs/synth_recipe]
                                    [--out results/synth_recipe.json] [--only main rope_off ...] [--configs-dir configs]
@@ -11,7 +11,7 @@ with the same config bytes are reused), evaluates them on the test split and
 writes the result JSON. Run it from the repository root: every path it records is relative to the working directory.
 
 ``--guidance-sweep`` (with ``--only main --no-train``) evaluates only the finished main run on ``audio2motion`` and
-``text2av`` at every guidance scale of ``--sweep-cfgs`` with every mode of ``--sweep-modes`` (issue 15; the paper's
+``text2av`` at every guidance scale of ``--sweep-cfgs`` with every mode of ``--sweep-modes`` (the paper's
 "remains robust even without CFG") and stores the table as ``guidance_sweep`` in ``--out``, keeping the rest.
 """
 
@@ -141,7 +141,7 @@ def _train_command(variant: Variant, args: argparse.Namespace, root: Path) -> li
         str(root),
         "--progress_bar.refresh_rate",
         "0",
-        *(["--trainer.max_time", args.max_time] if getattr(args, "max_time", None) else []),
+        *(["--trainer.max_time", args.max_time] if args.max_time else []),
     ]
 
 

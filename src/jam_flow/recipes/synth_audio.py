@@ -1,7 +1,7 @@
-"""The speech recipe (``make synth-recipe-audio``; issue 16; docs/evaluation.md "Speech"): does the audio half learn?
+"""The speech recipe (``make synth-recipe-audio``; docs/evaluation.md "Speech"): does the audio half learn?
 
-Dimension legend: none (orchestration: subprocesses for the corpora, the judge and training; ``eval.evaluate`` in
-process for the learning curves and the final numbers).
+Orchestration: subprocesses for the corpora, the judge and training; ``eval.evaluate`` in process for the learning
+curves and the final numbers.
 
     python -m jam_flow.recipes.synth_audio [--data-dir data/synth_audio] [--heldout-dir data/synth_audio_heldout]
         [--runs-dir runs/synth_audio] [--out results/synth_recipe_audio.json] [--threads 2] [--no-train]
@@ -61,7 +61,7 @@ CURVE_KEYS = {
         "envelope_corr",
     ),
 }
-# (task, section, key, comparison, threshold or "2x ground truth"): the issue's targets
+# (task, section, key, comparison, threshold or "2x ground truth"): the recipe's targets (docs/evaluation.md)
 TARGETS = (
     ("text2av", "metrics", "cer", "<=", "2x cer_ground_truth"),
     ("dub", "metrics", "offset_within_one", ">=", 0.8),
@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     judge = _judge(args, runs / "judge")
     training = _train(args, config, runs / "main")
-    guidance = getattr(SamplerSettings(), "guidance", "all (the only mode before issue 15)")
+    guidance = SamplerSettings().guidance
     ckpts = _checkpoints(runs / "main")
     curve: dict[str, Any] = {}
     for step in sorted(s for s in ckpts if s % args.curve_every == 0):
@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         projection["note"] = "dub: fitted on -within_one so that lower is better"
     result = {
-        "recipe": "speech: does the audio half learn? (issue 16; docs/evaluation.md)",
+        "recipe": "speech: does the audio half learn? (docs/evaluation.md)",
         "command": shlex.join(["python", "-m", "jam_flow.recipes.synth_audio", *argv]),
         "reproduce": "make synth-recipe-audio  (= python -m jam_flow.recipes.synth_audio)",
         "config": rel(config),

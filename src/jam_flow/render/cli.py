@@ -1,6 +1,6 @@
 """``jam-flow render``: animate a face image or video with generated motion and mux the speech.
 
-Dimension legend: none (argument parsing only). Every option maps 1:1 onto ``render_talking_head``.
+Argument parsing only: every option maps 1:1 onto ``render_talking_head``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """``jam-flow dub-video`` and ``jam-flow animate``: argument parsing, model loading and the progress bar.
 
-Dimension legend: none (argument handling only); see :mod:`jam_flow.video.pipeline`.
+Argument handling only; the work is :mod:`jam_flow.video.pipeline`.
 
     jam-flow dub-video --video IN --text T | --script F --out OUT.mp4 --ckpt CKPT
         (--motion-extractor PTH | --liveportrait DIR) [--ref-audio WAV --ref-text T] [--rerender]

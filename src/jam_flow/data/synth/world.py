@@ -1,6 +1,6 @@
 """A small world of words (``synth-corpus --words FILE``): 2-4-word sentences with held-out word combinations.
 
-Dimension legend: none (text only).
+Text only.
 
 A sentence is ``k`` distinct words of the list (``k`` in ``[min_words, max_words]``, drawn in order from the clip's
 random generator), the first capitalised, ending in a full stop: "Black hot left old." Its *combination* is the

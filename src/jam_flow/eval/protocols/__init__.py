@@ -1,7 +1,5 @@
 """The paper's evaluation protocols, one per table (``jam-flow evaluate --protocol NAME``; docs/evaluation.md).
 
-Dimension legend: none (orchestration; see the protocol modules). Masks: none.
-
 =============  ========  ============================================================  ==========================
 protocol       table     data / generation                                              metrics (paper order)
 =============  ========  ============================================================  ==========================

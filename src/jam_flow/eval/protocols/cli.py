@@ -1,6 +1,6 @@
 """``jam-flow evaluate --protocol talking-head|tts|dubbing|ablation``: argument handling (docs/evaluation.md).
 
-Dimension legend: none (argument parsing only; see ``eval.protocols``).
+Argument parsing only; the protocols are ``eval.protocols``.
 
     jam-flow evaluate --protocol NAME --ckpt CKPT [CKPT ...] --out DIR [--metrics fid,lse_c] [--compare-paper]
         [data: --videos DIR | --list FILE --audio-root DIR | --data.data_dir DIR] [judges: --inception PATH

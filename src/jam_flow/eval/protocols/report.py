@@ -1,7 +1,7 @@
 """Protocol results: the JSON per run and the Markdown table in the paper's column order, with the paper's numbers
 beside ours when asked (``--compare-paper``; the numbers live in ``jam_flow/assets/paper_results.json``).
 
-Dimension legend: none (tables of floats). Metric values are plain floats; WER is stored as a fraction in the JSON
+Metric values are plain floats; WER is stored as a fraction in the JSON
 (torchmetrics' convention) and shown in percent in the table, as the paper prints it.
 """
 
