@@ -74,6 +74,7 @@ def files(tmp_path_factory):
     vocos_cfg = yaml.safe_load((evil_vocos / "config.yaml").read_text())
     vocos_cfg["head"] = popen
     (evil_vocos / "config.yaml").write_text(yaml.safe_dump(vocos_cfg))
+    (root / "videos").mkdir()  # dub-video / animate write their output set beside --out
     w2v = root / "w2v"
     w2v.mkdir()
     (w2v / "config.json").write_text('{"model_type": "subprocess.Popen", "num_hidden_layers": 1}')
@@ -148,18 +149,45 @@ def _model_commands(files, ckpt: Path) -> dict[str, list[str]]:
             *("--data.data_dir", data, "--out", str(root / "protocol")),
         ],
         "demo": ["demo", "--ckpt", str(ckpt), "--device", "cpu", "--out", str(root / "demo")],
+        "dub-video": [
+            "dub-video",
+            *(
+                "--video",
+                str(files["inputs"]["speech"]),
+                "--text",
+                "hi",
+                "--motion-extractor",
+                str(files["inputs"]["clip"]),
+            ),
+            *("--ckpt", str(ckpt), "--out", str(root / "videos" / "dub.mp4"), "--device", "cpu", "-q"),
+        ],
+        "animate": [
+            "animate",
+            *("--source", str(files["inputs"]["ref"]), "--text", "hi", "--liveportrait", str(root)),
+            *("--ckpt", str(ckpt), "--out", str(root / "videos" / "animate.mp4"), "--device", "cpu", "-q"),
+        ],
         "fit init_audio_from": _fit(files, "--model.init_audio_from", str(ckpt)),
         "fit init_motion_from": _fit(files, "--model.init_motion_from", str(ckpt)),
     }
 
 
-def _assert_never_ran(files, name: str) -> None:
-    time.sleep(0.2)  # a started Popen touches the marker asynchronously
+def _assert_never_ran(files, name: str, wait: float = 0.0) -> None:
+    time.sleep(
+        wait
+    )  # a started Popen touches the marker asynchronously: the last check of a test waits for it
     assert not files["marker"].exists(), f"{name}: the class the file named was built"
 
 
+@pytest.fixture
+def no_liveportrait(monkeypatch):
+    """``animate`` loads the LivePortrait weights before the model: a stand-in, so the model file is reached."""
+    import jam_flow.liveportrait as lp
+
+    monkeypatch.setattr(lp, "load_liveportrait", lambda *args, **kwargs: object())
+
+
 @pytest.mark.parametrize("kind", ["evil", "evil_export"])
-def test_foreign_network_class_is_refused_by_every_model_reader(files, capsys, kind):
+def test_foreign_network_class_is_refused_by_every_model_reader(files, capsys, kind, no_liveportrait):
     ckpt = files[kind]
     commands = _model_commands(files, ckpt)
     if kind == "evil":  # a Lightning checkpoint: also the commands that resume from one
@@ -175,13 +203,14 @@ def test_foreign_network_class_is_refused_by_every_model_reader(files, capsys, k
         where = "config.yaml" if kind == "evil_export" else f"{ckpt} [jam_flow]"
         assert where in line, (name, line)
         _assert_never_ran(files, name)
+    _assert_never_ran(files, "any command", wait=0.5)
 
 
 def test_foreign_class_in_lightning_hyper_parameters_is_refused(files, capsys):
     line = _one_line(capsys, _fit(files, "--ckpt_path", str(files["evil_hparams"])))
     assert f"--ckpt_path: {files['evil_hparams']}" in line and "hyper_parameters.net.class_path" in line, line
     assert "'subprocess.Popen'" in line, line
-    _assert_never_ran(files, "fit --ckpt_path")
+    _assert_never_ran(files, "fit --ckpt_path", wait=0.5)
     # the readers of the jam_flow block accept the same file: only its hyper-parameters are foreign
     assert (
         read_model_file(files["evil_hparams"], "--ckpt").meta["model"]["class_path"]
@@ -198,6 +227,27 @@ def test_foreign_vocoder_and_feature_model_classes_are_refused(files, capsys):
             *("--out", str(root / "gv"), "--vocoder", vocos),
         ],
         "demo --vocoder": ["demo", "--ckpt", str(files["export"]), "--device", "cpu", "--vocoder", vocos],
+        "dub-video --vocoder": [
+            "dub-video",
+            *(
+                "--video",
+                str(files["inputs"]["speech"]),
+                "--text",
+                "hi",
+                "--motion-extractor",
+                str(files["inputs"]["clip"]),
+            ),
+            *(
+                "--ckpt",
+                str(files["export"]),
+                "--out",
+                str(root / "videos" / "dubv.mp4"),
+                "--device",
+                "cpu",
+                "-q",
+            ),
+            *("--vocoder", vocos),
+        ],
     }
     for name, argv in commands.items():
         line = _one_line(capsys, argv)
@@ -209,7 +259,7 @@ def test_foreign_vocoder_and_feature_model_classes_are_refused(files, capsys):
     argv = ["audio-features", "--data-dir", str(files["data"]), "--model", str(files["w2v"])]
     line = _one_line(capsys, argv)
     assert "'subprocess.Popen'" in line and str(files["w2v"]) in line, line
-    _assert_never_ran(files, "audio-features")
+    _assert_never_ran(files, "audio-features", wait=0.5)
 
 
 def test_the_allow_list_is_checked_before_any_import(files, monkeypatch, tmp_path):
