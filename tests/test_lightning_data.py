@@ -109,7 +109,11 @@ def test_datamodule_batches_masks_and_bad_clips(tmp_path):
     dm.setup("fit")
     assert dm.missing == ["clip001"] and len(dm.datasets["train"]) == 5
     meta = dm.meta()
-    assert set(meta.to_dict()) == {"mel", "motion", "stats", "vocab"} and len(meta.vocab) == dm.vocab_size
+    assert (
+        set(meta.to_dict()) == {"mel", "motion", "stats", "vocab", "text_units"}
+        and len(meta.vocab) == dm.vocab_size
+    )
+    assert meta.to_dict()["text_units"] == "char"
     assert meta.stats.exp_std.shape == (21, 3) and meta.stats.mel_mean.shape == (100,)
     batches = list(dm.train_dataloader())
     skipped = sum(b["skipped"] for b in batches)

@@ -88,6 +88,7 @@ class ClipDataset(Dataset):
             "mel": torch.from_numpy(np.ascontiguousarray(arrays["mel"])),
             "exp": torch.from_numpy(np.ascontiguousarray(exp)),
             "text": torch.tensor(ids, dtype=torch.long),
+            "transcript": rec.text,  # the plain text (``text`` holds its tokens: characters or phonemes)
         }
         if self.audio_features is not None:
             path = self.root / "audio_features" / self.audio_features / f"{rec.id}.npy"

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from jam_flow.data.text import Vocab
+from jam_flow.data.text import Vocab, check_text_units
 from jam_flow.errors import InputError
 from jam_flow.features import MelSettings, MotionSettings
 
@@ -68,7 +68,7 @@ class DatasetStats:
 @dataclass(frozen=True)
 class DataMeta:
     """The data side of a model: feature settings, dataset statistics (None: identity normalisation) and the text
-    vocabulary. Written into ``ckpt["jam_flow"]`` / ``config.yaml`` by :meth:`to_dict`."""
+    vocabulary (with its text units). Written into ``ckpt["jam_flow"]`` / ``config.yaml`` by :meth:`to_dict`."""
 
     mel: MelSettings
     motion: MotionSettings
@@ -77,7 +77,8 @@ class DataMeta:
 
     @classmethod
     def from_dict(cls, meta: Any, where: str) -> DataMeta:
-        """From the ``mel``, ``motion``, ``stats`` and ``vocab`` fields (a checkpoint's block or a DataModule's)."""
+        """From the ``mel``, ``motion``, ``stats``, ``vocab`` and ``text_units`` (default ``char``) fields (a
+        checkpoint's block or a DataModule's)."""
         try:
             mel = MelSettings(**meta["mel"])
             motion = MotionSettings(
@@ -86,7 +87,9 @@ class DataMeta:
         except (KeyError, TypeError, ValueError) as err:
             raise InputError(f"{where}: bad 'mel' / 'motion' settings ({err})") from err
         stats = None if meta["stats"] is None else DatasetStats.from_dict(meta["stats"], where, motion.num_kp)
-        return cls(mel, motion, stats, Vocab.from_list(meta["vocab"]))
+        # models written before text units existed are character models
+        units = check_text_units(meta.get("text_units", "char"), f"{where}: field 'text_units'")
+        return cls(mel, motion, stats, Vocab.from_list(meta["vocab"], units=units))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -94,6 +97,7 @@ class DataMeta:
             "motion": self.motion.to_dict(),
             "stats": None if self.stats is None else self.stats.to_dict(),
             "vocab": self.vocab.to_list(),
+            "text_units": self.vocab.units,
         }
 
 

@@ -293,7 +293,7 @@ def evaluate(settings: EvalSettings) -> dict[str, Any]:
         metrics.update(
             intelligibility_metrics(
                 settings.judge,
-                [bundle.vocab.decode(item["text"].tolist()) for item in items],
+                [item["transcript"] for item in items],
                 per_clip,
                 bundle.mel,
                 settings.vocoder,
@@ -350,7 +350,7 @@ def _external_metrics(
         for item, c in zip(items, per_clip, strict=True):
             gen_wave = vocoder.decode(c["gen_mel"]).numpy()
             if asr is not None:
-                reference = normalise_text(bundle.vocab.decode(item["text"].tolist()))
+                reference = normalise_text(item["transcript"])
                 wer.update([normalise_text(asr.transcribe(gen_wave, sr))], [reference])
             if spk is not None:
                 ref_wave = vocoder.decode(

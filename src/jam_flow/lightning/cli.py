@@ -91,12 +91,13 @@ class JAMFlowCLI(LightningCLI):
         super()._parse_ckpt_path()
 
     def before_instantiate_classes(self) -> None:
-        """Set the network's ``text_num_embeds`` from the data vocabulary (``data.vocab_path`` or the bundled one).
+        """Set the network's ``text_num_embeds`` from the data vocabulary (``data.vocab_path`` or the bundled one of
+        ``data.text_units``).
 
         This is a link ``data.vocab_size -> model.net...text_num_embeds`` whose target depends on the network class
         (``init_args.audio.text_num_embeds`` for a JointDiT, ``init_args.text_num_embeds`` for an AudioDiT, none
         for a MotionDiT), which ``link_arguments`` cannot express."""
-        from jam_flow.data.text import Vocab
+        from jam_flow.data.text import load_vocab
 
         cfg = self.config[self.subcommand] if self.subcommand else self.config
         net = cfg.get("model.net")
@@ -107,8 +108,7 @@ class JAMFlowCLI(LightningCLI):
         holder = text_embeds_holder(net.init_args)
         if holder is None:
             return
-        vocab_path = cfg.get("data.vocab_path")
-        size = len(Vocab.from_file(vocab_path) if vocab_path else Vocab.default())
+        size = len(load_vocab(cfg.get("data.vocab_path"), cfg.get("data.text_units") or "char"))
         holder["text_num_embeds"] = size
 
 

@@ -25,7 +25,7 @@ from jam_flow.data.dataset import ClipDataset, collate_clips
 from jam_flow.data.format import ClipRecord, read_dataset_json, read_manifest, read_stats
 from jam_flow.data.meta import DataMeta, DatasetStats
 from jam_flow.data.packed import PackedClipDataset, is_packed, open_packed, read_packed_records
-from jam_flow.data.text import Vocab
+from jam_flow.data.text import load_vocab
 from jam_flow.errors import InputError
 
 __all__ = ["JAMFlowDataModule"]
@@ -45,7 +45,11 @@ class JAMFlowDataModule(L.LightningDataModule):
         seed: seed of the per-epoch batch shuffle (the same on every rank).
         max_duration: clips longer than this many seconds are left out (F5-TTS: 30).
         min_duration: clips shorter than this many seconds are left out (F5-TTS: 0.3).
-        vocab_path: F5-TTS ``vocab.txt`` (must match an F5 checkpoint used for init); None = bundled vocabulary.
+        vocab_path: F5-TTS ``vocab.txt`` (must match an F5 checkpoint used for init); None = the bundled vocabulary
+            of ``text_units``.
+        text_units: ``char`` (one token per character, F5-TTS's; default) or ``phoneme`` (one token per IPA phoneme
+            from eSpeak NG, ``jam_flow.data.text``); the clips' plain text is turned into these units on loading,
+            and the units travel with the checkpoint, so ``generate --text`` does the same.
         val_frames_per_batch: frame budget of validation/test batches (None: ``frames_per_batch``).
         pad_batches: DDP: pad the batch list to a multiple of the world size (True) or trim it (False).
         audio_features: stage-1 Motion-DiT audio features: ``mel`` (the mel averaged onto the motion grid, computed
@@ -71,6 +75,7 @@ class JAMFlowDataModule(L.LightningDataModule):
         audio_features: Literal["mel", "wav2vec2"] = "mel",
         audio_features_name: str = "wav2vec2",
         shuffle: bool = True,
+        text_units: Literal["char", "phoneme"] = "char",
     ) -> None:
         super().__init__()
         if audio_features not in ("mel", "wav2vec2"):
@@ -103,7 +108,8 @@ class JAMFlowDataModule(L.LightningDataModule):
         self.audio_features_name = audio_features_name
         self.shuffle = shuffle
         self.audio_feature_dim: int | None = 100 if audio_features == "mel" else None
-        self.vocab = Vocab.from_file(vocab_path) if vocab_path else Vocab.default()
+        self.text_units = text_units
+        self.vocab = load_vocab(vocab_path, text_units)
         self._prepared = False
         self.datasets: dict[str, ClipDataset] = {}
         self.missing: list[str] = []  # clips whose feature file is missing (found at setup)

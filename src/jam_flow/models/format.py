@@ -62,7 +62,9 @@ __all__ = [
 
 FORMAT_VERSION = 1
 # the fields of ckpt["jam_flow"] (plus "ema_state_dict") and of an export's config.yaml, in writing order
-META_FIELDS = ("format_version", "model", "mel", "motion", "stats", "vocab", "normalize_mel")
+META_FIELDS = ("format_version", "model", "mel", "motion", "stats", "vocab", "text_units", "normalize_mel")
+# fields added after format version 1 was first written, with the value a file without them means
+OPTIONAL_FIELDS = {"text_units": "char"}
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.yaml"
 CHECKSUM_FIELD = "weights_sha256"  # export config.yaml only
 
@@ -146,18 +148,34 @@ def plain(obj: Any) -> Any:
 
 # ------------------------------------------------------------------------------------------------------ fields
 def make_meta(
-    model: dict[str, Any], mel: Any, motion: Any, stats: Any, vocab: Any, normalize_mel: bool
+    model: dict[str, Any],
+    mel: Any,
+    motion: Any,
+    stats: Any,
+    vocab: Any,
+    normalize_mel: bool,
+    text_units: str = "char",
 ) -> dict[str, Any]:
     """``ckpt["jam_flow"]`` without the weights, in :data:`META_FIELDS` order (the one writer of the field list)."""
-    values = {"model": model, "mel": mel, "motion": motion, "stats": stats, "vocab": vocab}
+    values = {
+        "model": model,
+        "mel": mel,
+        "motion": motion,
+        "stats": stats,
+        "vocab": vocab,
+        "text_units": text_units,
+    }
     meta = {"format_version": FORMAT_VERSION, **values, "normalize_mel": bool(normalize_mel)}
     return {k: meta[k] for k in META_FIELDS}
 
 
 def check_meta(meta: Any, where: str) -> dict[str, Any]:
-    """``meta`` if it is a mapping holding every :data:`META_FIELDS` entry at a known ``format_version``."""
+    """``meta`` if it is a mapping holding every :data:`META_FIELDS` entry at a known ``format_version``; a missing
+    :data:`OPTIONAL_FIELDS` entry is filled in (in place) with the value older files mean."""
     if not isinstance(meta, dict):
         raise InputError(f"{where}: expected a mapping of jam-flow metadata, got {type(meta).__name__}")
+    for field, value in OPTIONAL_FIELDS.items():
+        meta.setdefault(field, value)
     missing = [f for f in META_FIELDS if f not in meta]
     if missing:
         raise InputError(f"{where}: missing fields {missing} (expected {list(META_FIELDS)})")
@@ -399,7 +417,7 @@ def write_export(out_dir: str | Path, state: Mapping[str, Tensor], meta: Mapping
     import yaml
     from safetensors.torch import save_file
 
-    check_meta(dict(meta), "write_export: meta")
+    meta = check_meta(dict(meta), "write_export: meta")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # clone: safetensors refuses tensors that share storage (tied weights)

@@ -1,4 +1,5 @@
-"""eSpeak NG speech synthesis through ctypes (``espeakng-loader``), one fresh process per utterance.
+"""eSpeak NG speech synthesis through ctypes (``espeakng-loader``), one fresh process per utterance, and the
+project's one phonemizer (:func:`phonemize`, in process).
 
 Dimension legend: s audio samples at the synthesiser's native rate (22050 Hz).
 
@@ -9,6 +10,10 @@ process that has never loaded the library (a bare ``os.fork`` of a process that 
 script in a new ``python -I -S`` interpreter), and the RNG is reseeded with a constant before synthesising.
 The child writes a JSON header (sample rate, PHONEME events) and the raw int16 samples to a pipe and exits.
 The library is not thread-safe either; separate processes sidestep that too.
+
+:func:`phonemize` (text -> IPA phonemes, one symbol per phoneme, ``" "`` between words) is pure text processing
+(``espeak_TextToPhonemes`` with voice ``en-us``, whatever voice spoke the audio): deterministic, so it runs in this
+process behind a lock. Once it has loaded the library here, :func:`synthesize` uses fresh interpreters, not forks.
 """
 
 from __future__ import annotations
@@ -18,9 +23,19 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
+from functools import lru_cache
 
-__all__ = ["Phoneme", "Speech", "synthesize", "synthesize_in_process", "EspeakError"]
+__all__ = [
+    "Phoneme",
+    "Speech",
+    "synthesize",
+    "synthesize_in_process",
+    "EspeakError",
+    "phonemize",
+    "PHONEMIZER_VOICE",
+]
 
 # espeak_EVENT types and API constants (speak_lib.h)
 _EV_LIST_TERMINATED, _EV_PHONEME = 0, 7
@@ -231,6 +246,53 @@ def _answer(req: dict, out) -> None:
 def _child_main() -> int:
     _answer(json.loads(sys.stdin.buffer.read()), sys.stdout.buffer)
     return 0
+
+
+PHONEMIZER_VOICE = "en-us"  # the phonemizer's voice (its pronunciation rules), for every corpus and model
+_PHONEME_MODE = 0x02 | (ord("_") << 8)  # IPA output, "_" between the phonemes of a word
+_AUDIO_OUTPUT_RETRIEVAL = 1
+_PHONEMIZER_LOCK = threading.Lock()
+_phonemizer_lib = None
+
+
+def _phonemizer():
+    global _phonemizer_lib, _LOADED_HERE
+    if _phonemizer_lib is None:
+        _LOADED_HERE = True  # this process now holds the library's state: synthesize() must not fork from it
+        lib = ctypes.CDLL(_paths()[0])
+        lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
+        lib.espeak_Initialize.restype = ctypes.c_int
+        lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
+        lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_int, ctypes.c_int]
+        lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
+        if lib.espeak_Initialize(_AUDIO_OUTPUT_RETRIEVAL, 0, _paths()[1].encode(), 0) <= 0:
+            raise EspeakError("espeak_Initialize failed (phonemizer)")
+        if lib.espeak_SetVoiceByName(PHONEMIZER_VOICE.encode()) != 0:
+            raise EspeakError(f"eSpeak NG voice {PHONEMIZER_VOICE!r} not found (phonemizer)")
+        _phonemizer_lib = lib
+    return _phonemizer_lib
+
+
+@lru_cache(maxsize=65536)
+def phonemize(text: str) -> tuple[str, ...]:
+    """``text`` -> its IPA phonemes, one symbol per phoneme (stress and length marks stay on their phoneme, e.g.
+    ``"ˈɑː"``), ``" "`` between words; punctuation and clause breaks become word breaks. Deterministic."""
+    clauses: list[str] = []
+    with _PHONEMIZER_LOCK:
+        lib = _phonemizer()
+        buf = ctypes.create_string_buffer(text.encode("utf-8"))
+        ptr = ctypes.c_void_p(ctypes.addressof(buf))
+        while ptr.value:
+            out = lib.espeak_TextToPhonemes(ctypes.byref(ptr), _CHARS_UTF8, _PHONEME_MODE)
+            clauses.append((out or b"").decode("utf-8", errors="replace"))
+    symbols: list[str] = []
+    for word in " ".join(clauses).split():
+        phones = [p for p in word.split("_") if p]
+        if phones:
+            if symbols:
+                symbols.append(" ")
+            symbols.extend(phones)
+    return tuple(symbols)
 
 
 if __name__ == "__main__":
