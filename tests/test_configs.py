@@ -88,6 +88,7 @@ def test_stage2_is_the_paper_setup():
     trainer = cfg["trainer"]
     assert (trainer["devices"], trainer["strategy"], trainer["precision"]) == (4, "ddp", "bf16-mixed")
     assert cfg["media"]["nfe"] == 32 and cfg["media"]["cfg"] == 2.0
+    assert cfg["data"]["text_units"] == "char"  # the pretrained F5-TTS is character-based
     drop = cfg["model"]["dropout"]
     assert (
         drop["cond_audio"],
