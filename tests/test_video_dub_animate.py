@@ -23,6 +23,7 @@ from test_render_e2e import _weights_dir, tiny_models  # noqa: E402
 
 import jam_flow.liveportrait as lp  # noqa: E402
 from jam_flow.cli import main as cli_main  # noqa: E402
+from jam_flow.errors import InputError  # noqa: E402
 from jam_flow.flow.sampler import SamplerSettings  # noqa: E402
 from jam_flow.inference import windows as W  # noqa: E402
 from jam_flow.inference.bundle import load_bundle  # noqa: E402
@@ -415,3 +416,47 @@ def test_three_windows_have_no_seam_jumps(assets, task):
     level = W.frame_energy_db(result.wave, SR, FPS, result.motion.shape[0])
     at_seams, inside = _jumps(level[:, None], seams)
     assert at_seams <= inside
+
+
+def test_dub_long_reference_comes_with_its_motion(assets, monkeypatch):
+    """A reference voice without motion gets motion generated from its audio (the trained layout); with ``ref_exp``
+    that motion is given under the reference."""
+    from jam_flow.data.vocoder import load_vocoder
+
+    bundle = load_bundle(assets["ckpt"])
+    voc = load_vocoder(assets["vocoder"], bundle.mel)
+    exp = (0.02 * np.random.default_rng(0).normal(size=(30, 21, 3))).astype(np.float32)
+    ref = (_speech(0.64, []), SR)  # 0.64 s = 16 motion frames
+    seen = []
+    layout = W._layout
+    monkeypatch.setattr(W, "_layout", lambda *a, **k: seen.append(k) or layout(*a, **k))
+    kw = {"window_s": 2.0, "settings": SamplerSettings(nfe=2, cfg=0), "seed": 0, "vocoder": voc}
+    generated = W.dub_long(bundle, exp, "Hello there.", ref_audio=ref, **kw)
+    assert generated.meta["sources"]["ref_motion"].startswith("generated from the reference audio")
+    given = W.dub_long(bundle, exp, "Hello there.", ref_audio=ref, ref_exp=exp[5:21], **kw)
+    assert given.meta["sources"]["ref_motion"] == "given with the reference"
+    mouth, rest = bundle.normalise_motion(exp)
+    timeline = seen[-1]["mouth"]
+    assert timeline.shape[0] == 16 + 30 and seen[-1]["motion_span"] is None  # all motion given
+    assert torch.equal(timeline[:16], mouth[5:21]) and torch.equal(timeline[16:], mouth)
+    assert torch.equal(seen[-1]["rest"][:16], rest[5:21])
+    assert generated.wave.shape == given.wave.shape == (30 * 960,)
+
+
+def test_api_dub_video_and_bad_options(tmp_path, assets):
+    """``JamFlow.dub_video`` runs the same pipeline as the command (and refuses what generate refuses)."""
+    from jam_flow import JamFlow
+
+    jf = JamFlow.load(assets["ckpt"], vocoder=assets["vocoder"])
+    video = make_video(tmp_path / "talk.mp4", 1.0)
+    out = tmp_path / "api" / "dubbed.mp4"
+    record = jf.dub_video(
+        video, "Hello there.", out, motion_extractor=assets["root"] / "me_atto.pth", nfe=2, seed=0,
+        window_s=2.0, face_detector="full-frame", crop_size=64,
+    )  # fmt: skip
+    assert record["format"] == "jam-flow-dub-video" and record["settings"]["nfe"] == 2
+    assert frames_hash(out) == frames_hash(video)
+    with pytest.raises(InputError, match="--nfe"):
+        jf.dub_video(video, "Hi.", tmp_path / "x.mp4", motion_extractor=assets["root"] / "me_atto.pth", nfe=0)
+    with pytest.raises(InputError, match="--motion-extractor / --liveportrait"):
+        jf.dub_video(video, "Hi.", tmp_path / "y.mp4")

@@ -51,6 +51,28 @@ def sampler_settings(options: dict[str, Any]) -> SamplerSettings:
     )
 
 
+_VIDEO_OPTIONS = (
+    "ref_audio", "ref_text", "window_s", "context_s", "face_detector", "crop_size", "batch_size", "overwrite",
+    "progress",
+)  # fmt: skip
+
+
+def _video_options(options: dict[str, Any]) -> tuple[dict[str, Any], SamplerSettings, int | None]:
+    """Split ``dub_video`` / ``animate`` keyword options into the pipeline's, the sampler and the seed."""
+    video = {k: v for k, v in options.items() if k in _VIDEO_OPTIONS}
+    sampling = {k: v for k, v in options.items() if k not in _VIDEO_OPTIONS}
+    check_sampling(sampling)
+    if "crop_size" in video or "face_detector" in video:
+        from jam_flow.data.preprocess import PreprocessConfig
+
+        video["cfg"] = PreprocessConfig(
+            motion_extractor="",
+            face_detector=video.pop("face_detector", None),
+            crop_size=video.pop("crop_size", 256),
+        )
+    return video, sampler_settings(sampling), options.get("seed")
+
+
 class _OnFirstDecode:
     """The Griffin-Lim fallback of a :class:`JamFlow` without a vocoder, loaded (and warned about) only when a task
     first has speech to decode, so a bad input fails first."""
@@ -166,6 +188,57 @@ class JamFlow:
     def edit(self, audio: Any, edit_start: float, edit_end: float, **options: Any) -> GenerationResult:
         """Regenerate ``[edit_start, edit_end)`` seconds of a clip (``motion``, ``text``, ``edit_streams``)."""
         return self.run("edit", audio=audio, edit_start=edit_start, edit_end=edit_end, **options)
+
+    # ------------------------------------------------------------------------------------------------- videos
+    def dub_video(
+        self,
+        video: str | Path,
+        text: str,
+        out: str | Path,
+        *,
+        motion_extractor: Any = None,
+        liveportrait: Any = None,
+        rerender: bool = False,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """``jam-flow dub-video``: ``text`` spoken in time with ``video``'s lips, muxed onto its original frames
+        (``out`` an .mp4; ``audio.wav``, ``motion.npy`` / ``.json`` and ``dub.json`` beside it). Returns the
+        ``dub.json`` record. ``motion_extractor``: a ``motion_extractor.pth`` / weights dir or a loaded extractor;
+        ``liveportrait``: a weights dir or loaded ``LivePortraitModels`` (``rerender``, or as the extractor).
+        Options: ``ref_audio``, ``ref_text``, ``window_s``, ``context_s``, ``face_detector``, ``crop_size``,
+        ``batch_size``, ``overwrite``, ``progress`` and the sampling options of ``generate``."""
+        from jam_flow.video import dub_video, load_liveportrait_parts
+
+        video_opts, settings, seed = _video_options(options)
+        extractor, models = load_liveportrait_parts(
+            motion_extractor, liveportrait, self.device, need_models=rerender
+        )
+        return dub_video(
+            self.bundle, video, text, out, extractor=extractor, models=models, rerender=rerender,
+            settings=settings, seed=seed, vocoder=self.vocoder, **video_opts,
+        )  # fmt: skip
+
+    def animate(
+        self,
+        source: str | Path,
+        out: str | Path,
+        *,
+        liveportrait: Any,
+        audio: Any = None,
+        text: str | None = None,
+        **options: Any,
+    ) -> dict[str, Any]:
+        """``jam-flow animate``: ``source`` (image or video) speaking ``audio`` (audio -> motion) or ``text``
+        (text -> speech + motion), rendered with LivePortrait into ``out`` (.mp4; ``animate.json`` beside it).
+        Options as :meth:`dub_video` (without ``rerender``)."""
+        from jam_flow.video import animate, load_liveportrait_parts
+
+        video_opts, settings, seed = _video_options(options)
+        _, models = load_liveportrait_parts(None, liveportrait, self.device, need_models=True)
+        return animate(
+            self.bundle, source, out, models=models, audio=audio, text=text, settings=settings, seed=seed,
+            vocoder=self.vocoder if text is not None else None, **video_opts,
+        )  # fmt: skip
 
     # ------------------------------------------------------------------------------------------------- batches
     def generate_batch(

@@ -21,6 +21,7 @@ long task      first window        windows with context
 dub            (generated, given)  (partial, given): an audio span hidden after a given prefix, motion given
                or (partial, given)
                with a reference
+               and its own motion
 audio2motion   (given, generated)  (given, partial): motion only, a span after a given prefix
 text2av        (generated,         (partial, partial) with aligned spans: both streams hidden after the same
                generated) or       given prefix
@@ -64,7 +65,7 @@ from jam_flow.inference.inputs import (
 )
 from jam_flow.inference.outputs import VOCODER_CAUSES, check_finite
 from jam_flow.inference.result import generation_record
-from jam_flow.inference.tasks import _layout, _run, _seed
+from jam_flow.inference.tasks import _layout, _reference_motion, _run, _seed
 
 __all__ = [
     "BLOCK",
@@ -393,6 +394,7 @@ def dub_long(
     pause_wave: np.ndarray | None = None,
     ref_audio: AudioLike | None = None,
     ref_text: str | None = None,
+    ref_exp: np.ndarray | None = None,
     window_s: float = 20.0,
     context_s: float = 2.0,
     settings: SamplerSettings = SamplerSettings(),
@@ -403,7 +405,10 @@ def dub_long(
     """Speech timed to a motion track ``exp [m, k, 3]`` of any length (dubbing), in windows.
 
     ``pause_wave`` (24 kHz, the original speech under the motion) places the cuts at its pauses and weights how
-    much of ``text`` each window speaks; without it windows have the full length and text follows window length."""
+    much of ``text`` each window speaks; without it windows have the full length and text follows window length.
+    A reference voice comes with its own motion under it (the trained layout, :mod:`jam_flow.flow.layouts`):
+    ``ref_exp [>= m_ref, k, 3]`` (e.g. the video's motion under its own speech), else generated from the
+    reference audio (``audio2motion``, as ``tasks.dub`` does)."""
     s, f = bundle.mel, bundle.motion
     seed = _seed(seed)
     m_total = exp.shape[0]
@@ -426,6 +431,18 @@ def dub_long(
     ]
     voc = vocoder if vocoder is not None else load_vocoder(None, s)
     mouth_all, rest_all = bundle.normalise_motion(exp)
+    ref_motion, ref_motion_source = None, None
+    if ref is not None:
+        m_ref = int(bundle.clock.motion_frames(ref.mel.shape[0]))
+        if ref_exp is not None:
+            idx = np.minimum(np.arange(m_ref), ref_exp.shape[0] - 1)
+            ref_motion = bundle.normalise_motion(np.asarray(ref_exp, dtype=np.float32)[idx])
+            ref_motion_source = "given with the reference"
+        else:
+            mouth_r, rest_r, ref_motion_source = _reference_motion(
+                bundle, ref, None, rest_all, settings, seed
+            )
+            ref_motion = (mouth_r, rest_r)
     mel_out = torch.zeros(bundle.clock.mel_frames(m_total), s.n_mels)
     wave_out = np.zeros(m_total * hop, dtype=np.float32)
     clock, used = _Clock(), None
@@ -451,6 +468,8 @@ def dub_long(
         mouth = torch.zeros(m_ref + m_win, f.mouth_dim)
         rest = torch.zeros(m_ref + m_win, f.rest_dim)
         mouth[m_ref:], rest[m_ref:] = mouth_all[a0 : win.end], rest_all[a0 : win.end]
+        if m_ref:  # the reference's own motion under the reference voice
+            mouth[:m_ref], rest[:m_ref] = ref_motion
         mel, _, used = _timed_run(
             bundle,
             "dub",
@@ -482,6 +501,7 @@ def dub_long(
         text=text,
         ref_audio=ref.source if ref else None,
         ref_text=ref_text,
+        ref_motion=ref_motion_source,
     )
     return result
 

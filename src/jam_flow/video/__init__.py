@@ -4,6 +4,6 @@
 Dimension legend: see :mod:`jam_flow.video.pipeline` (m motion frames, s samples). No masks here.
 """
 
-from jam_flow.video.pipeline import ANIMATE_FORMAT, DUB_FORMAT, animate, dub_video
+from jam_flow.video.pipeline import ANIMATE_FORMAT, DUB_FORMAT, animate, dub_video, load_liveportrait_parts
 
-__all__ = ["ANIMATE_FORMAT", "DUB_FORMAT", "animate", "dub_video"]
+__all__ = ["ANIMATE_FORMAT", "DUB_FORMAT", "animate", "dub_video", "load_liveportrait_parts"]

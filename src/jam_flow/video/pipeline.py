@@ -48,13 +48,50 @@ from jam_flow.render.video import (
     video_motion,
 )
 
-__all__ = ["DUB_FORMAT", "ANIMATE_FORMAT", "DEFAULT_REF_SECONDS", "dub_video", "animate"]
+__all__ = [
+    "DUB_FORMAT",
+    "ANIMATE_FORMAT",
+    "DEFAULT_REF_SECONDS",
+    "load_liveportrait_parts",
+    "dub_video",
+    "animate",
+]
 
 DUB_FORMAT = "jam-flow-dub-video"
 ANIMATE_FORMAT = "jam-flow-animate"
 DEFAULT_REF_SECONDS = (
     6.0  # the video's own speech used as the voice, at most (within the trained given share)
 )
+
+
+def load_liveportrait_parts(motion_extractor, liveportrait, device, need_models: bool = False):
+    """``(extractor, models)`` from paths or loaded networks: ``motion_extractor`` (a ``.pth`` / weights dir, or
+    a loaded ``MotionExtractor``) and ``liveportrait`` (a weights dir, or loaded ``LivePortraitModels``). Without
+    ``motion_extractor`` the extractor is ``models.M``; ``need_models`` requires ``liveportrait``."""
+    import jam_flow.liveportrait as lp
+
+    models = liveportrait
+    if isinstance(liveportrait, (str, Path)):
+        if not Path(liveportrait).is_dir():
+            raise InputError(f"--liveportrait: {liveportrait} is not a directory (LivePortrait weights)")
+        if need_models or motion_extractor is None:
+            models = lp.load_liveportrait(liveportrait, device=device)
+        else:
+            models = None
+    if need_models and models is None:
+        raise InputError("--liveportrait: the LivePortrait weights are needed to render")
+    extractor = motion_extractor
+    if isinstance(motion_extractor, (str, Path)):
+        if not Path(motion_extractor).exists():
+            raise InputError(f"--motion-extractor: {motion_extractor} does not exist")
+        extractor = lp.load_motion_extractor(motion_extractor, device)
+    elif motion_extractor is None:
+        if models is None:
+            raise InputError(
+                "--motion-extractor / --liveportrait: one is needed to extract the video's motion"
+            )
+        extractor = models.M
+    return extractor, models
 
 
 def _settings_record(settings: SamplerSettings, seed: int, **extra: Any) -> dict[str, Any]:
@@ -97,9 +134,12 @@ def _video_speech(video: Path, sample_rate: int) -> np.ndarray | None:
     return resample(wave, rate, sample_rate)
 
 
-def _default_reference(speech: np.ndarray, bundle, first_window: int) -> tuple[np.ndarray, int]:
+def _default_reference(
+    speech: np.ndarray, bundle, first_window: int
+) -> tuple[tuple[np.ndarray, int], int, int]:
     """The video's own voice: from its first voiced frame, at most ``DEFAULT_REF_SECONDS`` and within the share of
-    the first window that training gives as context (:func:`max_given_frames`)."""
+    the first window that training gives as context (:func:`max_given_frames`). Returns the reference
+    ``(samples, rate)`` and its first motion frame and length in frames (its own motion is the video's there)."""
     s, f = bundle.mel, bundle.motion
     hop = s.sample_rate // f.fps
     m = speech.size // hop
@@ -108,7 +148,7 @@ def _default_reference(speech: np.ndarray, bundle, first_window: int) -> tuple[n
     start = int(voiced[0]) if voiced.size else 0
     frames = min(int(DEFAULT_REF_SECONDS * f.fps), max_given_frames(first_window), m - start)
     frames = max(BLOCK, frames // BLOCK * BLOCK)
-    return speech[start * hop : (start + frames) * hop], s.sample_rate
+    return (speech[start * hop : (start + frames) * hop], s.sample_rate), start, frames
 
 
 def dub_video(
@@ -166,9 +206,11 @@ def dub_video(
         progress("extract motion", 1, 1)
     extract_s = time.perf_counter() - t0
     ref_source = str(ref_audio) if ref_audio is not None else "the video's own speech"
+    ref_exp = None
     if ref_audio is None:
         window_frames = int(window_s * f.fps) // BLOCK * BLOCK
-        ref_audio = _default_reference(speech, bundle, min(m, window_frames))
+        ref_audio, ref_start, ref_frames = _default_reference(speech, bundle, min(m, window_frames))
+        ref_exp = arrays["exp"][ref_start : ref_start + ref_frames]
         if ref_text is not None:
             raise InputError(
                 "--ref-text: given without --ref-audio (the video's own speech has no transcript)"
@@ -181,6 +223,7 @@ def dub_video(
             pause_wave=speech,
             ref_audio=ref_audio,
             ref_text=ref_text,
+            ref_exp=ref_exp,
             window_s=window_s,
             context_s=context_s,
             settings=settings,
