@@ -251,15 +251,18 @@ def _video_args(world, lp: Path) -> list:
 
 
 def test_talking_head_end_to_end_and_resume(world, tiny_liveportrait, capsys):
+    """The earlier variant (--mode i2v --clue none: mouth only, from the first frame): one row, resumable."""
     out = world["root"] / "th"
     args = [*_common(world, out), "--protocol", "talking-head", *_video_args(world, tiny_liveportrait)]
+    args += ["--mode", "i2v", "--clue", "none"]
     assert _evaluate(*args, "--compare-paper") == 0
     result = json.loads((out / "result.json").read_text())
     row = result["rows"][0]
     assert result["protocol"] == "talking-head" and result["columns"] == ["fid", "fvd", "lse_c", "lse_d"]
     assert list(row["metrics"]) == ["fid", "fvd", "lse_c", "lse_d"]
     assert all(np.isfinite(v) for v in row["metrics"].values())
-    assert row["parts"]["video"] == {"clips": 2, "generated": 2, "reused": 0}  # 0.64 s = 2 chunks of 8 frames
+    # 0.64 s = 2 chunks of 8 frames
+    assert row["parts"]["video"] == {"clips": 2, "generated": 2, "reused": 0, "mode": "i2v", "clue": "none"}
     chunk = out / "ours" / "chunks" / "WRA_person0_000__001"
     assert np.load(chunk / "motion.npy").shape == (8, 21, 3)
     table = (out / "table.md").read_text()
@@ -270,9 +273,47 @@ def test_talking_head_end_to_end_and_resume(world, tiny_liveportrait, capsys):
     (chunk / "done.json").unlink()
     assert _evaluate(*args, "--metrics", "fid,fvd") == 0
     again = json.loads((out / "result.json").read_text())["rows"][0]
-    assert again["parts"]["video"] == {"clips": 2, "generated": 1, "reused": 1}
+    assert again["parts"]["video"]["generated"] == 1 and again["parts"]["video"]["reused"] == 1
     assert list(again["metrics"]) == ["fid", "fvd"]
     assert capsys.readouterr().out.count("wrote") == 2
+
+
+def test_talking_head_i2v_and_v2v_with_the_e_rest_clue(world, tiny_liveportrait):
+    """Table 1 as §5.2 runs it (the defaults): the chunk's own non-mouth keypoints are the model's e_rest and drive
+    the render; one row per mode; V2V warps the chunk's own frames."""
+    from jam_flow.features import MotionSettings
+
+    out = world["root"] / "th_both"
+    args = [*_common(world, out), "--protocol", "talking-head", *_video_args(world, tiny_liveportrait)]
+    assert _evaluate(*args, "--compare-paper") == 0
+    result = json.loads((out / "result.json").read_text())
+    assert [r["label"] for r in result["rows"]] == ["ours (I2V)", "ours (V2V)"]
+    for row, mode in zip(result["rows"], ("i2v", "v2v"), strict=True):
+        assert list(row["metrics"]) == ["fid", "fvd", "lse_c", "lse_d"]
+        assert all(np.isfinite(v) for v in row["metrics"].values())
+        assert row["parts"]["video"] == {
+            "clips": 2,
+            "generated": 2,
+            "reused": 0,
+            "mode": mode,
+            "clue": "e_rest",
+        }
+    mouth = list(MotionSettings().mouth_indices)
+    rest = [i for i in range(21) if i not in mouth]
+    for sub in ("chunks", "chunks_v2v"):
+        d = out / "ours" / sub / "WRA_person0_000__001"
+        clue, motion = np.load(d / "clue.npy"), np.load(d / "motion.npy")
+        assert clue.shape == motion.shape == (8, 21, 3)
+        np.testing.assert_allclose(motion[:, rest], clue[:, rest], atol=1e-4)  # e_rest given: the clue itself
+        assert not np.allclose(motion[:, mouth], clue[:, mouth])  # the mouth is generated
+        assert (d / "render.mp4").is_file()
+    assert (out / "ours" / "chunks_v2v" / "WRA_person0_000__001" / "source.mp4").is_file()
+    assert (out / "ours" / "chunks" / "WRA_person0_000__001" / "source.png").is_file()
+    assert "| ours (V2V) (this run) |" in (out / "table.md").read_text()
+    # --mode v2v alone reuses the V2V chunks
+    assert _evaluate(*args, "--mode", "v2v") == 0
+    again = json.loads((out / "result.json").read_text())["rows"]
+    assert [r["label"] for r in again] == ["ours"] and again[0]["parts"]["video"]["reused"] == 2
 
 
 def test_tts_end_to_end(world):
@@ -311,6 +352,34 @@ def test_dubbing_end_to_end(world):
     assert row["parts"]["dub"]["clips"] == 3
     wave, sr = sf.read(out / "ours" / "dub" / "clip1" / "audio.wav")
     assert sr == SR and abs(wave.size / SR - 0.72) < 0.05  # the speech follows the given motion's length
+
+
+def test_dubbing_cuts_clips_into_non_overlapping_chunks(world):
+    """Appendix A: clips longer than the chunk length are cut into non-overlapping chunks (20 s in the paper; 0.32 s
+    here): each chunk dubs its own motion frames with its share of the words, LSE on its span of the video."""
+    from jam_flow.eval.protocols.common import ProtocolSettings
+    from jam_flow.eval.protocols.speech import dubbing_items
+
+    out = world["root"] / "dub_chunks"
+    settings = ProtocolSettings("dubbing", [str(world["export"])], str(out), data_dir=str(world["data"]))
+    settings.chunk_seconds, settings.min_chunk_seconds = 0.32, 0.24
+    items = dubbing_items(settings)
+    # 0.72 s = 18 frames -> [0, 8) and [8, 16); the 2-frame rest is shorter than the 6-frame minimum
+    assert [(i.id, i.start, i.frames) for i in items[:2]] == [("clip0__000", 0, 8), ("clip0__001", 8, 8)]
+    assert [i.text for i in items[:2]] == ["hello", "there"]
+    args = [*_common(world, out), "--protocol", "dubbing", "--data.data_dir", world["data"]]
+    args += ["--videos", world["dub_videos"], "--syncnet", world["syncnet"], "--chunk-seconds", "0.32"]
+    args += ["--min-chunk-seconds", "0.24", "--metrics", "lse_c,lse_d"]
+    assert _evaluate(*args) == 0
+    row = json.loads((out / "result.json").read_text())["rows"][0]
+    assert row["parts"]["dub"]["clips"] == len(items) and all(np.isfinite(v) for v in row["metrics"].values())
+    wave, sr = sf.read(out / "ours" / "dub" / "clip0__001" / "audio.wav")
+    assert abs(wave.size / sr - 0.32) < 0.05  # the chunk's 8 motion frames fix its speech length
+    np.testing.assert_array_equal(
+        np.load(out / "inputs" / "clip0__001.npy"),
+        np.load(world["data"] / "clips" / "clip0.npz")["exp"][8:16],
+    )
+    assert (out / "inputs" / "clip0__001.mp4").is_file()
 
 
 def _ablation(world, out: Path, lp: Path | None, metrics: str) -> dict:

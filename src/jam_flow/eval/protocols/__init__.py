@@ -65,7 +65,7 @@ def run_protocol(settings: ProtocolSettings) -> dict[str, Any] | None:
     from jam_flow.eval.protocols.judges import Judges
     from jam_flow.eval.protocols.report import write_outputs
     from jam_flow.eval.protocols.speech import dubbing_items, read_tts_list, run_speech_part
-    from jam_flow.eval.protocols.talking_head import plan_chunks, run_video_part
+    from jam_flow.eval.protocols.talking_head import modes_of, plan_chunks, run_video_part
     from jam_flow.inference.bundle import load_bundle
     from jam_flow.models.format import check_model_file
 
@@ -82,6 +82,7 @@ def run_protocol(settings: ProtocolSettings) -> dict[str, Any] | None:
     video = [m for m in metrics if m in VIDEO_METRICS]
     speech = [m for m in metrics if m not in VIDEO_METRICS]
     chunks, items, speech_task = [], [], None
+    modes = modes_of(settings) if settings.protocol in ("talking-head", "ablation") else ("i2v",)
     if settings.protocol in ("talking-head", "ablation") and video:
         if settings.liveportrait is None:
             raise InputError(
@@ -104,22 +105,29 @@ def run_protocol(settings: ProtocolSettings) -> dict[str, Any] | None:
     for ckpt, label in zip(settings.ckpt, labels, strict=True):
         bundle = load_bundle(ckpt, ranks.device)
         root = Path(settings.out) / label
-        row: dict[str, Any] = {"label": label, "metrics": {}, "parts": {}}
-        if chunks:
-            part = run_video_part(
-                settings, tuple(video), bundle, ckpt, ClipCache(root / "chunks"), judges, ranks, chunks
-            )
-            row["metrics"].update(part.pop("metrics"))
-            row["parts"]["video"] = part
-        if items:
-            sub = tuple(m for m in metrics if m in speech or settings.protocol == "dubbing")
-            cache = ClipCache(root / speech_task)
-            part = run_speech_part(speech_task, settings, sub, bundle, ckpt, cache, judges, ranks, items)
-            row["metrics"].update(part.pop("metrics"))
-            row["parts"][speech_task] = part
-        row["metrics"] = {m: row["metrics"][m] for m in metrics if m in row["metrics"]}
-        rows.append(row)
-        log.info("%s: %s %s", settings.protocol, label, row["metrics"])
+        speech_part: dict[str, Any] | None = None
+        for mode in modes if chunks else (None,):
+            name = f"{label} ({mode.upper()})" if chunks and len(modes) > 1 else label
+            row: dict[str, Any] = {"label": name, "metrics": {}, "parts": {}}
+            if chunks:
+                cache = ClipCache(root / ("chunks" if mode == "i2v" else f"chunks_{mode}"))
+                part = run_video_part(
+                    settings, tuple(video), bundle, ckpt, cache, judges, ranks, chunks, mode
+                )
+                row["metrics"].update(part.pop("metrics"))
+                row["parts"]["video"] = part
+            if items:
+                if speech_part is None:  # one speech evaluation per checkpoint, shared by its mode rows
+                    sub = tuple(m for m in metrics if m in speech or settings.protocol == "dubbing")
+                    cache = ClipCache(root / speech_task)
+                    speech_part = run_speech_part(
+                        speech_task, settings, sub, bundle, ckpt, cache, judges, ranks, items
+                    )
+                row["metrics"].update(speech_part["metrics"])
+                row["parts"][speech_task] = {k: v for k, v in speech_part.items() if k != "metrics"}
+            row["metrics"] = {m: row["metrics"][m] for m in metrics if m in row["metrics"]}
+            rows.append(row)
+            log.info("%s: %s %s", settings.protocol, name, row["metrics"])
     if ranks.rank != 0:
         return None
     payload = settings.to_json()

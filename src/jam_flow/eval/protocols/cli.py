@@ -41,6 +41,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--chunk-seconds", type=float, default=20.0, help="talking-head chunk length (20 s)")
     g.add_argument("--min-chunk-seconds", type=float, default=2.0, help="shortest trailing chunk kept (2 s)")
     g.add_argument(
+        "--mode",
+        choices=("i2v", "v2v", "both"),
+        default=None,
+        help="talking-head rendering: I2V (first frame), V2V (the chunk's frames) or both rows (default: both; "
+        "ablation: i2v)",
+    )
+    g.add_argument(
+        "--clue",
+        choices=("e_rest", "none"),
+        default="e_rest",
+        help="talking-head: give the model the chunk's own non-mouth keypoints (the paper's e_rest clue) or "
+        "none (mouth only)",
+    )
+    g.add_argument(
         "--dub-reference",
         choices=("same-speaker", "none"),
         default="same-speaker",

@@ -87,6 +87,8 @@ class ProtocolSettings:
     chunk_seconds: float = 20.0
     min_chunk_seconds: float = 2.0
     dub_reference: str = "same-speaker"
+    mode: str | None = None  # talking-head: i2v | v2v | both (None: both; the ablation table: i2v)
+    clue: str = "e_rest"  # talking-head: the e_rest clue of §5.2, or "none" (mouth only)
     # sampling
     nfe: int = 32
     cfg: float = 2.0

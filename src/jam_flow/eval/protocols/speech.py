@@ -11,7 +11,10 @@ seed ``--seed + item index``). WER: the local ASR's transcript of the generated 
 *original* reference recording (F5-TTS's SIM-o).
 
 ``dubbing``: the ``--split`` (test) clips of a dataset (format v1; CelebV-Dub preprocessed with ``jam-flow
-preprocess``). Each clip's own lip motion and transcript are given and its speech is generated
+preprocess``), a clip longer than ``--chunk-seconds`` (20 s) cut into non-overlapping chunks (appendix A; a
+trailing remainder kept from ``--min-chunk-seconds``), each an item ``<id>__<k>`` with its motion frames, the words
+of the transcript in proportion to time (the format has no word timings), its span of the real speech (spkSIM) and
+of the original video (LSE). Each clip's own lip motion and transcript are given and its speech is generated
 (``inference.tasks.dub``, paper case 3) with, by default (``--dub-reference same-speaker``), the voice of the next
 clip of the same speaker in the split (none when the speaker has one clip), whose own lip motion is given under
 its voice (the trained layout: one real clip, its motion given throughout, its speech after the reference hidden). WER against the transcript, spkSIM
@@ -28,6 +31,7 @@ cached under ``OUT/<label>/<task>/<id>/`` (``audio.wav``, ``motion.npy`` for tex
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +45,8 @@ from jam_flow.eval.protocols.judges import Judges, MeanWER
 __all__ = ["SpeechItem", "read_tts_list", "dubbing_items", "run_speech_part"]
 
 log = logging.getLogger(__name__)
+
+FPS = 25.0  # the clip format's motion rate (dataset.json motion.fps)
 
 
 @dataclass(frozen=True)
@@ -57,6 +63,8 @@ class SpeechItem:
     motion: str | None = None
     video: str | None = None
     ref_motion: str | None = None  # dubbing: the reference clip's own motion, given under its voice
+    start: int = 0  # dubbing: the chunk's first motion frame in its clip
+    frames: int | None = None  # dubbing: the chunk's motion frames (None: the whole clip)
 
 
 def _librispeech_path(root: Path, utt: str) -> Path:
@@ -117,27 +125,98 @@ def dubbing_items(settings: ProtocolSettings) -> list[SpeechItem]:
         records = records[: settings.max_clips]
     if settings.dub_reference not in ("same-speaker", "none"):
         raise InputError(f"--dub-reference: expected same-speaker or none, got {settings.dub_reference!r}")
+    if settings.chunk_seconds <= 0 or settings.min_chunk_seconds <= 0:
+        raise InputError("--chunk-seconds / --min-chunk-seconds: expected positive durations")
+    chunk = int(round(settings.chunk_seconds * FPS))
+    least = max(6, math.ceil(settings.min_chunk_seconds * FPS))
     items = []
-    for i, r in enumerate(records):
+    for r in records:
         same = [o for o in records if o.speaker == r.speaker]
         ref = same[(same.index(r) + 1) % len(same)] if len(same) > 1 else None
         if settings.dub_reference == "none":
             ref = None
         video = str(Path(settings.videos) / f"{r.id}.mp4") if settings.videos else None
-        items.append(
-            SpeechItem(
-                id=r.id,
-                index=i,
-                text=r.text,
-                ref_audio=str(root / ref.audio) if ref else None,
-                ref_text=ref.text if ref else None,
-                ref_motion=str(root / ref.features) if ref else None,
-                sim_ref=str(root / r.audio),
-                motion=str(root / r.features),
-                video=video,
+        spans = [(0, None)] if r.n_motion <= chunk else _chunk_spans(r.n_motion, chunk, least)
+        for k, (start, frames) in enumerate(spans):
+            items.append(
+                SpeechItem(
+                    id=r.id if frames is None else f"{r.id}__{k:03d}",
+                    index=len(items),
+                    text=r.text if frames is None else _chunk_text(r.text, start, frames, r.n_motion),
+                    ref_audio=str(root / ref.audio) if ref else None,
+                    ref_text=ref.text if ref else None,
+                    ref_motion=str(root / ref.features) if ref else None,
+                    sim_ref=str(root / r.audio),
+                    motion=str(root / r.features),
+                    video=video,
+                    start=start,
+                    frames=frames,
+                )
             )
-        )
-    return items
+    return [item for item in items if item.text.strip()]
+
+
+def _chunk_spans(m: int, chunk: int, least: int) -> list[tuple[int, int | None]]:
+    """Non-overlapping ``chunk``-frame spans of an ``m``-frame clip (appendix A: 20 s); a trailing remainder of at
+    least ``least`` frames is kept."""
+    return [(s, min(chunk, m - s)) for s in range(0, m, chunk) if min(chunk, m - s) >= least]
+
+
+def _chunk_text(text: str, start: int, frames: int, m: int) -> str:
+    """The words of ``text`` whose character-count centre falls in ``[start, start + frames)`` of ``m`` frames: the
+    transcript cut in proportion to time (the clip format has no word timings)."""
+    words = text.split()
+    total = sum(len(w) + 1 for w in words)
+    out, pos = [], 0
+    for w in words:
+        centre = (pos + 0.5 * len(w)) / max(total, 1) * m
+        pos += len(w) + 1
+        if start <= centre < start + frames or (start + frames >= m and centre >= m):
+            out.append(w)
+    return " ".join(out)
+
+
+def chunk_inputs(settings: ProtocolSettings, item: SpeechItem) -> tuple[str, str | None]:
+    """A dubbing chunk's given motion (``OUT/inputs/<id>.npy``, its frames of the clip's ``exp``) and its original
+    video cut to the chunk (``OUT/inputs/<id>.mp4``, with ``--videos``); a whole clip returns its own files."""
+    if item.frames is None:
+        return str(item.motion), item.video
+    inputs = Path(settings.out) / "inputs"
+    inputs.mkdir(parents=True, exist_ok=True)
+    motion = inputs / f"{item.id}.npy"
+    if not motion.is_file():
+        with np.load(str(item.motion), allow_pickle=False) as z:
+            np.save(motion, np.asarray(z["exp"], dtype=np.float32)[item.start : item.start + item.frames])
+    video = None
+    if item.video is not None and Path(item.video).is_file():  # cut once, shared by every checkpoint
+        video = inputs / f"{item.id}.mp4"
+        if not video.is_file():
+            _cut_video(Path(item.video), video, item.start, item.frames)
+        video = str(video)
+    return str(motion), video
+
+
+def _cut_video(src: Path, dst: Path, start: int, frames: int) -> None:
+    from jam_flow.eval.protocols.common import iter_video_frames
+    from jam_flow.render.io import VideoWriter
+
+    writer = None
+    try:
+        for j, frame in enumerate(iter_video_frames(src, FPS)):
+            if j >= start + frames:
+                break
+            if j >= start:
+                if writer is None:
+                    writer = VideoWriter(dst.with_suffix(".tmp.mp4"), FPS, frame.shape[1], frame.shape[0])
+                writer.write(frame)
+        if writer is None:
+            raise InputError(f"--videos: {src} has no frame {start}")
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    dst.with_suffix(".tmp.mp4").replace(dst)
 
 
 def _generate(task: str, settings: ProtocolSettings, bundle, item: SpeechItem, vocoder):
@@ -151,8 +230,9 @@ def _generate(task: str, settings: ProtocolSettings, bundle, item: SpeechItem, v
         return tasks.tts(bundle, item.text, item.ref_audio, item.ref_text, **common)
     if task == "text2av":
         return tasks.text2av(bundle, item.text, item.ref_audio, item.ref_text, **common)
+    motion, _ = chunk_inputs(settings, item)
     return tasks.dub(
-        bundle, item.motion, item.text, item.ref_audio, item.ref_text, ref_motion=item.ref_motion, **common
+        bundle, motion, item.text, item.ref_audio, item.ref_text, ref_motion=item.ref_motion, **common
     )
 
 
@@ -219,8 +299,12 @@ def speech_metrics(
         if sim is not None:
             rate = judges.speaker().sample_rate
             ref = load_audio(item.sim_ref, rate)
+            if item.frames is not None:  # a 20 s chunk: the same span of the clip's real speech
+                ref = ref[int(item.start / FPS * rate) : int((item.start + item.frames) / FPS * rate)]
             sim.update(judges.embed(wave, 24000), judges.embed(ref, rate))
         if lse is not None:
+            if item.frames is not None and item.video is not None and Path(item.video).is_file():
+                item = SpeechItem(**{**asdict(item), "video": chunk_inputs(settings, item)[1]})
             if item.video is None:
                 raise InputError(
                     "--videos: LSE in the dubbing protocol needs the original videos DIR/<id>.mp4"

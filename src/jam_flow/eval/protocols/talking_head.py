@@ -1,5 +1,6 @@
 """Protocol ``talking-head`` (paper Table 1; the video columns of Table 4): audio -> lip motion on HDTF-style test
-videos, rendered with LivePortrait from each chunk's first frame (I2V), scored with FID, FVD, LSE-C and LSE-D.
+videos, rendered with LivePortrait as I2V (from each chunk's first frame) and / or V2V (over the chunk's own
+frames), scored with FID, FVD, LSE-C and LSE-D.
 
 Dimension legend: t video frames (25 fps), m motion frames (= t per chunk), n mel frames, s samples (24 kHz),
 k keypoints (21). Masks are bool, True = valid.
@@ -9,13 +10,19 @@ Recipe (docs/evaluation.md, "talking-head"):
    non-overlapping ``--chunk-seconds`` (20 s) chunks (appendix A: "clips longer than 20 seconds are segmented into
    non-overlapping 20-second chunks"); a trailing remainder is kept when it lasts at least ``--min-chunk-seconds``
    (2 s). A chunk of ``m`` frames pairs with exactly ``m * 960`` audio samples (24 kHz / 25 fps).
-2. Generation (batched, ``--batch-size`` chunks per sampler call): the chunk's mel is given, the mouth motion is
-   generated (``api.batch.generate_batch``, task audio2motion, text and e_rest dropped). Cached per chunk
-   under ``OUT/<label>/chunks/<chunk>/``: ``source.png`` (the chunk's first frame), ``audio.wav`` (the chunk's
-   speech), ``motion.npy`` and ``render.mp4`` (LivePortrait, image source, only the mouth driven).
-3. Metrics: FID between the real frames of every chunk and the rendered frames (every ``--frame-stride``-th
+2. Clue (``--clue e_rest``, default; §5.2: "a sequence of 17 non-mouth expression keypoints as a 'clue' ... used in
+   both V2V and I2V"): the chunk's own LivePortrait expressions (face per frame, the render's crop, the motion
+   extractor of ``--liveportrait``), ``clue.npy [m, k, 3]``; its non-mouth keypoints are given to the model as
+   e_rest. ``--clue none``: the earlier mouth-only variant (e_rest dropped, only the mouth driven).
+3. Generation (batched, ``--batch-size`` chunks per sampler call): the chunk's mel is given, the mouth motion is
+   generated (``api.batch.generate_batch``, task audio2motion, text dropped). Cached per chunk under
+   ``OUT/<label>/chunks/<chunk>/`` (I2V) or ``chunks_v2v/`` (V2V): ``audio.wav`` (the chunk's speech), ``motion.npy``
+   (generated mouth + the clue's e_rest) and ``render.mp4``: I2V warps ``source.png`` (the chunk's first frame),
+   the non-mouth keypoints driven by the clue relative to its first frame; V2V warps every frame of ``source.mp4``
+   (the chunk's frames) keeping its own pose and non-mouth expression (the clue itself), the mouth replaced.
+4. Metrics: FID between the real frames of every chunk and the rendered frames (every ``--frame-stride``-th
    frame), FVD between their non-overlapping 16-frame windows, LSE-C / LSE-D of the rendered video with the chunk's
-   real speech (SyncNet, ``eval.syncnet``).
+   real speech (SyncNet, ``eval.syncnet``). ``--mode both`` gives one row per mode.
 """
 
 from __future__ import annotations
@@ -40,11 +47,13 @@ from jam_flow.eval.protocols.common import (
 )
 from jam_flow.eval.protocols.judges import Judges
 
-__all__ = ["Chunk", "plan_chunks", "video_metrics"]
+__all__ = ["MODES", "CLUES", "Chunk", "chunk_clue", "modes_of", "plan_chunks", "video_metrics"]
 
 log = logging.getLogger(__name__)
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi"}
+MODES = ("i2v", "v2v")
+CLUES = ("e_rest", "none")
 FPS = 25
 SAMPLE_RATE = 24000
 SAMPLES_PER_FRAME = SAMPLE_RATE // FPS  # 960
@@ -130,6 +139,78 @@ def _first_frame(chunk: Chunk) -> np.ndarray:
     raise InputError(f"--videos: {chunk.video} has no frame {chunk.start}")
 
 
+def modes_of(settings: ProtocolSettings) -> tuple[str, ...]:
+    """``--mode``: ``i2v`` / ``v2v`` / ``both`` (default: both for talking-head, i2v for the ablation table)."""
+    mode = settings.mode or ("both" if settings.protocol == "talking-head" else "i2v")
+    if mode not in (*MODES, "both"):
+        raise InputError(f"--mode: expected i2v, v2v or both, got {mode!r}")
+    if settings.clue not in CLUES:
+        raise InputError(f"--clue: expected e_rest or none, got {settings.clue!r}")
+    return MODES if mode == "both" else (mode,)
+
+
+def _chunk_frames(chunk: Chunk) -> list[np.ndarray]:
+    frames = []
+    for j, frame in enumerate(iter_video_frames(chunk.video, FPS)):
+        if j >= chunk.start + chunk.frames:
+            break
+        if j >= chunk.start:
+            frames.append(frame)
+    if not frames:
+        raise InputError(f"--videos: {chunk.video} has no frame {chunk.start}")
+    while len(frames) < chunk.frames:  # a video track a little shorter than its audio: hold the last frame
+        frames.append(frames[-1])
+    return frames
+
+
+@torch.no_grad()
+def chunk_clue(frames: list[np.ndarray], models, settings: ProtocolSettings, where: str) -> np.ndarray:
+    """The chunk's own expressions ``[t, k, 3]`` (the e_rest clue): the largest face per frame (frames without one
+    take the nearest detection), smoothed boxes, the render's crop, LivePortrait's motion extractor."""
+    from jam_flow.liveportrait.face import FaceDetector, crop_face, smooth_boxes
+
+    detector = FaceDetector(settings.extra.get("face_model"))
+    found = [(detector.detect(f) or [None])[0] for f in frames]
+    have = [i for i, b in enumerate(found) if b is not None]
+    if not have:
+        raise InputError(
+            f"--videos: no face found in {where} (the e_rest clue needs one; or use --clue none)"
+        )
+    boxes = [found[min(have, key=lambda h, i=i: abs(h - i))] for i in range(len(frames))]
+    boxes = smooth_boxes(boxes, 5)
+    out = []
+    size = settings.render_crop_size
+    for start in range(0, len(frames), settings.judge_batch):
+        crops = [
+            crop_face(f, b, size)[0]
+            for f, b in zip(
+                frames[start : start + settings.judge_batch],
+                boxes[start : start + settings.judge_batch],
+                strict=True,
+            )
+        ]
+        info = models.motion(torch.from_numpy(np.stack(crops)).to(models.device))
+        out.append(info["exp"].float().cpu().numpy())
+    exp = np.concatenate(out).astype(np.float32)
+    if not np.all(np.isfinite(exp)):
+        raise InputError(f"--videos: the extracted expressions of {where} are not finite")
+    return exp
+
+
+def _write_source_video(path: Path, frames: list[np.ndarray]) -> None:
+    from jam_flow.render.io import VideoWriter
+
+    h, w = frames[0].shape[:2]
+    writer = VideoWriter(path, float(FPS), w, h)
+    try:
+        for frame in frames:
+            writer.write(frame)
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+
+
 def _fit_frames(exp: torch.Tensor, m: int) -> np.ndarray:
     """Generated ``[m', k, 3]`` cropped or padded (last frame repeated) to the chunk's ``m`` frames."""
     exp = exp[:m]
@@ -146,8 +227,10 @@ def generate_chunks(
     cache: ClipCache,
     judges: Judges,
     need_render: bool,
+    mode: str = "i2v",
 ) -> tuple[int, int]:
-    """Generate (and render) this rank's chunks that the cache lacks; returns (generated, reused)."""
+    """Generate (and render, ``mode`` i2v / v2v) this rank's chunks that the cache lacks; returns (generated,
+    reused)."""
     import cv2
 
     from jam_flow.api.batch import generate_batch
@@ -158,7 +241,13 @@ def generate_chunks(
     from jam_flow.render.io import MotionTrack
 
     sampler = SamplerSettings(nfe=settings.nfe, cfg=settings.cfg)
-    todo = [c for c in chunks if not cache.done(c.id, clip_key(settings, ckpt, asdict(c)))]
+    clue = settings.clue == "e_rest"
+
+    def key(c: Chunk) -> str:  # the earlier mouth-only I2V chunks keep their keys
+        extra = {} if (mode, clue) == ("i2v", False) else {"mode": mode, "clue": settings.clue}
+        return clip_key(settings, ckpt, {**asdict(c), **extra})
+
+    todo = [c for c in chunks if not cache.done(c.id, key(c))]
     generator = torch.Generator().manual_seed(settings.seed)
     waves: dict[str, np.ndarray] = {}
     k = bundle.motion.num_kp
@@ -175,23 +264,36 @@ def generate_chunks(
             "motion_mask": torch.zeros(len(group), m, dtype=torch.bool),
             "text": torch.full((len(group), 1), -1, dtype=torch.long),
         }
+        frames = [_chunk_frames(c) for c in group] if (clue or (need_render and mode == "v2v")) else None
+        clues = []
         for j, (c, mel) in enumerate(zip(group, mels, strict=True)):
             batch["mel"][j, : mel.shape[0]] = mel
             batch["audio_mask"][j, : mel.shape[0]] = True
             batch["motion_mask"][j, : c.frames] = True
-        gen = generate_batch(bundle, batch, "audio2motion", sampler, generator)
+            if clue:
+                clues.append(chunk_clue(frames[j], judges.liveportrait(), settings, c.id))
+                batch["exp"][j, : c.frames] = torch.from_numpy(clues[-1][: c.frames])
+                batch["exp"][j, c.frames :] = batch["exp"][j, c.frames - 1]
+        gen = generate_batch(bundle, batch, "audio2motion", sampler, generator, use_rest=clue)
         for j, c in enumerate(group):
             d = cache.start(c.id)
             exp = _fit_frames(gen.exp[j, : int(gen.motion_mask[j].sum())], c.frames)
             if not np.all(np.isfinite(exp)):
                 raise InputError(f"{ckpt}: generated motion of {c.id} is not finite")
             np.save(d / "motion.npy", exp)
+            if clue:
+                np.save(d / "clue.npy", clues[j])
             save_wav(d / "audio.wav", audio[j], SAMPLE_RATE)
             if need_render:
-                cv2.imwrite(str(d / "source.png"), _first_frame(c)[..., ::-1])
-                track = MotionTrack(exp, float(FPS), bundle.motion.mouth_indices, False, f"{c.id}/motion.npy")
+                if mode == "v2v":
+                    source = d / "source.mp4"
+                    _write_source_video(source, frames[j])
+                else:
+                    source = d / "source.png"
+                    cv2.imwrite(str(source), (frames[j][0] if frames else _first_frame(c))[..., ::-1])
+                track = MotionTrack(exp, float(FPS), bundle.motion.mouth_indices, clue, f"{c.id}/motion.npy")
                 render_talking_head(
-                    d / "source.png",
+                    source,
                     track,
                     d / "audio.wav",
                     None,
@@ -202,7 +304,7 @@ def generate_chunks(
                     crop_size=settings.render_crop_size,
                     models=judges.liveportrait(),
                 )
-            cache.finish(c.id, clip_key(settings, ckpt, asdict(c)), {"frames": c.frames})
+            cache.finish(c.id, key(c), {"frames": c.frames, "mode": mode, "clue": settings.clue})
         log.info("talking-head: generated %d / %d chunks", start + len(group), len(todo))
     return len(todo), len(chunks) - len(todo)
 
@@ -267,11 +369,13 @@ def run_video_part(
     judges: Judges,
     ranks: Ranks,
     chunks: list[Chunk],
+    mode: str = "i2v",
 ) -> dict[str, Any]:
-    """Generate + score the talking-head part for one checkpoint; returns metrics and clip counts."""
+    """Generate + score the talking-head part for one checkpoint in one ``mode``; returns metrics and counts."""
     need_render = any(m in metrics for m in ("fid", "fvd", "lse_c", "lse_d"))
-    return ranks.run(
+    part = ranks.run(
         chunks,
-        lambda mine: generate_chunks(settings, bundle, ckpt, mine, cache, judges, need_render),
+        lambda mine: generate_chunks(settings, bundle, ckpt, mine, cache, judges, need_render, mode),
         lambda mine: video_metrics(settings, metrics, mine, cache, judges, ranks),
     )
+    return {**part, "mode": mode, "clue": settings.clue}
