@@ -114,6 +114,7 @@ def test_guidance_sweep_settings_reach_evaluate_and_the_table(tmp_path, monkeypa
     import json
 
     from jam_flow.recipes import synth as recipe
+    from jam_flow.recipes import synth_eval
 
     ckpt = tmp_path / "last.ckpt"
     ckpt.write_bytes(b"x")
@@ -122,21 +123,21 @@ def test_guidance_sweep_settings_reach_evaluate_and_the_table(tmp_path, monkeypa
     def fake_jobs(jobs, parallel):
         out = []
         for path, task, ns in jobs:
-            cmd = recipe._eval_command(path, task, Path("-"), ns)
+            cmd = synth_eval.eval_command(path, task, Path("-"), ns)
             seen.append((task, ns.cfg, cmd))
             metric = {"mouth_open_corr": ns.cfg / 10} if task == "audio2motion" else {"envelope_corr": 0.0}
             out.append({"metrics": metric, "shuffled": {}, "wall_s": 1.0})
         return out
 
-    monkeypatch.setattr(recipe, "_evaluate_jobs", fake_jobs)
+    monkeypatch.setattr(synth_eval, "evaluate_jobs", fake_jobs)
     args = recipe._parser().parse_args(["--sweep-cfgs", "0", "2", "--sweep-modes", "joint", "f5"])
-    sweep = recipe._guidance_sweep({"ckpt": str(ckpt), "steps_done": 5, "train_wall_s": 1.0}, args)
+    sweep = synth_eval.guidance_sweep({"ckpt": str(ckpt), "steps_done": 5, "train_wall_s": 1.0}, args)
     assert len(seen) == 2 * 3  # two tasks x (gamma 0, gamma 2 joint, gamma 2 f5)
     flags = [("--guidance" in cmd, cmd[cmd.index("--cfg") + 1]) for _, _, cmd in seen]
     assert flags.count((True, "2.0")) == 2 and (True, "0.0") not in flags
     assert set(sweep["table"]["audio2motion"]) == {"0", "2"}
     assert set(sweep["table"]["audio2motion"]["2"]) == {"joint", "f5"}
     assert sweep["table"]["audio2motion"]["2"]["f5"]["mouth_open_corr"] == pytest.approx(0.2)
-    text = recipe._sweep_table(sweep)
+    text = synth_eval.sweep_table(sweep)
     assert text.count("\n") == 2 + 2 and "| 2 | f5 | 0.200 |" in text
     json.dumps(sweep)  # the table is JSON-ready

@@ -32,6 +32,15 @@ from typing import Any
 
 from jam_flow.errors import InputError
 from jam_flow.recipes.common import jam_flow_command, machine, rel, run_cli, run_env, shown, spawn, write_json
+from jam_flow.recipes.synth_eval import (
+    KEY_A2M,
+    KEY_M2A,
+    ablation_table,
+    evaluate_all,
+    guidance_sweep,
+    pick,
+    sweep_table,
+)
 
 __all__ = ["VARIANTS", "Variant", "main"]
 
@@ -67,15 +76,6 @@ VARIANTS: tuple[Variant, ...] = (
     Variant("joint_full", "joint blocks", "full", "on", "length", "trained"),
     Variant("joint_none", "joint blocks", "none", "on", "length", "trained"),
 )
-KEY_A2M = (
-    "mouth_open_corr",
-    "offset_frames",
-    "offset_mean_abs",
-    "offset_within_one",
-    "av_peak_corr",
-    "mouth_kp_l2",
-)
-KEY_M2A = ("envelope_corr", "offset_frames", "av_peak_corr", "mel_l1", "lsd_db")
 
 
 def _sha(paths: list[Path]) -> str:
@@ -235,171 +235,6 @@ def _max_steps(configs: list[Path]) -> int:
     return int([s for s in steps if s is not None][-1])
 
 
-def _eval_command(ckpt: str, task: str, out: Path, args: argparse.Namespace) -> list[str]:
-    return [
-        *jam_flow_command(),
-        "evaluate",
-        "--ckpt",
-        ckpt,
-        "--data.data_dir",
-        str(args.data_dir),
-        "--task",
-        task,
-        "--split",
-        "test",
-        "--max-clips",
-        str(args.eval_clips),
-        "--nfe",
-        str(args.nfe),
-        "--cfg",
-        str(args.cfg),
-        # the default mode is left implicit so evaluations cached before guidance modes existed keep their keys
-        *(["--guidance", args.guidance] if getattr(args, "guidance", "joint") != "joint" else []),
-        "--seed",
-        str(args.seed),
-        "--batch-size",
-        str(args.eval_batch),
-        "--max-lag",
-        str(args.max_lag),
-        "--out",
-        str(out),
-    ]
-
-
-def _eval_cache(ckpt: str, task: str, args: argparse.Namespace) -> Path:
-    """Where ``jam-flow evaluate`` writes this (checkpoint, task, settings): beside the checkpoint, keyed by the
-    settings and the checkpoint's size and mtime, so a resumed or re-assembled recipe never generates twice."""
-    stat = Path(ckpt).stat()
-    settings = _eval_command(ckpt, task, Path("-"), args)[2:]
-    key = hashlib.sha256(json.dumps([settings, stat.st_size, stat.st_mtime_ns]).encode()).hexdigest()[:12]
-    return Path(ckpt).parent / f"eval_{Path(ckpt).stem}_{task}_{key}.json"
-
-
-def _evaluate_all(
-    jobs: list[tuple[str, str]], args: argparse.Namespace
-) -> dict[tuple[str, str], dict[str, Any]]:
-    """Run ``jam-flow evaluate`` for every (checkpoint, task), ``args.parallel`` at once (own sessions, like the
-    training runs); cached results are reused."""
-    results = _evaluate_jobs([(ckpt, task, args) for ckpt, task in jobs], args.parallel)
-    return {(ckpt, task): res for (ckpt, task), res in zip(jobs, results, strict=True)}
-
-
-def _evaluate_jobs(jobs: list[tuple[str, str, argparse.Namespace]], parallel: int) -> list[dict[str, Any]]:
-    """``jam-flow evaluate`` for every (checkpoint, task, settings), ``parallel`` at once; cached ones reused."""
-    todo = [job for job in jobs if not _eval_cache(*job).is_file()]
-    running: list[tuple[tuple[str, str, argparse.Namespace], subprocess.Popen, Any]] = []
-    while todo or running:
-        while todo and len(running) < parallel:
-            job = todo.pop(0)
-            out = _eval_cache(*job)
-            cmd = _eval_command(job[0], job[1], out, job[2])
-            log.info("evaluate: %s", shlex.join(cmd))
-            proc, logf = spawn(cmd, out.with_suffix(".log"), job[2].threads)
-            running.append((job, proc, logf))
-        time.sleep(1.0)
-        for item in list(running):
-            job, proc, logf = item
-            if proc.poll() is None:
-                continue
-            running.remove(item)
-            logf.close()
-            if proc.returncode != 0:
-                raise RuntimeError(
-                    f"evaluation of {job[0]} ({job[1]}) failed (exit {proc.returncode}); see "
-                    f"{_eval_cache(*job).with_suffix('.log')}"
-                )
-    return [json.loads(_eval_cache(*job).read_text()) for job in jobs]
-
-
-SWEEP_TASKS = ("audio2motion", "text2av")
-SWEEP_KEYS = {"audio2motion": KEY_A2M, "text2av": KEY_M2A}
-
-
-def _guidance_sweep(info: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    """The main run evaluated on audio -> motion and text -> audio + motion at every ``--sweep-cfgs`` scale with
-    every ``--sweep-modes`` guidance mode (scale 0 is one unguided evaluation: no mode applies)."""
-    ckpt = info["ckpt"]
-    settings: list[tuple[float, str]] = []
-    for gamma in args.sweep_cfgs:
-        for mode in ["none"] if gamma == 0 else args.sweep_modes:
-            settings.append((gamma, mode))
-    jobs = []
-    for task in SWEEP_TASKS:
-        for gamma, mode in settings:
-            ns = argparse.Namespace(
-                **{**vars(args), "cfg": gamma, "guidance": "joint" if mode == "none" else mode},
-            )
-            ns.eval_clips = args.sweep_clips
-            jobs.append((ckpt, task, ns))
-    results = _evaluate_jobs(jobs, args.parallel)
-    table: dict[str, dict[str, dict[str, Any]]] = {task: {} for task in SWEEP_TASKS}
-    shuffled: dict[str, dict[str, Any]] = {}
-    for (_, task, ns), res in zip(jobs, results, strict=True):
-        mode = "none" if ns.cfg == 0 else ns.guidance
-        table[task].setdefault(f"{ns.cfg:g}", {})[mode] = {
-            **_pick(res["metrics"], SWEEP_KEYS[task]),
-            "wall_s": res["wall_s"],
-        }
-        shuffled.setdefault(task, _pick(res["shuffled"], SWEEP_KEYS[task]))
-    return {
-        "what": "main run (new defaults) per guidance mode and scale; task -> gamma -> mode -> metrics",
-        "ckpt": rel(ckpt),
-        "steps": info["steps_done"],
-        "max_steps": info.get("max_steps"),
-        "train_wall_s": info["train_wall_s"],
-        "eval": {"split": "test", "max_clips": args.sweep_clips, "nfe": args.nfe, "seed": args.seed},
-        "table": table,
-        "shuffled": shuffled,
-    }
-
-
-def _sweep_table(sweep: dict[str, Any]) -> str:
-    """Markdown: one row per (gamma, mode), audio -> motion and text -> audio + motion sync columns."""
-    a2m, t2av = sweep["table"]["audio2motion"], sweep["table"]["text2av"]
-    lines = [
-        "| gamma | guidance | a2m mouth corr | a2m offset | a2m within ±1 | t2av envelope corr | t2av offset "
-        "| t2av A/V peak corr |",
-        "|" + "---|" * 8,
-    ]
-
-    def f(x: Any) -> str:
-        return "n/a" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
-
-    for gamma in a2m:
-        for mode in a2m[gamma]:
-            a, t = a2m[gamma][mode], t2av.get(gamma, {}).get(mode, {})
-            lines.append(
-                f"| {gamma} | {mode} | {f(a.get('mouth_open_corr'))} | {f(a.get('offset_frames'))} "
-                f"| {f(a.get('offset_within_one'))} | {f(t.get('envelope_corr'))} | {f(t.get('offset_frames'))} "
-                f"| {f(t.get('av_peak_corr'))} |"
-            )
-    return "\n".join(lines)
-
-
-def _pick(metrics: dict[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
-    return {k: metrics[k] for k in keys if k in metrics}
-
-
-def _table(result: dict[str, Any]) -> str:
-    head = (
-        "| variant | joint blocks | masks | RoPE | Audio-DiT | steps | train s | a2m mouth corr | a2m offset "
-        "| a2m within ±1 | m2a envelope corr |"
-    )
-    lines = [head, "|" + "---|" * 11]
-    for name, e in result["ablations"].items():
-        a2m, m2a = e.get("audio2motion", {}), e.get("motion2audio", {})
-
-        def f(x: Any) -> str:
-            return "n/a" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
-
-        lines.append(
-            f"| {name} | {e['joint_layers']} | {e['masks']} | {e['rope']} | {e['audio_dit']} | {e['steps']} "
-            f"| {f(e.get('train_wall_s'))} | {f(a2m.get('mouth_open_corr'))} | {f(a2m.get('offset_frames'))} "
-            f"| {f(a2m.get('offset_within_one'))} | {f(m2a.get('envelope_corr'))} |"
-        )
-    return "\n".join(lines)
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m jam_flow.recipes.synth", description=__doc__.split("\n")[0])
     p.add_argument("--data-dir", default="data/synth_recipe", help="synthetic corpus (built when missing)")
@@ -481,14 +316,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.guidance_sweep:
         if "main" not in infos:
             raise InputError("--guidance-sweep: the main run has not finished (train it first)")
-        sweep = _guidance_sweep(infos["main"], args)
+        sweep = guidance_sweep(infos["main"], args)
         sweep["command"] = shlex.join(["python", "-m", "jam_flow.recipes.synth", *argv])
         sweep["machine"] = machine(args.threads)
         out = Path(args.out)
         kept = json.loads(out.read_text()) if out.is_file() else {}
         kept["guidance_sweep"] = sweep
         write_json(out, kept)
-        print(_sweep_table(sweep))
+        print(sweep_table(sweep))
         print(f"wrote {out} (guidance_sweep)")
         return 0
     result: dict[str, Any] = {
@@ -544,14 +379,14 @@ def main(argv: list[str] | None = None) -> int:
             found = _ckpt_at_step(main_root, step)
             if found is not None and found[1] == step and step < infos["main"]["steps_done"]:
                 curve.append((step, rel(found[0])))
-    evals = _evaluate_all(
+    evals = evaluate_all(
         [(ckpt, task) for name, _, ckpt, _ in jobs for task in tasks_of(name)]
         + [(ckpt, "audio2motion") for _, ckpt in curve],
         args,
     )
     if curve:
         result["audio2motion_curve"] = {
-            str(step): _pick(evals[(ckpt, "audio2motion")]["metrics"], KEY_A2M) for step, ckpt in curve
+            str(step): pick(evals[(ckpt, "audio2motion")]["metrics"], KEY_A2M) for step, ckpt in curve
         }
         result["audio2motion_curve"][str(infos["main"]["steps_done"])] = "see audio2motion"
     for name, v, ckpt, extra in jobs:
@@ -571,9 +406,9 @@ def main(argv: list[str] | None = None) -> int:
         for task in tasks_of(name):
             res = evals[(ckpt, task)]
             keys = KEY_A2M if task == "audio2motion" else KEY_M2A
-            entry[task] = _pick(res["metrics"], keys)
+            entry[task] = pick(res["metrics"], keys)
             entry[f"{task}_eval_wall_s"] = res["wall_s"]
-            entry[f"{task}_shuffled"] = _pick(res["shuffled"], keys)
+            entry[f"{task}_shuffled"] = pick(res["shuffled"], keys)
             if name == "main":
                 result[task] = res["metrics"]
                 result.setdefault("shuffled", {})
@@ -618,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     out = Path(args.out)
     write_json(out, result)
-    print(_table(result))
+    print(ablation_table(result))
     print(f"wrote {out}")
     return 0
 
