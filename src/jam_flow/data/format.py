@@ -51,6 +51,7 @@ __all__ = [
     "clip_shapes",
     "StatsAccumulator",
     "compute_stats",
+    "accumulate_stats",
     "write_stats",
     "read_stats",
     "split_exp",
@@ -379,7 +380,11 @@ def read_manifest(root: str | Path, split: str | None = None) -> list[ClipRecord
 
 # ----------------------------------------------------------------------------------------------------- stats
 class StatsAccumulator:
-    """Streaming per-channel mean/std (float64 sums, Chan's parallel update) for mel [n, c] and exp [m, k, 3]."""
+    """Streaming per-channel mean/std (float64 sums, Chan's parallel update) for mel [n, c] and exp [m, k, 3].
+
+    Accumulators of disjoint parts (preprocessing shards) merge exactly: :meth:`moments` gives the plain
+    ``{count, mean, m2}`` of each stream, :meth:`from_moments` reads it back and :meth:`merge` combines two
+    (Chan et al.'s pairwise update; the result equals one pass over all frames up to float64 rounding)."""
 
     def __init__(self, n_mels: int = 100, num_kp: int = 21) -> None:
         self.mel = _Moments((n_mels,))
@@ -388,6 +393,38 @@ class StatsAccumulator:
     def update(self, mel: np.ndarray, exp: np.ndarray) -> None:
         self.mel.update(mel.reshape(-1, mel.shape[-1]))
         self.exp.update(exp.reshape(-1, *exp.shape[-2:]))
+
+    def merge(self, other: StatsAccumulator) -> StatsAccumulator:
+        self.mel.merge(other.mel.count, other.mel.mean, other.mel.m2)
+        self.exp.merge(other.exp.count, other.exp.mean, other.exp.m2)
+        return self
+
+    def moments(self) -> dict[str, Any]:
+        return {name: getattr(self, name).to_json() for name in ("mel", "exp")}
+
+    @classmethod
+    def from_moments(cls, obj: Any, where: str) -> StatsAccumulator:
+        """Parse :meth:`moments` output; ``InputError`` names ``where`` and the bad field."""
+        acc = cls()
+        if not isinstance(obj, dict):
+            raise InputError(f"{where}: expected a JSON object of moments")
+        for name in ("mel", "exp"):
+            mom = getattr(acc, name)
+            part = obj.get(name)
+            try:
+                count = part["count"]
+                mean = np.asarray(part["mean"], np.float64)
+                m2 = np.asarray(part["m2"], np.float64)
+            except (KeyError, TypeError, ValueError) as err:
+                raise InputError(f"{where}: field {name!r} must hold count, mean and m2") from err
+            if not isinstance(count, int) or count < 0:
+                raise InputError(f"{where}: {name}.count must be a non-negative integer, got {count!r}")
+            if mean.shape != mom.mean.shape or m2.shape != mom.m2.shape:
+                raise InputError(f"{where}: {name}.mean/m2 must have shape {list(mom.mean.shape)}")
+            if not (np.isfinite(mean).all() and np.isfinite(m2).all()) or (m2 < 0).any():
+                raise InputError(f"{where}: {name}.mean/m2 must be finite (m2 >= 0)")
+            mom.merge(count, mean, m2)
+        return acc
 
     def result(self) -> dict[str, Any]:
         mel_mean, mel_std = self.mel.result()
@@ -410,12 +447,20 @@ class _Moments:
         if n == 0:
             return
         mean = x.mean(axis=0)
-        m2 = ((x - mean) ** 2).sum(axis=0)
+        self.merge(n, mean, ((x - mean) ** 2).sum(axis=0))
+
+    def merge(self, n: int, mean: np.ndarray, m2: np.ndarray) -> None:
+        """Chan et al.'s pairwise update with a part of ``n`` rows, mean ``mean`` and squared deviations ``m2``."""
+        if n == 0:
+            return
         total = self.count + n
         delta = mean - self.mean
         self.mean = self.mean + delta * (n / total)
         self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
         self.count = total
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": int(self.count), "mean": self.mean.tolist(), "m2": self.m2.tolist()}
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         if self.count == 0:
@@ -426,6 +471,12 @@ class _Moments:
 
 def compute_stats(root: str | Path, records: list[ClipRecord] | None = None) -> dict[str, Any]:
     """Mean/std over the train split (all clips when there is no train clip). Unloadable clips are skipped."""
+    return accumulate_stats(root, records).result()
+
+
+def accumulate_stats(root: str | Path, records: list[ClipRecord] | None = None) -> StatsAccumulator:
+    """The :class:`StatsAccumulator` of the train split's clips (all clips when none is in train); reads only
+    ``mel`` and ``exp``; unloadable clips are skipped."""
     root = Path(root)
     records = read_manifest(root) if records is None else records
     use = [r for r in records if r.split == "train"] or list(records)
@@ -436,7 +487,7 @@ def compute_stats(root: str | Path, records: list[ClipRecord] | None = None) -> 
         except ClipError:
             continue
         acc.update(arrays["mel"], arrays["exp"])
-    return acc.result()
+    return acc
 
 
 def write_stats(root: str | Path, stats: dict[str, Any]) -> Path:

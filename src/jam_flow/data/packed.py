@@ -406,13 +406,15 @@ class PackedClipDataset(ClipDataset):
 def _open_stream(source: PackedSource):
     from litdata import StreamingDataset
 
+    # batch_decode 0: decode the item asked for only (litdata's default decodes a window of up to 256 neighbours,
+    # which the shuffled batch order mostly throws away)
     if not is_remote(source.url):
-        return StreamingDataset(str(Path(source.url).resolve()))
+        return StreamingDataset(str(Path(source.url).resolve()), batch_decode=0)
     _allow_http_endpoint()
     cache = source.chunk_cache
     assert cache is not None
     cache.mkdir(parents=True, exist_ok=True)
-    return _WholeShards(StreamingDataset(source.url, cache_dir=str(cache)))
+    return _WholeShards(StreamingDataset(source.url, cache_dir=str(cache), batch_decode=0))
 
 
 class _WholeShards:

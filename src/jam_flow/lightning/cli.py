@@ -16,6 +16,8 @@ No tensors here. Besides Lightning's own ``--trainer.*``, ``--model.*``, ``--dat
 * ``--media.*``: :class:`~jam_flow.lightning.callbacks.ValidationMedia` (mel image, audio, mouth trajectories);
 * a rich progress bar (``--progress_bar.*``); Lightning's default TensorBoard logger writes to
   ``<default_root_dir>/lightning_logs/version_N/`` (checkpoints in its ``checkpoints/``);
+* SIGTERM (preemption) stops the run at the next batch end with exit status 143 (Lightning alone exits 0);
+  ``--ckpt_path last`` continues it from its newest checkpoint;
 * ``trainer.use_distributed_sampler`` defaults to false: the DataModule's batch sampler shards batches itself;
 * the network's ``text_num_embeds`` is set from the data vocabulary (see ``before_instantiate_classes``).
 
@@ -158,12 +160,21 @@ def run_cli(subcommand: str, argv: list[str]) -> JAMFlowCLI:
         )
 
 
+# exit status of a run stopped by SIGTERM (preemption): 128 + 15, as if killed, so a script sees it did not finish
+SIGTERM_EXIT = 143
+
+
 def fit_main(argv: list[str]) -> int:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     try:
         run_cli("fit", argv)
     except NonFiniteTrainingError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except SIGTERMException:  # Lightning stops at the next batch end and raises SystemExit() (status 0)
+        print("error: stopped by SIGTERM; resume with --ckpt_path last", file=sys.stderr)
+        return SIGTERM_EXIT
     return 0
 
 
