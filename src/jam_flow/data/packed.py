@@ -68,6 +68,8 @@ __all__ = [
     "pack_dataset",
     "PackedClipDataset",
     "validate_packed",
+    "packed_stats",
+    "read_packed_records",
 ]
 
 PACK_FORMAT = "jam-flow-packed"
@@ -466,6 +468,25 @@ def read_packed_records(source: PackedSource) -> tuple[list[ClipRecord], dict[st
     for i, cid in enumerate(rows):
         item_of.setdefault(cid, i)
     return records, item_of
+
+
+def packed_stats(url: str) -> dict[str, Any]:
+    """Statistics (``stats.json`` content) recomputed from a packed dataset's train items (all when none is in
+    train); failed items are skipped."""
+    from jam_flow.data.format import StatsAccumulator
+
+    source = open_packed(url, arg="DIR")
+    records, item_of = read_packed_records(source)
+    use = [r for r in records if r.split == "train"] or records
+    stream = _open_stream(source)
+    acc = StatsAccumulator()
+    for rec in use:
+        try:
+            arrays = _checked(stream[item_of[rec.id]], rec, item_of[rec.id], url)
+        except ClipError:
+            continue
+        acc.update(arrays["mel"], arrays["exp"])
+    return acc.result()
 
 
 # ----------------------------------------------------------------------------------------------------- validation

@@ -24,6 +24,7 @@ import json
 import multiprocessing as mp
 import os
 import time
+import zipfile
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,18 +32,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from jam_flow.atomic import atomic_file
 from jam_flow.data.audio import decode_audio_av, resample
 from jam_flow.data.format import (
     ClipRecord,
     DatasetInfo,
+    clip_shapes,
     compute_stats,
-    load_clip,
     write_clip,
     write_dataset_json,
     write_manifest,
     write_stats,
 )
 from jam_flow.data.mel import log_mel
+from jam_flow.data.segments import ClipFailure, ClipMotion, cut_points
+from jam_flow.data.shards import in_shard, parse_shard, write_failures, write_shard
 from jam_flow.data.sources import DATASETS, SourceClip, discover
 from jam_flow.errors import ArgumentParser, InputError
 from jam_flow.features import MelSettings, MotionSettings, num_motion_frames
@@ -73,16 +77,11 @@ class PreprocessConfig:
     crop_scale: float = 2.3
     crop_vy: float = -0.125
     crop_size: int = 256  # LivePortrait's networks take 256 x 256; smaller only for quick experiments / tests
+    max_clip_s: float = (
+        0.0  # longer videos are cut at pauses into clips of at most this many seconds (0: never)
+    )
     mel: MelSettings = MelSettings()
     motion: MotionSettings = MotionSettings()
-
-
-class ClipFailure(Exception):
-    """A clip that cannot be used; ``kind`` is one of: corrupt, no-audio, no-video, too-short, no-face, error."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
 
 
 # ----------------------------------------------------------------------------------------------------- decoding
@@ -231,7 +230,20 @@ def extract_video_motion(
 
 
 def process_clip(src: SourceClip, out: Path, cfg: PreprocessConfig, extractor, detector) -> ClipRecord:
-    """Turn one source video into a finished clip in ``out``; raises :class:`ClipFailure`."""
+    """Turn one source video into a finished clip in ``out`` (never cut); raises :class:`ClipFailure`."""
+    records, failures = process_source(src, out, cfg, extractor, detector, max_clip_s=0.0)
+    if failures:
+        raise failures[0][1]
+    return records[0]
+
+
+def process_source(
+    src: SourceClip, out: Path, cfg: PreprocessConfig, extractor, detector, max_clip_s: float = 0.0
+) -> tuple[list[ClipRecord], list[tuple[str, ClipFailure]]]:
+    """Turn one source video into finished clips in ``out``: one clip, or (longer than ``max_clip_s`` seconds)
+    pieces ``<id>__p000, ...`` cut at pauses (:func:`jam_flow.data.segments.cut_points`). The video is decoded
+    once for all of them. Returns the records and ``(piece id, failure)`` of pieces that failed; a failure of
+    the whole video raises :class:`ClipFailure`."""
     if not src.path.is_file() or src.path.stat().st_size == 0:
         raise ClipFailure("corrupt", "file is missing or empty")
     video_s = _video_seconds(src.path)
@@ -240,29 +252,73 @@ def process_clip(src: SourceClip, out: Path, cfg: PreprocessConfig, extractor, d
     except InputError as err:
         kind = "no-audio" if "no audio stream" in str(err) else "corrupt"
         raise ClipFailure(kind, str(err)) from err
-    sr = cfg.mel.sample_rate
+    sr, fps = cfg.mel.sample_rate, cfg.motion.fps
     wave = resample(audio, rate, sr)
     duration = min(len(wave) / sr, video_s)
     if duration < cfg.min_seconds:
         raise ClipFailure("too-short", f"{duration:.2f} s of audio+video, need at least {cfg.min_seconds} s")
     pcm = np.clip(np.round(wave[: int(round(duration * sr))] * 32768.0), -32768, 32767).astype(np.int16)
+    pieces = cut_points(len(pcm), pcm.astype(np.float32) / 32768.0, sr, fps, max_clip_s)
+    cut = len(pieces) > 1
+    hop = sr // fps
+    plan = []  # (id, text, pcm piece, first motion frame, motion frames)
+    for k, (a, b) in enumerate(pieces):
+        cid = f"{src.id}__p{k:03d}" if cut else src.id
+        n_motion = num_motion_frames((b - a) / sr, fps)
+        plan.append((cid, "" if cut else src.text, pcm[a:b], a // hop, n_motion))
+    records: list[ClipRecord] = []
+    failed: list[tuple[str, ClipFailure]] = []
+    total = plan[-1][3] + plan[-1][4]
+    k, motion, dead = 0, None, False  # dead: the current piece failed, its remaining frames are skipped
+    for j, rgb in _selected_frames(src.path, total, fps):  # the one decoding pass over the video
+        cid, text, piece, first, n_motion = plan[k]
+        if motion is None and not dead:
+            motion = ClipMotion(n_motion, cfg, extractor, detector)
+        if motion is not None:
+            try:
+                motion.push(j - first, rgb)
+            except ClipFailure as err:
+                failed.append((cid, err))
+                motion, dead = None, True
+        if j == first + n_motion - 1:
+            if motion is not None:
+                try:
+                    records.append(_finish_piece(out, src, cid, text, piece, motion, cfg))
+                except ClipFailure as err:
+                    failed.append((cid, err))
+            k, motion, dead = k + 1, None, False
+    if not cut and failed:
+        raise failed[0][1]
+    return records, failed
+
+
+def _finish_piece(
+    out: Path,
+    src: SourceClip,
+    cid: str,
+    text: str,
+    pcm: np.ndarray,
+    motion: ClipMotion,
+    cfg: PreprocessConfig,
+) -> ClipRecord:
+    sr = cfg.mel.sample_rate
     duration = len(pcm) / sr
+    if duration < cfg.min_seconds:
+        raise ClipFailure("too-short", f"{duration:.2f} s piece, need at least {cfg.min_seconds} s")
+    arrays, _ = motion.finish()
     mel = log_mel(pcm.astype(np.float32) / 32768.0, cfg.mel).numpy()
-    n_motion = num_motion_frames(duration, cfg.motion.fps)
-    boxes = _face_boxes(src.path, n_motion, cfg, detector)
-    arrays = _extract_motion(src.path, n_motion, boxes, cfg, extractor)
     arrays["mel"] = mel
     for key, arr in arrays.items():
         if not np.isfinite(arr).all():
             raise ClipFailure("error", f"non-finite values in {key!r} (check the motion extractor weights)")
     record = ClipRecord(
-        id=src.id,
+        id=cid,
         split=src.split,
         speaker=src.speaker,
         duration=duration,
         n_mel=mel.shape[0],
-        n_motion=n_motion,
-        text=src.text,
+        n_motion=num_motion_frames(duration, cfg.motion.fps),
+        text=text,
         features="",
     )
     # wav first, then the record, then the npz (atomic rename): an npz on disk means the clip is finished
@@ -275,21 +331,39 @@ def process_clip(src: SourceClip, out: Path, cfg: PreprocessConfig, extractor, d
     return write_clip(out, record, arrays, sample_rate=sr)
 
 
-def _finished(out: Path, src: SourceClip) -> ClipRecord | None:
-    """The record of an already finished clip (npz + record present and consistent), else None."""
-    rec_path = out / "clips" / f"{src.id}.json"
-    if not (out / "clips" / f"{src.id}.npz").is_file() or not rec_path.is_file():
-        return None
-    try:
-        rec = ClipRecord.from_json(json.loads(rec_path.read_text(encoding="utf-8")), str(rec_path))
-        load_clip(out, rec)
-    except (InputError, json.JSONDecodeError):
-        return None
-    if rec.audio is not None and not (out / rec.audio).is_file():
-        return None
-    # the split / speaker / transcript come from the source and may have been edited since
-    rec.split, rec.speaker, rec.text = src.split, src.speaker, src.text
-    return rec
+def _finished(out: Path, src: SourceClip) -> tuple[list[ClipRecord], list[dict]] | None:
+    """The records (and piece failures) of an already finished source, found without loading any array: the
+    record files and npz archives (whose member list is read, not their data) of its clip, or of the pieces its
+    ``clips/<id>.pieces.json`` lists. None when the source must be (re)done."""
+    pieces_path = out / "clips" / f"{src.id}.pieces.json"
+    ids, failed = [src.id], []
+    if pieces_path.is_file():
+        try:
+            obj = json.loads(pieces_path.read_text(encoding="utf-8"))
+            ids, failed = list(obj["pieces"]), list(obj["failed"])
+        except (json.JSONDecodeError, KeyError, TypeError):
+            return None
+    members = {f"{k}.npy" for k in clip_shapes(1, 1)}
+    records = []
+    for cid in ids:
+        rec_path, npz = out / "clips" / f"{cid}.json", out / "clips" / f"{cid}.npz"
+        if not npz.is_file() or not rec_path.is_file():
+            return None
+        try:
+            rec = ClipRecord.from_json(json.loads(rec_path.read_text(encoding="utf-8")), str(rec_path))
+            with zipfile.ZipFile(npz) as zf:  # the npz is renamed into place complete; its directory suffices
+                if not members <= set(zf.namelist()):
+                    return None
+        except (InputError, json.JSONDecodeError, zipfile.BadZipFile, OSError):
+            return None
+        if rec.audio is not None and not (out / rec.audio).is_file():
+            return None
+        # the split / speaker / transcript come from the source and may have been edited since
+        rec.split, rec.speaker = src.split, src.speaker
+        if not pieces_path.is_file():
+            rec.text = src.text
+        records.append(rec)
+    return records, failed
 
 
 # ----------------------------------------------------------------------------------------------------- running
@@ -310,37 +384,62 @@ def _init(cfg: PreprocessConfig, out: str, threads: int, load: bool = True) -> N
         )
 
 
-def _work(src: SourceClip) -> tuple[str, ClipRecord | None, str, str]:
-    """-> (id, record or None, failure kind, failure message)."""
+def _work(src: SourceClip) -> tuple[str, list[ClipRecord], list[dict]]:
+    """-> (source id, finished records, failures ``{"id", "kind", "reason"}``)."""
+    out, cfg = _STATE["out"], _STATE["cfg"]
     try:
-        rec = process_clip(src, _STATE["out"], _STATE["cfg"], _STATE["extractor"], _STATE["detector"])
-        return src.id, rec, "", ""
+        records, failed = process_source(
+            src, out, cfg, _STATE["extractor"], _STATE["detector"], max_clip_s=cfg.max_clip_s
+        )
     except ClipFailure as err:
-        return src.id, None, err.kind, str(err)
+        return src.id, [], [{"id": src.id, "kind": err.kind, "reason": str(err)}]
     except Exception as err:  # a bad clip never stops the run; the report keeps the reason
-        return src.id, None, "error", f"{type(err).__name__}: {err}"
+        return src.id, [], [{"id": src.id, "kind": "error", "reason": f"{type(err).__name__}: {err}"}]
+    rows = [{"id": cid, "kind": err.kind, "reason": str(err)} for cid, err in failed]
+    if len(records) + len(rows) > 1 or any(r.id != src.id for r in records):  # cut: list the pieces
+        with atomic_file(out / "clips" / f"{src.id}.pieces.json") as tmp:
+            tmp.write_text(json.dumps({"pieces": [r.id for r in records], "failed": rows}) + "\n", "utf-8")
+    return src.id, records, rows
 
 
 def run(
-    dataset: str, root: str | Path, out: str | Path, cfg: PreprocessConfig, workers: int = 1, log=print
+    dataset: str,
+    root: str | Path,
+    out: str | Path,
+    cfg: PreprocessConfig,
+    workers: int = 1,
+    log=print,
+    shard: tuple[int, int] = (0, 1),
 ) -> tuple[list[ClipRecord], list[dict]]:
-    """Preprocess every discovered clip; returns (finished records, failure rows)."""
+    """Preprocess every discovered source video (of shard ``I`` of ``N``: :func:`jam_flow.data.shards.
+    in_shard`); returns (finished records, failure rows). One shard of several writes its manifest, statistics
+    moments and failures under ``OUT/shards/`` (merged by ``jam-flow data stats``), a whole run the dataset files."""
     out = Path(out)
     clips, skipped = discover(dataset, root)
+    index, count = shard
+    if count > 1:
+        clips = [c for c in clips if in_shard(c.id, index, count)]
+        skipped = skipped if index == 0 else []  # reported once, by shard 0
     (out / "clips").mkdir(parents=True, exist_ok=True)
-    records: dict[str, ClipRecord] = {}
-    todo: list[SourceClip] = []
-    for src in clips:
-        rec = _finished(out, src)
-        if rec is None:
-            todo.append(src)
-        else:
-            records[src.id] = rec
-    resumed = len(records)
+    records: dict[str, list[ClipRecord]] = {}
     failures = [{"id": None, "path": str(p), "kind": "skipped", "reason": reason} for p, reason in skipped]
     by_id = {c.id: c for c in clips}
+    todo: list[SourceClip] = []
+    for src in clips:
+        done = _finished(out, src)
+        if done is None:
+            todo.append(src)
+        else:
+            records[src.id] = done[0]
+            failures += [{**row, "path": str(src.path)} for row in done[1]]
+    resumed_sources = len(records)
+    resumed = sum(len(v) for v in records.values())
     start = time.perf_counter()
-    log(f"preprocess: {len(clips)} clips found, {resumed} already finished, {len(todo)} to process")
+    where = f" (shard {index}/{count})" if count > 1 else ""
+    log(
+        f"preprocess{where}: {len(clips)} clips found, {resumed_sources} already finished, "
+        f"{len(todo)} to process"
+    )
     workers = max(1, min(workers, len(todo) or 1))
     threads = max(1, (os.cpu_count() or 1) // workers)
     if todo:
@@ -354,34 +453,37 @@ def run(
             pool = ctx.Pool(workers, initializer=_init, initargs=(cfg, str(out), threads, spawn))
             results = pool.imap_unordered(_work, todo, chunksize=1)
         try:
-            for k, (cid, rec, kind, msg) in enumerate(results, start=1):
-                if rec is not None:
-                    records[cid] = rec
-                else:
-                    failures.append({"id": cid, "path": str(by_id[cid].path), "kind": kind, "reason": msg})
+            for k, (sid, recs, rows) in enumerate(results, start=1):
+                if recs:
+                    records[sid] = recs
+                failures += [{**row, "path": str(by_id[sid].path)} for row in rows]
                 if k % 50 == 0 or k == len(todo):
                     log(f"preprocess: {k}/{len(todo)} processed ({time.perf_counter() - start:.1f} s)")
         finally:
             if workers > 1:
                 pool.close()
                 pool.join()
+    failures = [
+        {"id": f["id"], "path": f["path"], "kind": f["kind"], "reason": f["reason"]} for f in failures
+    ]
     failures.sort(key=lambda f: (f["id"] or "", f["path"]))
-    with open(out / "failures.jsonl", "w", encoding="utf-8") as fh:
-        for row in failures:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    finished = [records[c.id] for c in clips if c.id in records]
+    finished = [rec for c in clips for rec in records.get(c.id, [])]
+    info = DatasetInfo(mel=cfg.mel, motion=cfg.motion, num_clips=len(finished), source=dataset)
+    if count > 1:
+        report = write_shard(out, index, count, finished, failures, info)
+    else:
+        report = out / "failures.jsonl"
+        write_failures(report, failures)
     kinds = Counter(f["kind"] for f in failures)
     summary = ", ".join(f"{k} {v}" for k, v in sorted(kinds.items())) or "none"
     log(
-        f"preprocess: {len(finished)} clips ready ({resumed} resumed), {len(failures)} failed ({summary}); "
-        f"failure report: {out / 'failures.jsonl'}"
+        f"preprocess{where}: {len(finished)} clips ready ({resumed} resumed), {len(failures)} failed ({summary}); "
+        f"failure report: {report}"
     )
-    if finished:
+    if finished and count == 1:
         write_manifest(out, finished)
         write_stats(out, compute_stats(out, finished))
-        write_dataset_json(
-            out, DatasetInfo(mel=cfg.mel, motion=cfg.motion, num_clips=len(finished), source=dataset)
-        )
+        write_dataset_json(out, info)
     return finished, failures
 
 
@@ -400,6 +502,19 @@ def _parser() -> argparse.ArgumentParser:
         help="LivePortrait motion_extractor.pth (or its weights directory)",
     )
     p.add_argument("--workers", type=int, default=1, help="parallel clip workers (default 1)")
+    p.add_argument(
+        "--shard",
+        default=None,
+        help="I/N: process only shard I (0-based) of N of the source videos (one machine each); merge the "
+        "shards with `jam-flow data stats OUT` (default: everything)",
+    )
+    p.add_argument(
+        "--max-clip-s",
+        type=float,
+        default=30.0,
+        help="cut longer videos at pauses into clips of at most this many seconds (default 30, the "
+        "training max_duration; 0: never cut)",
+    )
     p.add_argument(
         "--face-detector",
         default=None,
@@ -444,6 +559,11 @@ def main(argv: list[str]) -> int:
         raise InputError(f"--min-face-ratio: expected a fraction in [0, 1], got {args.min_face_ratio}")
     if args.out.exists() and not args.out.is_dir():
         raise InputError(f"--out: {args.out} exists and is not a directory")
+    shard = parse_shard(args.shard) if args.shard is not None else (0, 1)
+    if args.max_clip_s < 0 or 0 < args.max_clip_s < 2 * args.min_seconds:
+        raise InputError(
+            f"--max-clip-s: expected 0 (never cut) or at least twice --min-seconds, got {args.max_clip_s}"
+        )
     cfg = PreprocessConfig(
         motion_extractor=str(args.motion_extractor),
         face_detector=args.face_detector,
@@ -453,9 +573,10 @@ def main(argv: list[str]) -> int:
         detect_every=args.detect_every,
         min_face_ratio=args.min_face_ratio,
         crop_size=args.crop_size,
+        max_clip_s=args.max_clip_s,
     )
-    finished, failures = run(args.dataset, args.root, args.out, cfg, workers=args.workers)
+    finished, failures = run(args.dataset, args.root, args.out, cfg, workers=args.workers, shard=shard)
     if not finished:
-        print(f"error: no clip could be processed; see {args.out / 'failures.jsonl'}")
+        print(f"error: no clip could be processed; see the failure report in {args.out}")
         return 1
     return 0

@@ -4,7 +4,8 @@
   every problem, one line each. Exit status 0 when the dataset is sound, 1 when problems were found.
 * ``pack DIR --out URL [--shard-size-mb N]``: write the packed form (:mod:`jam_flow.data.packed`) to a folder or
   an ``s3://bucket/prefix``.
-* ``stats DIR_OR_URL [--out FILE]``: merge per-shard statistics (:mod:`jam_flow.data.shard_stats`).
+* ``stats DIR_OR_URL [--out FILE]``: merge ``preprocess --shard`` parts (:mod:`jam_flow.data.shards`), or
+  recompute a dataset's statistics.
 
 Bad arguments: one ``error:`` line, exit status 2 (via the CLI). No tensors here (no dimension legend needed).
 """
@@ -37,6 +38,14 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--shard-size-mb", type=int, default=64, help="bytes per shard, in MB (default 64)")
     k.add_argument("--workers", type=int, default=1, help="packing processes (default 1)")
     k.add_argument("--overwrite", action="store_true", help="replace an existing packed dataset at --out")
+    st = sub.add_parser(
+        "stats",
+        help="merge `preprocess --shard` parts into the dataset files, or recompute a dataset's statistics",
+    )
+    st.add_argument("dir", help="dataset directory (with shards/ parts or clips), packed folder or s3:// URL")
+    st.add_argument(
+        "--out", type=Path, default=None, help="write the statistics here (default: DIR/stats.json)"
+    )
     return p
 
 
@@ -77,10 +86,45 @@ def _validate_packed(url: str) -> int:
     return 0 if not problems else 1
 
 
+def _stats(args: argparse.Namespace) -> int:
+    """Shard parts present: merge them (manifest, stats, dataset.json, failures). Otherwise recompute the
+    statistics of the clips (clip folder or packed dataset) into ``--out`` / ``DIR/stats.json``."""
+    from jam_flow.atomic import atomic_file
+    from jam_flow.data.format import compute_stats
+    from jam_flow.data.packed import is_packed, is_remote, packed_stats
+    from jam_flow.data.shards import merge_shards
+
+    url = str(args.dir)
+    if not is_packed(url) and (Path(url) / "shards").is_dir():
+        if args.out is not None:
+            raise InputError("--out: merging shards writes DIR's own dataset files; leave --out out")
+        summary = merge_shards(url)
+        print(
+            f"{url}: merged {summary['shards']} shards: {summary['clips']} clips, {summary['frames']} train mel "
+            f"frames in the statistics, {summary['failures']} failure row(s)"
+        )
+        return 0
+    if is_packed(url):
+        stats = packed_stats(url)
+        if args.out is None and is_remote(url):
+            raise InputError("--out: a file for the statistics of an s3:// dataset is required")
+    elif Path(url).is_dir():
+        stats = compute_stats(url)
+    else:
+        raise InputError(f"DIR: {url} is not a directory")
+    out = args.out or Path(url) / "stats.json"
+    with atomic_file(out) as tmp:
+        tmp.write_text(json.dumps(stats) + "\n", encoding="utf-8")
+    print(f"{out}: statistics of {url}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.action == "pack":
         return _pack(args)
+    if args.action == "stats":
+        return _stats(args)
     from jam_flow.data.packed import is_packed
 
     if is_packed(args.dir):
