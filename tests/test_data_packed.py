@@ -155,3 +155,18 @@ def test_accumulated_micro_batches_draw_differently(tmp_path, monkeypatch):
         (_, g0, t0), (_, g1, t1) = [s for s in seeds if s[0] == step]
         assert g0 != g1 and t0 != t1, f"step {step}: both micro-batches drew from the same state"
         assert g0 == _step_seed(0, 0, step)  # micro-batch 0 draws what a run without accumulation draws
+
+
+def test_slurm_template_parses_and_uses_real_options(capsys):
+    import re
+    import subprocess
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "slurm" / "fit.sbatch"
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    text = path.read_text()
+    assert "#SBATCH --requeue" in text and "#SBATCH --signal=SIGUSR1@" in text and "--ckpt_path last" in text
+    with pytest.raises(SystemExit):
+        run_cli("fit", ["--help"])
+    options = set(re.findall(r"--[a-z_]+(?:\.[a-z_]+)*", capsys.readouterr().out))
+    used = set(re.findall(r"--(?:trainer|data)\.[a-z_]+", text))
+    assert used and used <= options, used - options
