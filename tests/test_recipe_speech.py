@@ -85,8 +85,8 @@ def test_speech_sample_writes_audio_plot_and_record(tmp_path):
     import json
 
     import soundfile as sf
-
     from inference_fixtures import write_export
+
     from jam_flow.data.synth.corpus import build_corpus
     from jam_flow.data.synth.world import WordWorld
     from jam_flow.recipes import speech_sample
