@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from jam_flow.lightning.cli import run_cli
-from jam_flow.recipes.speech import flatten, targets, world_options
+from jam_flow.recipes.speech import _gain, flatten, targets, world_options
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEECH = ROOT / "configs" / "speech"
@@ -78,6 +78,12 @@ def test_targets_and_flatten():
     assert keep == {"value": 0.27, "threshold": 0.27, "met": True}  # 1.25 x 0.2 + 0.02
     assert dub["met"] is False and m2a["met"] is True
     assert all(t["met"] is None for t in targets({}, {}).values())
+    probe = {
+        "loss_own_text": 1.0,
+        "text_gain": 0.2,
+        "bins": {"t0.0-0.3": {"text_gain": 0.6, "loss_no_text": 2}},
+    }
+    assert _gain(probe) == {"text_gain": 0.2, "text_gain_t0.0-0.3": 0.6}
 
 
 def test_speech_sample_writes_audio_plot_and_record(tmp_path):

@@ -209,7 +209,11 @@ def flatten(task: str, result: dict[str, Any]) -> dict[str, Any]:
 
 
 def _gain(probe: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in probe.items() if "gain" in k}
+    """The probe's gains (own text vs another clip's), overall and per flow-time bin."""
+    out = {k: v for k, v in probe.items() if "gain" in k}
+    for name, section in probe.get("bins", {}).items():
+        out.update({f"{k}_{name}": v for k, v in section.items() if "gain" in k})
+    return out
 
 
 def _curve(run: Path, stage: str, data: Path, args: argparse.Namespace) -> dict[str, Any]:
