@@ -110,3 +110,21 @@ def test_speech_sample_writes_audio_plot_and_record(tmp_path):
     ref, sr_ref = sf.read(str(out / "speech_world_ground_truth.wav"))
     assert sr == sr_ref == 24000 and len(gen) == len(ref) > 0.3 * sr and abs(ref).max() > 0.01
     assert (out / "speech_world.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "configs",
+    [
+        ("configs/speech/world_stage1_audio.yaml",),
+        ("configs/speech/world_stage1_motion.yaml",),
+        ("configs/stage2.yaml", "configs/speech/world_stage2.yaml"),
+        ("configs/tiny.yaml",),
+    ],
+    ids=["stage1_audio", "stage1_motion", "stage2", "tiny"],
+)
+def test_dropout_and_masks_build(configs):
+    """The configs' conditioning dropout and masks are valid objects, not only parseable YAML."""
+    from jam_flow.flow.masking import DropoutConfig
+
+    model = _print_config(*(ROOT / c for c in configs))["model"]
+    DropoutConfig(**model["dropout"])
