@@ -316,6 +316,42 @@ def test_talking_head_i2v_and_v2v_with_the_e_rest_clue(world, tiny_liveportrait)
     assert [r["label"] for r in again] == ["ours"] and again[0]["parts"]["video"]["reused"] == 2
 
 
+def test_a_stage1_motion_dit_is_the_ours_stage1_row(world, tiny_liveportrait, tmp_path, capsys):
+    """A stage-1 Motion-DiT checkpoint is evaluated on Table 1 with the wav2vec2 features of each chunk's speech
+    (the directory jam-flow audio-features used); without that directory a wav2vec2-feature model is refused."""
+    transformers = pytest.importorskip("transformers")
+    from inference_fixtures import tiny_meta
+
+    from jam_flow.inference.bundle import save_export
+    from jam_flow.models import MotionDiT
+
+    w2v = tmp_path / "w2v"
+    torch.manual_seed(0)
+    cfg = transformers.Wav2Vec2Config(
+        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32, conv_dim=(8,) * 7,
+        num_conv_pos_embeddings=8, num_conv_pos_embedding_groups=2,
+    )  # fmt: skip
+    transformers.Wav2Vec2Model(cfg).save_pretrained(str(w2v))
+    net = MotionDiT(dim=32, depth=2, heads=2, dim_head=16, ff_mult=2, audio_feat_dim=16, window=2)
+    with torch.no_grad():
+        for prm in net.parameters():  # adaLN-zero init would hide the features
+            prm.copy_(torch.randn_like(prm) * 0.1)
+    meta = tiny_meta()
+    meta["model"] = {"class_path": "jam_flow.models.MotionDiT", "init_args": dict(net.init_args)}
+    stage1 = save_export(tmp_path / "stage1", net, meta)
+    out = tmp_path / "th_stage1"
+    args = ["--ckpt", stage1, "--labels", "Ours-Stage1", "--out", out, "--nfe", "2", "--accelerator", "cpu"]
+    args += ["--protocol", "talking-head", *_video_args(world, tiny_liveportrait), "--mode", "i2v"]
+    args += ["--metrics", "fid,lse_c"]
+    assert _evaluate(*args) == 2
+    assert "--audio-features-model" in capsys.readouterr().err
+    assert _evaluate(*args, "--audio-features-model", w2v) == 0
+    row = json.loads((out / "result.json").read_text())["rows"][0]
+    assert row["label"] == "Ours-Stage1" and all(np.isfinite(v) for v in row["metrics"].values())
+    motion = np.load(out / "Ours-Stage1" / "chunks" / "WRA_person0_000__000" / "motion.npy")
+    assert motion.shape == (8, 21, 3) and np.isfinite(motion).all()
+
+
 def test_tts_end_to_end(world):
     out = world["root"] / "tts"
     args = [

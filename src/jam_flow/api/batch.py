@@ -73,11 +73,13 @@ def generate_batch(
     use_rest: bool = False,
     duration: Literal["reference", "text"] = "reference",
     reference: dict[str, Any] | None = None,
+    audio_feats: torch.Tensor | None = None,
 ) -> Generated:
     """Generate ``task`` for a ``collate_clips`` batch (``mel``, ``exp``, ``text``, ``audio_mask``,
     ``motion_mask``); the noise comes from ``generator`` (CPU), so a seed fixes the whole run. The conditions are
     :func:`jam_flow.flow.layouts.task_layout`'s, as for ``jam-flow generate``. ``reference`` (``tts`` only): the
-    collated voice-prompt clips, one per clip of ``batch``."""
+    collated voice-prompt clips, one per clip of ``batch``. ``audio_feats [b, m, d]`` (a stage-1 Motion-DiT,
+    ``audio2motion``): its per-frame audio features (:meth:`ModelBundle.joint_net`)."""
     if task not in EVAL_TASKS:
         raise InputError(f"--task: expected one of {', '.join(EVAL_TASKS)}, got {task!r}")
     dev = bundle.device
@@ -110,7 +112,8 @@ def generate_batch(
         given = Given(text=text)
     layout = task_layout(task, given, bundle.mel, bundle.motion, gen_frames=gen_frames)
     cond = layout.cond
-    out = sample(bundle.model, cond, settings, generator=generator)
+    feats = audio_feats.to(dev) if audio_feats is not None else None
+    out = sample(bundle.joint_net(task, feats), cond, settings, generator=generator)
     mel = bundle.mel_from_model(out.audio).float() * cond.audio_mask[..., None]
     exp = bundle.denormalise_motion(out.motion, None if cond.drop_rest else cond.motion_rest)
     return Generated(

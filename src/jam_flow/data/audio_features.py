@@ -31,7 +31,13 @@ import torch
 
 from jam_flow.errors import InputError
 
-__all__ = ["AudioFeatureExtractor", "write_audio_features", "features_dir", "fit_feature_length"]
+__all__ = [
+    "AudioFeatureExtractor",
+    "write_audio_features",
+    "features_dir",
+    "fit_feature_length",
+    "resolve_layer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +46,17 @@ MODEL_TYPES = {"wav2vec2": "Wav2Vec2Model", "hubert": "HubertModel"}
 
 def features_dir(data_dir: str | Path, name: str = "wav2vec2") -> Path:
     return Path(data_dir) / "audio_features" / name
+
+
+def resolve_layer(model_dir: str | Path, layer: int) -> int:
+    """``layer`` counted from the end when negative (-1 = the last hidden state, as ``jam-flow audio-features``)."""
+    if layer >= 0:
+        return layer
+    try:
+        depth = int(json.loads((Path(model_dir) / "config.json").read_text())["num_hidden_layers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        depth = -layer - 1  # unreadable: the extractor reports the directory problem
+    return depth + 1 + layer
 
 
 def fit_feature_length(feats: np.ndarray, m: int) -> np.ndarray:
@@ -193,13 +210,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--overwrite", action="store_true", help="recompute features that exist")
     args = p.parse_args(argv)
-    layer = args.layer
-    if layer < 0:  # counted from the end: -1 = the last layer
-        try:
-            depth = int(json.loads((Path(args.model) / "config.json").read_text())["num_hidden_layers"])
-        except (OSError, ValueError, KeyError, TypeError):
-            depth = -layer - 1  # unreadable: the extractor reports the directory problem
-        layer = depth + 1 + layer
+    layer = resolve_layer(args.model, args.layer)
     summary = write_audio_features(args.data_dir, args.model, layer, args.name, args.device, args.overwrite)
     print(json.dumps(summary))
     return 0

@@ -22,7 +22,7 @@ from jam_flow.data.meta import DataMeta, DatasetStats, Normaliser
 from jam_flow.data.text import Vocab
 from jam_flow.errors import InputError
 from jam_flow.features import FrameClock, MelSettings, MotionSettings
-from jam_flow.models import AudioDiT, JointDiT
+from jam_flow.models import AudioDiT, JointDiT, MotionDiT
 from jam_flow.models.configs import with_legacy_defaults
 from jam_flow.models.format import (
     FORMAT_VERSION,
@@ -34,7 +34,7 @@ from jam_flow.models.format import (
     text_num_embeds,
     write_export,
 )
-from jam_flow.models.stages import AudioOnly
+from jam_flow.models.stages import AudioOnly, MotionOnly
 
 __all__ = ["FORMAT_VERSION", "ModelBundle", "load_bundle", "save_export"]
 
@@ -83,9 +83,46 @@ class ModelBundle:
         """False for a stage-1 audio checkpoint (``AudioDiT``): only ``tts`` can run on it."""
         return not isinstance(self.model, AudioDiT)
 
-    def joint_net(self, task: str) -> Callable[..., tuple[Tensor, Tensor | None]]:
+    @property
+    def stage1_motion(self) -> bool:
+        """True for a stage-1 Motion-DiT (``MotionDiT``; loaded with ``load_bundle(..., stage1_motion=True)``): it
+        runs ``audio2motion`` only, with per-frame audio features (:meth:`joint_net`)."""
+        return isinstance(self.model, MotionDiT)
+
+    def joint_net(
+        self, task: str, audio_feats: Tensor | None = None
+    ) -> Callable[..., tuple[Tensor, Tensor | None]]:
         """The network behind the ``JointDiT.forward`` interface the sampler calls; an ``AudioDiT`` is adapted
-        (audio only). ``task`` names what needs it, for the error when a motion task meets an audio checkpoint."""
+        (audio only), a stage-1 ``MotionDiT`` too (``audio2motion`` with ``audio_feats [b, m, d]``, the wav2vec2
+        features of ``jam-flow audio-features``; None: the mel per motion frame, for a model trained on those).
+        ``task`` names what needs it, for the error when a task meets a model that cannot run it."""
+        if self.stage1_motion:
+            if task != "audio2motion":
+                raise InputError(
+                    f"--task {task}: {self.source} is a stage-1 Motion-DiT; it runs audio2motion only"
+                )
+            if audio_feats is None and self.model.audio_feat_dim != self.mel.n_mels:
+                raise InputError(
+                    f"{self.source}: this stage-1 Motion-DiT takes {self.model.audio_feat_dim}-wide audio features "
+                    "(wav2vec2: give --audio-features-model)"
+                )
+            if audio_feats is not None and audio_feats.shape[-1] != self.model.audio_feat_dim:
+                raise InputError(
+                    f"--audio-features-model: {audio_feats.shape[-1]}-wide features, but {self.source} takes "
+                    f"{self.model.audio_feat_dim}"
+                )
+            clock = self.data.mel
+            net = MotionOnly(self.model, clock.sample_rate, clock.hop_length, self.data.motion.fps)
+
+            def stage1(**kw: Any) -> tuple[Tensor, Tensor]:
+                feats = audio_feats
+                if (
+                    feats is not None and feats.shape[0] != kw["motion_x"].shape[0]
+                ):  # the guided batch is doubled
+                    feats = feats.repeat(kw["motion_x"].shape[0] // feats.shape[0], 1, 1)
+                return net(**kw, motion_audio_feats=feats)
+
+            return stage1
         if self.has_motion:
             return self.model
         net = AudioOnly(self.model)
@@ -127,9 +164,12 @@ class ModelBundle:
         return self.normaliser.mel_from_model(x)
 
 
-def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBundle:
+def load_bundle(
+    path: str | Path, device: str | torch.device = "cpu", stage1_motion: bool = False
+) -> ModelBundle:
     """Read a Lightning ``.ckpt`` (its ``ckpt["jam_flow"]`` block, EMA weights) or an export directory; the network
-    (a JointDiT, or an AudioDiT for ``tts``) is rebuilt and loaded strictly."""
+    (a JointDiT, or an AudioDiT for ``tts``; with ``stage1_motion`` also a stage-1 MotionDiT, for evaluation with
+    its audio features) is rebuilt and loaded strictly."""
     found = read_model_file(path, "--ckpt")
     meta, where = found.meta, found.where
     data = DataMeta.from_dict(meta, where)
@@ -142,10 +182,12 @@ def load_bundle(path: str | Path, device: str | torch.device = "cpu") -> ModelBu
     # model.class_path is one of jam-flow's networks (read_model_file checked it); keys the checkpoint predates
     # take their old behaviour, and the config (what an export writes) records them
     spec = with_legacy_defaults(meta["model"])
-    if not issubclass(model_class(spec["class_path"], where), (JointDiT, AudioDiT)):
+    allowed = (JointDiT, AudioDiT, MotionDiT) if stage1_motion else (JointDiT, AudioDiT)
+    if not issubclass(model_class(spec["class_path"], where), allowed):
         raise InputError(
             f"{where}: model.class_path is {spec['class_path']}; generation needs a JointDiT (stage 2), or an "
-            f"AudioDiT for --task tts (a stage-1 Motion-DiT needs audio features it cannot get here)"
+            f"AudioDiT for --task tts (a stage-1 Motion-DiT needs audio features it cannot get here: evaluate it "
+            f"with jam-flow evaluate --protocol talking-head --audio-features-model DIR)"
         )
     model = build_model(spec, where)
     check_state_dict(model, found.state, where)

@@ -103,7 +103,7 @@ def run_protocol(settings: ProtocolSettings) -> dict[str, Any] | None:
     judges = Judges(settings, metrics, ranks.device)
     rows = []
     for ckpt, label in zip(settings.ckpt, labels, strict=True):
-        bundle = load_bundle(ckpt, ranks.device)
+        bundle = load_bundle(ckpt, ranks.device, stage1_motion=settings.protocol == "talking-head")
         root = Path(settings.out) / label
         speech_part: dict[str, Any] | None = None
         for mode in modes if chunks else (None,):

@@ -55,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
         "none (mouth only)",
     )
     g.add_argument(
+        "--audio-features-model",
+        default=None,
+        help="talking-head with a stage-1 Motion-DiT (the Ours-Stage1 row): the local wav2vec2 / HuBERT directory "
+        "its features came from (jam-flow audio-features); without it a mel-feature stage-1 model runs",
+    )
+    g.add_argument(
+        "--audio-features-layer", type=int, default=-1, help="its hidden state (default -1: the last layer)"
+    )
+    g.add_argument(
         "--dub-reference",
         choices=("same-speaker", "none"),
         default="same-speaker",

@@ -89,6 +89,8 @@ class ProtocolSettings:
     dub_reference: str = "same-speaker"
     mode: str | None = None  # talking-head: i2v | v2v | both (None: both; the ablation table: i2v)
     clue: str = "e_rest"  # talking-head: the e_rest clue of §5.2, or "none" (mouth only)
+    audio_features_model: str | None = None  # talking-head, a stage-1 Motion-DiT: local wav2vec2 / HuBERT dir
+    audio_features_layer: int = -1  # its hidden state (-1: the last, as jam-flow audio-features)
     # sampling
     nfe: int = 32
     cfg: float = 2.0

@@ -10,6 +10,9 @@ Recipe (docs/evaluation.md, "talking-head"):
    non-overlapping ``--chunk-seconds`` (20 s) chunks (appendix A: "clips longer than 20 seconds are segmented into
    non-overlapping 20-second chunks"); a trailing remainder is kept when it lasts at least ``--min-chunk-seconds``
    (2 s). A chunk of ``m`` frames pairs with exactly ``m * 960`` audio samples (24 kHz / 25 fps).
+   A stage-1 Motion-DiT checkpoint (the "Ours-Stage1" row) runs here too, with the wav2vec2 / HuBERT features of
+   each chunk's speech from ``--audio-features-model`` (the directory ``jam-flow audio-features`` used) or, without
+   it, the mel per motion frame (a ``stage1_motion_mel`` model).
 2. Clue (``--clue e_rest``, default; §5.2: "a sequence of 17 non-mouth expression keypoints as a 'clue' ... used in
    both V2V and I2V"): the chunk's own LivePortrait expressions (face per frame, the render's crop, the motion
    extractor of ``--liveportrait``), ``clue.npy [m, k, 3]``; its non-mouth keypoints are given to the model as
@@ -211,6 +214,19 @@ def _write_source_video(path: Path, frames: list[np.ndarray]) -> None:
         raise
 
 
+def _stage1_features(settings: ProtocolSettings, bundle):
+    """The feature extractor a stage-1 Motion-DiT was trained with (``--audio-features-model``), else None (a
+    stage-2 model, or a stage-1 model on the mel per motion frame)."""
+    if not getattr(bundle, "stage1_motion", False) or settings.audio_features_model is None:
+        return None
+    from jam_flow.data.audio_features import AudioFeatureExtractor, resolve_layer
+
+    model = settings.audio_features_model
+    return AudioFeatureExtractor(
+        model, resolve_layer(model, settings.audio_features_layer), str(bundle.device)
+    )
+
+
 def _fit_frames(exp: torch.Tensor, m: int) -> np.ndarray:
     """Generated ``[m', k, 3]`` cropped or padded (last frame repeated) to the chunk's ``m`` frames."""
     exp = exp[:m]
@@ -248,6 +264,7 @@ def generate_chunks(
         return clip_key(settings, ckpt, {**asdict(c), **extra})
 
     todo = [c for c in chunks if not cache.done(c.id, key(c))]
+    features = _stage1_features(settings, bundle) if todo else None
     generator = torch.Generator().manual_seed(settings.seed)
     waves: dict[str, np.ndarray] = {}
     k = bundle.motion.num_kp
@@ -274,7 +291,13 @@ def generate_chunks(
                 clues.append(chunk_clue(frames[j], judges.liveportrait(), settings, c.id))
                 batch["exp"][j, : c.frames] = torch.from_numpy(clues[-1][: c.frames])
                 batch["exp"][j, c.frames :] = batch["exp"][j, c.frames - 1]
-        gen = generate_batch(bundle, batch, "audio2motion", sampler, generator, use_rest=clue)
+        feats = None
+        if features is not None:  # a stage-1 Motion-DiT: its wav2vec2 features of each chunk's speech
+            rows = [features(a, SAMPLE_RATE, m) for a in audio]
+            feats = torch.from_numpy(np.stack(rows)).float()
+        gen = generate_batch(
+            bundle, batch, "audio2motion", sampler, generator, use_rest=clue, audio_feats=feats
+        )
         for j, c in enumerate(group):
             d = cache.start(c.id)
             exp = _fit_frames(gen.exp[j, : int(gen.motion_mask[j].sum())], c.frames)
