@@ -3,6 +3,7 @@
     python benchmarks/sample.py --device cuda --size paper --backend auto reference flex --json OUT
     python benchmarks/sample.py --device cpu --size paper tiny --measure-nfe 2 --json OUT
     python benchmarks/sample.py --device cuda --size paper --compile off on --vocoder --json OUT
+    python benchmarks/sample.py --device cpu --size paper --seconds 5 --text-cache-ab 3 --json OUT
 
 The joint ODE sampler (:func:`jam_flow.flow.sampler.sample`, Euler, sway sampling) integrates both streams of a
 20 s clip (n = 1875 mel frames, m = 500 motion frames) with classifier-free guidance batched (conditional and
@@ -14,13 +15,22 @@ Vocos of the published size (``end_to_end_ms`` = model + vocoder). ``--compile o
 On the CPU the paper-size model is slow: ``--measure-nfe K`` (CPU default: 1 for paper, 4 for tiny) integrates
 with K evaluations and the 32-NFE time is extrapolated linearly (``ms_32nfe = ms_measured * 32 / K``; every
 evaluation costs the same); the JSON says so (``extrapolated: true``). The paper-size CPU run is timed once
-without warm-up and its peak memory is not measured (it would cost another run of minutes). Dimension legend: b batch, n audio frames, m motion frames.
+without warm-up and its peak memory is not measured (it would cost another run of minutes).
+
+``--text-cache-ab R`` measures the sampler's text-embedding cache instead (before/after in one run): the same model
+and conditions are sampled with the cache (``cache_text=True``: the text embedding once per sample) and without it
+(``cache_text=False``: once per evaluation, as before the cache), alternating in ``R`` rounds (the order flips every
+round so drift from a loaded machine hits both); the record holds every sample of both (wall and process CPU
+time), their medians, the speed-ups, the time of one text-embedding call and whether the two outputs were identical
+(``torch.equal``).
+Dimension legend: b batch, n audio frames, m motion frames.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -105,6 +115,68 @@ def measure(size: str, backend: str, compiled: str, args: argparse.Namespace) ->
     }
 
 
+def measure_text_cache(size: str, backend: str, args: argparse.Namespace) -> dict:
+    """Cached vs uncached text embedding, alternating in ``args.text_cache_ab`` rounds on one model."""
+    import statistics
+
+    dev = args.device
+    measure_nfe = args.measure_nfe or ({"paper": 1, "tiny": 4}[size] if dev == "cpu" else args.nfe)
+    torch.manual_seed(0)
+    model = JointDiT(**CONFIGS[size](), attention_backend=backend).to(dev).eval()
+    cond = conditions(model, args.seconds, dev)
+    settings = SamplerSettings(nfe=measure_nfe, cfg=args.cfg)
+    outputs = {}
+
+    def run(cache: bool):
+        out = sample(model, cond, settings, seed=0, cache_text=cache)
+        outputs[cache] = out
+        return out
+
+    sample(model, cond, settings, seed=0)  # warm-up
+    samples = {True: [], False: []}
+    cpu = {
+        True: [],
+        False: [],
+    }  # process CPU time: less sensitive than wall time to other jobs on a loaded machine
+    for r in range(args.text_cache_ab):
+        for cache in (True, False) if r % 2 == 0 else (False, True):
+            c0 = time.process_time()
+            samples[cache].append(common.time_ms(lambda c=cache: run(c), dev, reps=1, warmup=0)[0])
+            cpu[cache].append((time.process_time() - c0) * 1e3)
+    n = cond.audio_cond.shape[1]
+    text = torch.cat([cond.text, cond.text])  # the guided batch: conditional + unconditional rows
+    drop = torch.tensor([False, True], device=dev)
+    with torch.no_grad():
+        text_ms = common.time_ms(lambda: model.text_features(text, n, None, drop), dev, reps=3)[0]
+    cached, plain = statistics.median(samples[True]), statistics.median(samples[False])
+    identical = torch.equal(outputs[True].audio, outputs[False].audio) and torch.equal(
+        outputs[True].motion, outputs[False].motion
+    )
+    return {
+        "size": size,
+        "backend": backend,
+        "device": dev,
+        "seconds": args.seconds,
+        "mel_frames": n,
+        "text_conv_layers": model.init_args["audio"].get("conv_layers", 0),
+        "nfe": measure_nfe,
+        "cfg": args.cfg,
+        "rounds": args.text_cache_ab,
+        "ms_cached_samples": samples[True],
+        "ms_uncached_samples": samples[False],
+        "ms_cached": cached,
+        "ms_uncached": plain,
+        "speedup": plain / cached,
+        "cpu_ms_cached_samples": cpu[True],
+        "cpu_ms_uncached_samples": cpu[False],
+        "cpu_speedup": statistics.median(cpu[False]) / statistics.median(cpu[True]),
+        "saved_ms_per_nfe": (plain - cached) / measure_nfe,
+        "text_embedding_ms": text_ms,
+        "identical": identical,
+        "threads": torch.get_num_threads(),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = common.parser(__doc__)
     p.add_argument("--size", nargs="+", choices=sorted(CONFIGS), default=["paper"])
@@ -133,8 +205,29 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also time decoding the clip with a random Vocos of the published size",
     )
+    p.add_argument(
+        "--text-cache-ab",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="time the text-embedding cache: cached vs uncached sampling, alternating, ROUNDS rounds",
+    )
     args = common.parse_args(p, argv)
     dev = args.device
+    if args.text_cache_ab:
+        records = [measure_text_cache(size, backend, args) for size in args.size for backend in args.backend]
+        columns = [
+            "size",
+            "backend",
+            "seconds",
+            "nfe",
+            "ms_cached",
+            "ms_uncached",
+            "speedup",
+            "text_embedding_ms",
+        ]
+        common.report(records, [*columns, "identical"], dev, args.json)
+        return 0
     records = [
         measure(size, backend, compiled, args)
         for size in args.size

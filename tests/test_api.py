@@ -143,3 +143,27 @@ def test_generate_batch_on_a_padded_batch(env):
     assert torch.equal(out.mel, again.mel)  # the seed fixes the noise
     with pytest.raises(InputError, match="--nfe"):
         jf.generate_batch(batch, "dub", nfe=0)
+
+
+@pytest.mark.parametrize("task", list(CASES))
+def test_every_option_of_the_task_reaches_the_task_function(env, task, monkeypatch):
+    """Each option ``generate`` accepts for the task is passed on (an option added to the CLI table but not to the
+    API would otherwise be dropped silently)."""
+    from jam_flow.inference import tasks
+    from jam_flow.inference.cli import TASK_OPTIONS
+
+    numbers = {"duration": 1.25, "edit_start": 0.125, "edit_end": 0.375}
+    options = {name: numbers.get(name, f"<{name}>") for name in TASK_OPTIONS[task]}
+    if task == "edit":
+        options["edit_streams"] = "motion"
+    seen = {}
+
+    def record(*args, **kwargs):
+        seen["values"] = [*args, *kwargs.values()]
+        return "result"
+
+    monkeypatch.setattr(tasks, task, record)
+    assert env["jf"].run(task, **options, nfe=2, seed=5) == "result"
+    missing = [name for name, value in options.items() if not any(v is value for v in seen["values"])]
+    assert not missing, f"{task}: options not passed to tasks.{task}: {missing}"
+    assert 5 in seen["values"]

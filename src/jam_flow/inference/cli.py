@@ -2,18 +2,8 @@
 (:func:`check_options`, shared with the Python API :class:`jam_flow.api.JamFlow`). The command itself is
 :mod:`jam_flow.api.generate`, a thin layer over the API. No tensors here (argument handling only).
 
-    jam-flow generate --task T --ckpt CKPT_OR_EXPORT_DIR --out DIR [--text STR] [--ref-audio WAV --ref-text STR]
-        [--audio WAV] [--motion NPY] [--duration SECONDS] [--nfe 32] [--cfg 2.0] [--seed S] [--vocoder DIR]
-        [--method euler|midpoint] [--sway -1] [--audio-cfg G] [--motion-cfg G] [--guidance joint|f5|all]
-        [--edit-start S --edit-end S --edit-streams audio|motion|both] [--device cpu|cuda]
-        [--source IMAGE --liveportrait LP_DIR] [--no-preview] [--overwrite]
-
-Writes ``DIR/audio.wav`` (speech generated or given), ``DIR/motion.npy`` + ``DIR/motion.json`` (motion generated or
-given), ``DIR/preview.mp4`` when both exist, and ``DIR/talking_head.mp4`` with ``--source`` + ``--liveportrait``.
-``DIR`` must be absent or empty; ``--overwrite`` replaces the output set of an earlier run (a folder holding only
-these files), never anything else. Every output is written into a temporary sibling folder that replaces ``DIR``
-only when the whole set is complete and finite (:mod:`jam_flow.atomic`).
-Bad input raises ``InputError``; the dispatcher prints ``error: ...`` and exits 2.
+Usage, outputs and the atomic output folder: :mod:`jam_flow.api.generate`. Bad input raises ``InputError`` (one
+line naming the option); the dispatcher prints ``error: ...`` and exits 2.
 """
 
 from __future__ import annotations
