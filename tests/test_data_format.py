@@ -1,4 +1,4 @@
-"""Dataset format v1: round trip, statistics, exp split, and every problem class of validate_dataset."""
+"""Dataset format v1: round trip, statistics, and every problem class of validate_dataset."""
 
 from __future__ import annotations
 
@@ -16,10 +16,8 @@ from jam_flow.data.format import (
     DatasetInfo,
     compute_stats,
     load_clip,
-    merge_exp,
     read_manifest,
     read_stats,
-    split_exp,
     validate_dataset,
     write_clip,
     write_dataset_json,
@@ -98,19 +96,6 @@ def test_npz_writing_is_byte_deterministic(tmp_path):
     assert (tmp_path / "x.npz").read_bytes() == (tmp_path / "y.npz").read_bytes()
     with np.load(tmp_path / "x.npz") as z:
         np.testing.assert_array_equal(z["b"], arrays["b"])
-
-
-def test_split_and_merge_exp():
-    exp = np.random.default_rng(1).normal(size=(5, 21, 3)).astype(np.float32)
-    mouth, rest = split_exp(exp)
-    assert mouth.shape == (5, 4, 3) and rest.shape == (5, 17, 3)
-    np.testing.assert_array_equal(mouth[:, 2], exp[:, 19])
-    np.testing.assert_array_equal(merge_exp(mouth, rest), exp)
-    import torch
-
-    t = torch.from_numpy(exp)
-    tm, tr = split_exp(t)
-    assert torch.equal(merge_exp(tm, tr), t)
 
 
 def test_load_clip_raises_clip_error(tmp_path):
