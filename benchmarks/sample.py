@@ -3,7 +3,7 @@
     python benchmarks/sample.py --device cuda --size paper --backend auto reference flex --json OUT
     python benchmarks/sample.py --device cpu --size paper tiny --measure-nfe 2 --json OUT
     python benchmarks/sample.py --device cuda --size paper --compile off on --vocoder --json OUT
-    python benchmarks/sample.py --device cpu --size paper --seconds 5 --text-cache-ab 3 --json OUT
+    python benchmarks/sample.py --device cpu --threads 1 --size tiny --seconds 5 --measure-nfe 8 --text-cache-ab 5 --json OUT
 
 The joint ODE sampler (:func:`jam_flow.flow.sampler.sample`, Euler, sway sampling) integrates both streams of a
 20 s clip (n = 1875 mel frames, m = 500 motion frames) with classifier-free guidance batched (conditional and
@@ -21,8 +21,10 @@ without warm-up and its peak memory is not measured (it would cost another run o
 and conditions are sampled with the cache (``cache_text=True``: the text embedding once per sample) and without it
 (``cache_text=False``: once per evaluation, as before the cache), alternating in ``R`` rounds (the order flips every
 round so drift from a loaded machine hits both); the record holds every sample of both (wall and process CPU
-time), their medians, the speed-ups, the time of one text-embedding call and whether the two outputs were identical
-(``torch.equal``).
+time), their medians, the speed-ups and whether the two outputs were identical (``torch.equal``). It also times the
+parts in process CPU time (median of ``--parts-reps``): one text-embedding call and one sampler step (a 1-NFE
+sample), and the speed-up they imply at 32 NFE (``32 step / (32 step - 31 text)``); ``--text-cache-ab 0`` times only
+the parts (for the paper size on a CPU, where whole runs take minutes).
 Dimension legend: b batch, n audio frames, m motion frames.
 """
 
@@ -115,6 +117,12 @@ def measure(size: str, backend: str, compiled: str, args: argparse.Namespace) ->
     }
 
 
+def _cpu_ms(fn) -> float:
+    t0 = time.process_time()
+    fn()
+    return (time.process_time() - t0) * 1e3
+
+
 def measure_text_cache(size: str, backend: str, args: argparse.Namespace) -> dict:
     """Cached vs uncached text embedding, alternating in ``args.text_cache_ab`` rounds on one model."""
     import statistics
@@ -132,8 +140,29 @@ def measure_text_cache(size: str, backend: str, args: argparse.Namespace) -> dic
         outputs[cache] = out
         return out
 
-    sample(model, cond, settings, seed=0)  # warm-up
+    # the parts, in process CPU time: one text-embedding call, and one sampler step (a 1-NFE sample: one text
+    # embedding + one guided forward); the cache saves nfe - 1 text-embedding calls per sample
+    n = cond.audio_cond.shape[1]
+    text = torch.cat([cond.text, cond.text])  # the guided batch: conditional + unconditional rows
+    drop = torch.tensor([False, True], device=dev)
+    with torch.no_grad():
+        text_cpu = statistics.median(
+            _cpu_ms(lambda: model.text_features(text, n, None, drop)) for _ in range(args.parts_reps)
+        )
+    one_step = SamplerSettings(nfe=1, cfg=args.cfg)
+    step_cpu = statistics.median(
+        _cpu_ms(lambda: sample(model, cond, one_step, seed=0)) for _ in range(args.parts_reps)
+    )
     samples = {True: [], False: []}
+    if not args.text_cache_ab:
+        return {
+            "size": size, "device": dev, "seconds": args.seconds, "mel_frames": n,
+            "text_conv_layers": model.init_args["audio"].get("conv_layers", 0), "cfg": args.cfg,
+            "text_embedding_cpu_ms": text_cpu, "step_cpu_ms": step_cpu, "text_share_of_step": text_cpu / step_cpu,
+            "expected_speedup_32nfe": 32 * step_cpu / (32 * step_cpu - 31 * text_cpu),
+            "threads": torch.get_num_threads(),
+        }  # fmt: skip
+    sample(model, cond, settings, seed=0)  # warm-up
     cpu = {
         True: [],
         False: [],
@@ -143,9 +172,6 @@ def measure_text_cache(size: str, backend: str, args: argparse.Namespace) -> dic
             c0 = time.process_time()
             samples[cache].append(common.time_ms(lambda c=cache: run(c), dev, reps=1, warmup=0)[0])
             cpu[cache].append((time.process_time() - c0) * 1e3)
-    n = cond.audio_cond.shape[1]
-    text = torch.cat([cond.text, cond.text])  # the guided batch: conditional + unconditional rows
-    drop = torch.tensor([False, True], device=dev)
     with torch.no_grad():
         text_ms = common.time_ms(lambda: model.text_features(text, n, None, drop), dev, reps=3)[0]
     cached, plain = statistics.median(samples[True]), statistics.median(samples[False])
@@ -172,6 +198,11 @@ def measure_text_cache(size: str, backend: str, args: argparse.Namespace) -> dic
         "cpu_speedup": statistics.median(cpu[False]) / statistics.median(cpu[True]),
         "saved_ms_per_nfe": (plain - cached) / measure_nfe,
         "text_embedding_ms": text_ms,
+        "text_embedding_cpu_ms": text_cpu,
+        "step_cpu_ms": step_cpu,
+        "text_share_of_step": text_cpu / step_cpu,
+        "expected_speedup": measure_nfe * step_cpu / (measure_nfe * step_cpu - (measure_nfe - 1) * text_cpu),
+        "expected_speedup_32nfe": 32 * step_cpu / (32 * step_cpu - 31 * text_cpu),
         "identical": identical,
         "threads": torch.get_num_threads(),
     }
@@ -208,24 +239,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--text-cache-ab",
         type=int,
-        default=0,
+        default=None,
         metavar="ROUNDS",
-        help="time the text-embedding cache: cached vs uncached sampling, alternating, ROUNDS rounds",
+        help="time the text-embedding cache: cached vs uncached sampling, alternating, ROUNDS rounds (0: only "
+        "its parts: one text-embedding call and one sampler step, in process CPU time)",
     )
+    p.add_argument("--parts-reps", type=int, default=3, help="--text-cache-ab: repetitions of each part")
     args = common.parse_args(p, argv)
     dev = args.device
-    if args.text_cache_ab:
+    if args.text_cache_ab is not None:
         records = [measure_text_cache(size, backend, args) for size in args.size for backend in args.backend]
-        columns = [
-            "size",
-            "backend",
-            "seconds",
-            "nfe",
-            "ms_cached",
-            "ms_uncached",
-            "speedup",
-            "text_embedding_ms",
-        ]
+        columns = ["size", "seconds", "nfe", "ms_cached", "ms_uncached", "speedup", "cpu_speedup"]
+        columns += ["text_embedding_cpu_ms", "step_cpu_ms", "text_share_of_step", "expected_speedup_32nfe"]
         common.report(records, [*columns, "identical"], dev, args.json)
         return 0
     records = [

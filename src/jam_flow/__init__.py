@@ -1,8 +1,9 @@
 """JAM-Flow: joint speech (mel) + lip-motion (LivePortrait keypoints) generation with flow matching.
 
 Layers, lowest first (each imports only those below it; the exact table is in docs/CONVENTIONS.md):
-``features`` -> ``nn`` -> ``models`` / ``liveportrait`` -> ``data`` -> ``flow`` -> ``inference`` | ``lightning``
--> ``render`` -> ``api`` -> ``eval`` | ``demo`` -> ``cli``.  ``import jam_flow.models`` never imports Lightning.
+``features`` -> ``nn`` -> ``models`` / ``liveportrait`` -> ``data`` -> ``flow`` | ``render`` -> ``inference`` |
+``lightning`` -> ``video`` -> ``api`` -> ``eval`` | ``demo`` -> ``recipes`` -> ``cli``. ``import jam_flow.models``
+never imports Lightning.
 
 ``from jam_flow import JamFlow`` is the Python API (:class:`jam_flow.api.JamFlow`), imported lazily on first use
 (the one upward edge of this package root), so ``import jam_flow`` stays light.
