@@ -118,6 +118,22 @@ def test_phoneme_fit_export_generate_round_trip_and_old_exports(tmp_path):
     ]
     assert jam_flow_main([*argv, "--nfe", "2", "--seed", "0"]) == 0
     assert any(out.iterdir())
+    # batched generation (evaluate) works from the plain transcripts: tts joins reference + own text, text2av
+    # estimates its duration from the plain text, as generate does
+    from jam_flow.api.batch import _plain_texts, generate_batch
+    from jam_flow.data.dataset import ClipDataset, collate_clips
+    from jam_flow.data.format import read_manifest
+    from jam_flow.flow.sampler import SamplerSettings
+
+    gen_bundle = load_bundle(export)
+    records = read_manifest(data, split="train")
+    ds = ClipDataset(data, records, gen_bundle.vocab, gen_bundle.mel, gen_bundle.motion)
+    own, ref = collate_clips([ds[0], ds[1]]), collate_clips([ds[2], ds[3]])
+    assert _plain_texts(gen_bundle, own) == [records[0].text, records[1].text]
+    settings = SamplerSettings(nfe=2, cfg=0.0)
+    for task, kwargs in (("tts", {"reference": ref}), ("text2av", {"duration": "text"})):
+        res = generate_batch(gen_bundle, own, task, settings, torch.Generator().manual_seed(0), **kwargs)
+        assert torch.isfinite(res.mel).all() and res.mel.shape[0] == 2, task
     # an export written before text units existed (no field) loads as a character model
     del config["text_units"], config["weights_sha256"]
     config["vocab"] = Vocab.default().to_list()[: len(Vocab.default("phoneme"))]

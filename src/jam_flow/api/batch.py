@@ -54,12 +54,18 @@ class Generated:
     nfe: int
 
 
-def _text_frames(bundle: ModelBundle, text: Tensor) -> Tensor:
-    """``[b]`` mel frames of speech for ``text`` ``[b, nt]`` by the tasks' chars-per-second rule."""
-    n_bytes = torch.tensor(
-        [len(bundle.vocab.decode(row[row >= 0].tolist()).encode("utf-8")) for row in text.cpu()],
-        device=text.device,
-    )
+def _plain_texts(bundle: ModelBundle, batch: dict[str, Any]) -> list[str]:
+    """Each clip's plain text: the batch's ``transcripts`` (what a phoneme model's ids came from), else the ids
+    decoded (characters)."""
+    texts = batch.get("transcripts")
+    if texts is not None and all(t is not None for t in texts):
+        return list(texts)
+    return [bundle.vocab.decode(row[row >= 0].tolist()) for row in batch["text"].cpu()]
+
+
+def _text_frames(bundle: ModelBundle, batch: dict[str, Any], device: torch.device) -> Tensor:
+    """``[b]`` mel frames of speech for the batch's text by the tasks' chars-per-second rule (plain text)."""
+    n_bytes = torch.tensor([len(t.encode("utf-8")) for t in _plain_texts(bundle, batch)], device=device)
     return torch.round(n_bytes / CHARS_PER_SECOND * bundle.mel.frame_rate).long().clamp_min(1)
 
 
@@ -103,7 +109,7 @@ def generate_batch(
         if duration == "reference":
             gen_frames = a_len
         elif duration == "text":
-            gen_frames = _text_frames(bundle, text)
+            gen_frames = _text_frames(bundle, batch, text.device)
         else:
             raise InputError(f"--text2av-duration: expected 'reference' or 'text', got {duration!r}")
         gen_frames = torch.maximum(
@@ -139,11 +145,8 @@ def _tts_batch(
     n_ref = reference["audio_mask"].to(dev).sum(1)
     n_gen = batch["audio_mask"].to(dev).sum(1)
     joined = []
-    for own, ref in zip(batch["text"], reference["text"], strict=True):
-        words = _join_text(
-            bundle.vocab.decode(ref[ref >= 0].tolist()), bundle.vocab.decode(own[own >= 0].tolist())
-        )
-        joined.append(bundle.vocab.encode(words, where="tts text"))
+    for own, ref in zip(_plain_texts(bundle, batch), _plain_texts(bundle, reference), strict=True):
+        joined.append(bundle.vocab.encode(_join_text(ref, own), where="tts text"))
     text = torch.full((len(joined), max(len(t) for t in joined)), -1, dtype=torch.long, device=dev)
     for j, ids in enumerate(joined):
         text[j, : len(ids)] = torch.tensor(ids, dtype=torch.long)

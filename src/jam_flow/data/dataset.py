@@ -148,6 +148,7 @@ def collate_clips(items: list[dict[str, Any]]) -> dict[str, Any]:
         audio_mask[i, :ni] = True
         motion_mask[i, :mi] = True
     batch.update(mel=mel, exp=exp, text=text, audio_mask=audio_mask, motion_mask=motion_mask)
+    batch["transcripts"] = [it.get("transcript") for it in good]  # plain text (None where an item has none)
     if "audio_feats" in good[0]:
         feats = torch.zeros(b, m, good[0]["audio_feats"].shape[1])
         for i, it in enumerate(good):
