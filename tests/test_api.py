@@ -167,3 +167,19 @@ def test_every_option_of_the_task_reaches_the_task_function(env, task, monkeypat
     missing = [name for name, value in options.items() if not any(v is value for v in seen["values"])]
     assert not missing, f"{task}: options not passed to tasks.{task}: {missing}"
     assert 5 in seen["values"]
+
+
+def test_motion_as_an_array(env, tmp_path):
+    """``motion`` may be an array ``[m, 21, 3]`` (e.g. another result's ``.motion``): the same output as its file,
+    the same checks, and the record names it ``<array>``."""
+    jf, exp = env["jf"], np.load(env["motion"])
+    a = jf.dub(exp, text="New words", nfe=2, seed=2)
+    b = jf.dub(env["motion"], text="New words", nfe=2, seed=2)
+    assert torch.equal(a.audio, b.audio) and a.meta["sources"]["motion"] == "<array>"
+    c = jf.audio2motion(env["speech"], motion=torch.from_numpy(exp), nfe=2, seed=2)
+    assert c.meta["sources"]["motion"] == "<array>"
+    c.save(tmp_path / "a2m", preview=False)
+    with pytest.raises(InputError, match=r"--motion: expected an array \[m, 21, 3\]"):
+        jf.motion2audio(exp[:, :5], nfe=2)
+    with pytest.raises(InputError, match="--motion: <array> contains NaN"):
+        jf.motion2audio(np.where(np.arange(exp.size).reshape(exp.shape) == 7, np.nan, exp), nfe=2)

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "TASKS",
     "AudioLike",
+    "MotionLike",
     "ReferenceAudio",
     "MotionInput",
     "load_reference",
@@ -124,13 +125,21 @@ def _fps_from_sidecar(path: Path) -> tuple[float | None, Path | None]:
     return None, None
 
 
-def load_motion(path: str | Path, bundle: ModelBundle, where: str = "--motion") -> MotionInput:
-    """Read motion: a dataset clip ``.npz`` (``exp`` [m, 21, 3], optional ``kp``) or a keypoint ``.npy`` [m, 21, 3].
+MotionLike = str | Path | np.ndarray  # a file, or an array [m, k, 3] of LivePortrait exp at the model's fps
+
+
+def load_motion(path: MotionLike, bundle: ModelBundle, where: str = "--motion") -> MotionInput:
+    """Read motion: a dataset clip ``.npz`` (``exp`` [m, 21, 3], optional ``kp``) or a keypoint ``.npy`` [m, 21, 3];
+    or take an array ``[m, 21, 3]`` (numpy or a CPU tensor) as it is, at the model's fps (the same checks).
 
     A sidecar ``<stem>.json`` / ``motion.json`` (or the dataset's ``dataset.json``) with an ``fps`` other than the
     model's is refused."""
-    path = Path(path)
     k = bundle.motion.num_kp
+    if not isinstance(path, (str, Path)):
+        source = "<array>"
+        exp = _float_array(np.asarray(path), where, Path(source))
+        return _checked_motion(exp, None, bundle, where, source, None)
+    path = Path(path)
     if not path.is_file():
         raise InputError(f"{where}: {path} does not exist")
     kp = None
@@ -149,20 +158,28 @@ def load_motion(path: str | Path, bundle: ModelBundle, where: str = "--motion") 
             )
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise InputError(f"{where}: cannot read {path} ({err})") from err
+    return _checked_motion(exp, kp, bundle, where, str(path), path)
+
+
+def _checked_motion(
+    exp: np.ndarray, kp: np.ndarray | None, bundle: ModelBundle, where: str, source: str, path: Path | None
+) -> MotionInput:
+    """The checks of :func:`load_motion` (shape, finite, magnitude, sidecar fps, duration)."""
+    k = bundle.motion.num_kp
     if exp.ndim != 3 or exp.shape[1:] != (k, 3) or exp.shape[0] < 1:
         raise InputError(
             f"{where}: expected an array [m, {k}, 3] or a motion .npz, got shape {tuple(exp.shape)}"
         )
     if not np.all(np.isfinite(exp)):
-        raise InputError(f"{where}: {path} contains NaN or infinite values")
+        raise InputError(f"{where}: {source} contains NaN or infinite values")
     if np.abs(exp).max() > MAX_ABS_EXP:
         raise InputError(
-            f"{where}: {path} holds values up to {np.abs(exp).max():.3g}; LivePortrait expression offsets are "
+            f"{where}: {source} holds values up to {np.abs(exp).max():.3g}; LivePortrait expression offsets are "
             f"keypoint-space units (|exp| <= {MAX_ABS_EXP:g}; typically below 0.5)"
         )
     if kp is not None and kp.shape != exp.shape:
         kp = None  # canonical keypoints only feed the preview; a mismatched track is ignored
-    fps, sidecar = _fps_from_sidecar(path)
+    fps, sidecar = _fps_from_sidecar(path) if path is not None else (None, None)
     if fps is not None and abs(fps - bundle.motion.fps) > 1e-6:
         raise InputError(
             f"{where}: {sidecar} says fps {fps:g}, but the model runs at {bundle.motion.fps} fps; "
@@ -173,7 +190,7 @@ def load_motion(path: str | Path, bundle: ModelBundle, where: str = "--motion") 
         raise InputError(
             f"{where}: {exp.shape[0]} frames = {seconds:.2f} s; expected {MIN_SECONDS}-{MAX_SECONDS:.0f} s"
         )
-    return MotionInput(exp=exp, kp=kp, source=str(path))
+    return MotionInput(exp=exp, kp=kp, source=source)
 
 
 def _float_array(arr: np.ndarray, where: str, path: Path) -> np.ndarray:

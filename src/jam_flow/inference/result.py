@@ -120,8 +120,15 @@ def generation_record(
         "motion_cfg": settings.motion_scale,
         "guidance": settings.guidance,
         "guidance_used": used.guidance,
-        "sources": {k: (str(v) if isinstance(v, Path) else v) for k, v in sources.items() if v is not None},
+        "sources": {k: _source(v) for k, v in sources.items() if v is not None},
     }
+
+
+def _source(value: Any) -> Any:
+    """A source for the record: a path as text, a string or number as it is, an in-memory array as ``<array>``."""
+    if isinstance(value, Path):
+        return str(value)
+    return value if isinstance(value, (str, int, float, bool)) else "<array>"
 
 
 def new_result(bundle: ModelBundle, task: str, **kw: Any) -> GenerationResult:
