@@ -250,7 +250,7 @@ class JamFlow:
         duration: str = "reference",
         **options: Any,
     ) -> Generated:
-        """``task`` (``audio2motion``, ``motion2audio``, ``dub`` or ``text2av``) on a padded ``collate_clips``
+        """``task`` (one of :data:`jam_flow.api.batch.EVAL_TASKS`) on a padded ``collate_clips``
         batch (``mel``, ``exp``, ``text``, ``audio_mask``, ``motion_mask``) in one sampler call; sampling options
         as ``generate`` (``seed`` seeds ``generator`` when none is given). Returns raw-unit tensors
         (:class:`~jam_flow.api.batch.Generated`)."""
