@@ -143,3 +143,26 @@ def test_val_text_gain_is_logged_in_a_tiny_fit(tmp_path):
     events = EventAccumulator(str(cli.trainer.logger.log_dir))
     events.Reload()
     assert "val/text_gain" in events.Tags()["scalars"]
+
+
+def test_sums_from_several_ranks_add_up_to_one_run():
+    """What the validation end does under DDP: each rank's sums as a vector, added (the all-reduce), equal the
+    sums of one process that scored every batch; a rank that scored nothing adds zeros."""
+    fwd = joint_interface(_joint(), Stage.stage2)
+    a, b = _batch(), _batch(b=2, n=24)
+    whole = TextUseSums()
+    for batch, seed in ((a, 1), (b, 2)):
+        text_use_batch(fwd, batch, rotate_text(batch.text), torch.Generator().manual_seed(seed), whole)
+    ranks = [TextUseSums(), TextUseSums(), TextUseSums()]  # the third rank scored no clip
+    for batch, seed, rank in ((a, 1, ranks[0]), (b, 2, ranks[1])):
+        text_use_batch(fwd, batch, rotate_text(batch.text), torch.Generator().manual_seed(seed), rank)
+    merged = TextUseSums.from_tensor(sum(r.to_tensor() for r in ranks))
+    assert merged.clips == whole.clips == 5
+    assert merged.frames == whole.frames
+    got, want = merged.result(), whole.result()
+    assert got["text_gain_rel"] == pytest.approx(want["text_gain_rel"], rel=1e-12)
+    for name, _, _ in TIME_BINS:
+        assert got["bins"][name]["loss_own_text"] == pytest.approx(
+            want["bins"][name]["loss_own_text"], rel=1e-12
+        )
+    assert TextUseSums.from_tensor(TextUseSums().to_tensor()).clips == 0

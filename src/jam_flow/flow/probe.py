@@ -65,6 +65,28 @@ class TextUseSums:
             "text_gain_rel": gain / own if own > 0 else 0.0,
         }
 
+    def to_tensor(self) -> Tensor:
+        """The sums as one float64 vector (per bin: the three losses and the frames; then the clips), so that
+        ranks can add them with one all-reduce (:meth:`from_tensor` reads it back)."""
+        vals = [
+            v for name, _, _ in TIME_BINS for v in (*(self.loss[name][k] for k in TEXTS), self.frames[name])
+        ]
+        return torch.tensor([*vals, self.clips], dtype=torch.float64)
+
+    @classmethod
+    def from_tensor(cls, vec: Tensor) -> TextUseSums:
+        """The inverse of :meth:`to_tensor` (for example after summing it over ranks)."""
+        vals = [float(v) for v in vec.detach().cpu().tolist()]
+        sums, i = cls(), 0
+        for name, _, _ in TIME_BINS:
+            for k in TEXTS:
+                sums.loss[name][k] = vals[i]
+                i += 1
+            sums.frames[name] = round(vals[i])
+            i += 1
+        sums.clips = round(vals[i])
+        return sums
+
     def result(self) -> dict[str, Any]:
         """Overall and per-bin losses and gains (the keys of :meth:`_summary`), ``bins`` keyed by bin name."""
         total = sum(self.frames.values())

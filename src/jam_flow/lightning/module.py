@@ -455,13 +455,20 @@ class JAMFlowModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         sums, self._text_probe = self._text_probe, None
-        if sums is None or sums.clips == 0:
+        if sums is None:  # the same on every rank (a config switch), so every rank takes the same branch
+            return
+        if self.trainer.world_size > 1:
+            # every rank joins the one all-reduce, also a rank that scored no clip; the logged values are then
+            # the same on every rank (no sync_dist, which would need a value from every rank)
+            vec = self.trainer.strategy.reduce(sums.to_tensor().to(self.device), reduce_op="sum")
+            sums = TextUseSums.from_tensor(vec)
+        if sums.clips == 0:
             return
         res = sums.result()
-        self.log("val/text_gain", res["text_gain_rel"], batch_size=sums.clips, sync_dist=True)
+        self.log("val/text_gain", res["text_gain_rel"], batch_size=sums.clips)
         for name, _, _ in TIME_BINS:
             gain = res["bins"][name]["text_gain_rel"]
-            self.log(f"val/text_gain_{name}", gain, batch_size=sums.clips, sync_dist=True)
+            self.log(f"val/text_gain_{name}", gain, batch_size=sums.clips)
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:
         return self._eval_step(batch, batch_idx, "val")
