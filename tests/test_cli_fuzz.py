@@ -20,9 +20,11 @@ import torch
 from inference_fixtures import write_export, write_inputs
 from lightning_support import make_dataset
 
+import jam_flow
 from jam_flow.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
+SRC = Path(jam_flow.__file__).resolve().parents[1]  # the package under test (subprocesses run the same code)
 TINY = str(ROOT / "configs" / "tests" / "tiny_stage2.yaml")
 # lines a logger may add around the error (the error itself is the one `error:` line)
 _LOG_PREFIXES = ("WARNING", "INFO", "DEBUG")
@@ -352,3 +354,451 @@ def test_malformed_input_in_a_process(ws, name):
     assert proc.returncode == 2, proc.stderr
     assert names in _error_line(proc.stderr)
     assert _snapshot(ws["root"]) == before
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Reliability, second round: races at swap time, concurrent writers, symlinks, SIGTERM, memory bombs, malformed
+# metadata and deep JSON. Each case below failed on the code before these guarantees (a deleted file, two runs
+# that both "succeed", a traceback, a MemoryError, an exit status 0).
+def _big_npy_header(path: Path, shape: tuple[int, ...]) -> Path:
+    """A .npy that declares ``shape`` float32 but holds only a few bytes of data."""
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False, "shape": shape})
+    path.write_bytes(buf.getvalue() + bytes(1024))
+    return path
+
+
+def _big_npz_header(path: Path, shape: tuple[int, ...]) -> Path:
+    """A tiny .npz whose 'exp' member declares ``shape`` (its data is missing)."""
+    import zipfile
+
+    tmp = _big_npy_header(path.with_suffix(".member"), shape)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.write(tmp, "exp.npy")
+    tmp.unlink()
+    return path
+
+
+def _sparse_wav(path: Path, seconds: float, rate: int = 24000) -> Path:
+    """A valid 16-bit mono wav of ``seconds`` of silence, written as a sparse file (no disk space, instant)."""
+    import struct
+
+    n = int(seconds * rate) * 2
+    header = (
+        b"RIFF"
+        + struct.pack("<I", min(36 + n, 2**32 - 1))
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, 1, rate, rate * 2, 2, 16)
+        + b"data"
+        + struct.pack("<I", n)
+    )
+    with open(path, "wb") as f:
+        f.write(header)
+        f.truncate(len(header) + n)
+    return path
+
+
+def _export_variant(ws, name: str, edit_config=None, weights_dtype=None) -> Path:
+    """A copy of the workspace export with its config.yaml edited and/or one weight cast to ``weights_dtype``
+    (the checksum updated, so only the edit is wrong)."""
+    import shutil
+
+    import yaml
+    from safetensors.torch import load_file, save_file
+
+    from jam_flow.models.format import sha256_file
+
+    d = ws["root"] / "variants" / name
+    if d.exists():
+        return d
+    shutil.copytree(ws["export"], d)
+    cfg = yaml.safe_load((d / "config.yaml").read_text())
+    if edit_config is not None:
+        edit_config(cfg)
+    if weights_dtype is not None:
+        state = load_file(str(d / "model.safetensors"))
+        key = sorted(state)[0]
+        state[key] = state[key].to(weights_dtype)
+        save_file(state, str(d / "model.safetensors"), metadata={"format": "jam-flow", "format_version": "1"})
+        cfg["weights_sha256"] = sha256_file(d / "model.safetensors")
+    (d / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    return d
+
+
+def _set(path: str, value):
+    def edit(cfg):
+        *parents, last = path.split(".")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        node[last] = value
+
+    return edit
+
+
+def _deep_json(levels: int = 100_000) -> str:
+    return "[" * levels + "]" * levels
+
+
+# name -> (how to build the variant, the error must name these)
+META_CASES = {
+    "huge_dim_depth": (
+        lambda cfg: cfg["model"]["init_args"]["audio"].update(dim=10**6, depth=1000),
+        ["config.yaml", "model.init_args.audio.dim"],
+    ),
+    "huge_text_num_embeds": (
+        _set("model.init_args.audio.text_num_embeds", 10**10),
+        ["config.yaml", "text_num_embeds"],
+    ),
+    "depth_not_matching_weights": (
+        _set(
+            "model.init_args.motion.depth", 3
+        ),  # in range, but the weights have 4 blocks (meta-device check)
+        ["config.yaml", "weights do not match"],
+    ),
+    "fps_string": (_set("motion.fps", "25"), ["config.yaml", "motion.fps"]),
+    "fps_zero": (_set("motion.fps", 0), ["config.yaml", "motion.fps"]),
+    "sample_rate_negative": (_set("mel.sample_rate", -1), ["config.yaml", "mel.sample_rate"]),
+    "hop_string": (_set("mel.hop_length", "256"), ["config.yaml", "mel.hop_length"]),
+    "normalize_mel_string": (_set("normalize_mel", "no"), ["config.yaml", "normalize_mel"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(META_CASES))
+def test_checkpoint_metadata_is_checked_before_the_model_is_built(ws, capsys, name):
+    edit, names = META_CASES[name]
+    export = _export_variant(ws, name, edit_config=edit)
+    capsys.readouterr()
+    code = main(["generate", "--ckpt", str(export), "--out", str(ws["out"]), "--nfe", "2", *TEXT2AV])
+    line = _error_line(capsys.readouterr().err)
+    assert code == 2
+    for part in names:
+        assert part in line, line
+    assert not ws["out"].exists()
+
+
+@pytest.mark.parametrize("dtype", [torch.int8, torch.bool, torch.float64])
+def test_export_weight_dtypes_are_refused_not_converted(ws, capsys, dtype):
+    export = _export_variant(ws, f"weights_{dtype}".replace(".", "_"), weights_dtype=dtype)
+    capsys.readouterr()
+    code = main(["generate", "--ckpt", str(export), "--out", str(ws["out"]), "--nfe", "2", *TEXT2AV])
+    line = _error_line(capsys.readouterr().err)
+    assert code == 2 and "model.safetensors" in line and str(dtype) in line, line
+    assert not ws["out"].exists()
+
+
+def _bombs(ws) -> dict[str, Path]:
+    root = ws["root"] / "bombs"
+    if not root.exists():
+        root.mkdir()
+        _big_npy_header(root / "huge.npy", (10**9, 21, 3))
+        _big_npz_header(root / "huge.npz", (10**9, 21, 3))
+        _sparse_wav(root / "hour.wav", 3600)
+        _sparse_wav(root / "minute.wav", 60)
+        clip = root / "deep" / "motion.npy"
+        clip.parent.mkdir()
+        clip.write_bytes(ws["motion"].read_bytes())
+        (root / "deep" / "motion.json").write_text(_deep_json())
+    return {p.name: p for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "args,names",
+    [
+        (["--task", "motion2audio", "--motion", "huge.npy"], ["--motion", "1000000000 frames"]),
+        (["--task", "motion2audio", "--motion", "huge.npz"], ["--motion", "1000000000 frames"]),
+        (["--task", "audio2motion", "--audio", "hour.wav"], ["--audio", "3600.0 s"]),
+        (["--task", "tts", "--text", "Hi.", "--ref-audio", "minute.wav"], ["--ref-audio", "60.0 s"]),
+        (
+            ["--task", "motion2audio", "--motion", "motion.npy"],
+            ["--motion", "motion.json", "nested too deeply"],
+        ),
+    ],
+    ids=["npy_header", "npz_member_header", "wav_hours", "ref_wav_minute", "deep_motion_json"],
+)
+def test_inputs_are_bounded_before_they_are_read(ws, capsys, args, names):
+    bombs = _bombs(ws)
+    args = [str(bombs[a]) if a in bombs else a for a in args]
+    capsys.readouterr()
+    code = main(["generate", "--ckpt", str(ws["export"]), "--out", str(ws["out"]), "--nfe", "2", *args])
+    line = _error_line(capsys.readouterr().err)
+    assert code == 2
+    for part in names:
+        assert part in line, line
+
+
+def _dataset_copy(ws, name: str) -> Path:
+    import shutil
+
+    d = ws["root"] / "datasets" / name
+    if d.exists():
+        shutil.rmtree(d)
+    shutil.copytree(ws["data"], d)
+    return d
+
+
+def test_deep_json_in_a_dataset_is_one_problem_line(ws, capsys):
+    d = _dataset_copy(ws, "deep")
+    manifest = d / "manifest.jsonl"
+    manifest.write_text(manifest.read_text() + _deep_json() + "\n")
+    (d / "dataset.json").write_text(_deep_json())
+    capsys.readouterr()
+    code = main(["data", "validate", str(d)])
+    out, err = capsys.readouterr()
+    assert code == 1 and "Traceback" not in err, err
+    assert f"{d / 'dataset.json'}: JSON nested too deeply" in out
+    assert f"{manifest}:5: JSON nested too deeply" in out
+    # the readers used by training say it in one line too
+    capsys.readouterr()
+    code = main(
+        ["fit", "--config", TINY, "--data.data_dir", str(d), "--trainer.default_root_dir", str(d / "r")]
+    )
+    assert code == 2 and "nested too deeply" in _error_line(capsys.readouterr().err)
+
+
+def test_data_validate_checks_the_text_against_the_vocabulary(ws, capsys, tmp_path):
+    import json
+
+    d = _dataset_copy(ws, "vocab")
+    manifest = d / "manifest.jsonl"
+    rows = [json.loads(line) for line in manifest.read_text().splitlines()]
+    rows[0]["text"] = "caf\u00e9 \u4e2d"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    capsys.readouterr()
+    assert main(["data", "validate", str(d)]) == 1
+    out = capsys.readouterr().out
+    assert f"{manifest}:1: clip {rows[0]['id']!r} text: characters not in the vocabulary" in out, out
+    vocab = tmp_path / "vocab.txt"  # a vocabulary that holds them passes
+    chars = sorted({c for r in rows for c in r["text"]})
+    vocab.write_text("".join(c + "\n" for c in chars))
+    assert main(["data", "validate", str(d), "--vocab", str(vocab)]) == 0, capsys.readouterr().out
+
+
+def test_fit_without_a_trainable_batch_fails(ws, capsys, tmp_path):
+    capsys.readouterr()
+    code = main(
+        [
+            "fit",
+            "--config",
+            TINY,
+            "--data.data_dir",
+            str(ws["data"]),
+            "--data.frames_per_batch",
+            "10",
+            "--trainer.default_root_dir",
+            str(tmp_path),
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--data.frames_per_batch: no training batch" in errors[0], err
+
+
+# --out: races, concurrent writers, symlinks -------------------------------------------------------------------
+def _gen(out: Path, ws, *extra: str) -> list[str]:
+    return [
+        "generate",
+        "--ckpt",
+        str(ws["export"]),
+        "--out",
+        str(out),
+        "--nfe",
+        "2",
+        "--no-preview",
+        *TEXT2AV,
+        *extra,
+    ]
+
+
+def _during_run(monkeypatch, action):
+    """Run ``action(tmp_dir)`` while `generate` writes its outputs (after the model is loaded, before the swap)."""
+    import jam_flow.inference.cli as gen_cli
+
+    real = gen_cli.run_task
+
+    def run_task(args, bundle, vocoder, out_dir):
+        action(out_dir)
+        return real(args, bundle, vocoder, out_dir)
+
+    monkeypatch.setattr(gen_cli, "run_task", run_task)
+
+
+def _hidden(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_a_file_written_into_out_during_the_run_is_never_deleted(ws, capsys, monkeypatch, tmp_path):
+    out = tmp_path / "race"
+    out.mkdir()
+    _during_run(monkeypatch, lambda _: (out / "important.txt").write_text("x"))
+    capsys.readouterr()
+    code = main(_gen(out, ws))
+    line = _error_line(capsys.readouterr().err)
+    assert code == 2 and "--out" in line and "received new files" in line, line
+    assert [p.name for p in out.iterdir()] == ["important.txt"] and _hidden(tmp_path) == []
+    # --overwrite replaces an earlier output, but not one that gained a foreign file meanwhile
+    monkeypatch.undo()
+    (out / "important.txt").unlink()
+    assert main(_gen(out, ws)) == 0
+    before = sorted(p.name for p in out.iterdir())
+    _during_run(monkeypatch, lambda _: (out / "important.txt").write_text("x"))
+    capsys.readouterr()
+    code = main(_gen(out, ws, "--overwrite"))
+    line = _error_line(capsys.readouterr().err)
+    assert code == 2 and "refusing to replace" in line and "important.txt" in line, line
+    assert sorted(p.name for p in out.iterdir()) == sorted([*before, "important.txt"])
+    assert _hidden(tmp_path) == []
+
+
+def test_a_second_writer_to_the_same_out_is_refused(ws, capsys, monkeypatch, tmp_path):
+    out = tmp_path / "same"
+    second: dict[str, object] = {}
+
+    def start_another(_):
+        capsys.readouterr()
+        second["code"] = main(_gen(out, ws))
+        second["err"] = capsys.readouterr().err
+
+    _during_run(monkeypatch, start_another)
+    assert main(_gen(out, ws)) == 0
+    assert second["code"] == 2, second
+    line = _error_line(str(second["err"]))
+    assert "--out" in line and f"pid {os.getpid()}" in line, line
+    assert (out / "motion.json").is_file() and _hidden(tmp_path) == []
+
+
+def test_a_symlinked_out_is_resolved(ws, capsys, tmp_path):
+    target = tmp_path / "target"
+    target.mkdir()
+    link = tmp_path / "link"
+    link.symlink_to(target)
+    assert main(_gen(link, ws)) == 0
+    assert link.is_symlink() and (target / "motion.json").is_file()
+    first = (target / "audio.wav").read_bytes()
+    assert main(_gen(link, ws, "--overwrite", "--seed", "7")) == 0  # replaces the target, keeps the link
+    assert link.is_symlink() and (target / "audio.wav").read_bytes() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "target"]
+    file_link = tmp_path / "file_link"
+    file_link.symlink_to(ws["a_file"])
+    capsys.readouterr()
+    assert main(_gen(file_link, ws)) == 2
+    assert "--out" in _error_line(capsys.readouterr().err)
+
+
+def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "corpus"
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "jam_flow.cli",
+            "synth-corpus",
+            "--out",
+            str(out),
+            "--n-clips",
+            "400",
+            "--workers",
+            "1",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + 120
+    while not any(p.name.startswith(".corpus.tmp-") for p in tmp_path.iterdir()):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "temporaries left behind"
+
+
+def _real_npz_bomb(path: Path, frames: int) -> Path:
+    """A small deflated .npz whose 'exp' really holds ``frames`` x 21 x 3 float32 zeros (5e6 frames: about 5 MB on
+    disk, 1.3 GB once loaded)."""
+    import io
+    import zipfile
+
+    head = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        head, {"descr": "<f4", "fortran_order": False, "shape": (frames, 21, 3)}
+    )
+    chunk = bytes(1 << 24)
+    left = frames * 21 * 3 * 4
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        with zf.open("exp.npy", "w", force_zip64=True) as member:
+            member.write(head.getvalue())
+            while left > 0:
+                member.write(chunk[: min(left, len(chunk))])
+                left -= len(chunk)
+    return path
+
+
+def _run_measured(argv: list[str]) -> tuple[int, str, float, int]:
+    """Run ``python -m jam_flow.cli ARGV``; returns (exit status, stderr, wall seconds, peak RSS in bytes)."""
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
+    start = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jam_flow.cli", *argv],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    err = proc.stderr.read().decode()
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return proc.returncode, err, wall, usage.ru_maxrss * 1024
+
+
+@pytest.mark.slow
+def test_memory_bombs_are_refused_quickly_and_small(ws, tmp_path):
+    """Each case is refused in one line, within 2 s of a baseline refusal at the same point (after the model is
+    loaded: the wall clock of a process is mostly imports), using under 1 GB RSS."""
+    bombs = _bombs(ws)
+    cases = {
+        "npz_5e6_frames": [
+            "--task",
+            "motion2audio",
+            "--motion",
+            str(_real_npz_bomb(tmp_path / "bomb.npz", 5 * 10**6)),
+        ],
+        "npy_header_1e9": ["--task", "motion2audio", "--motion", str(bombs["huge.npy"])],
+        "wav_12h": ["--task", "audio2motion", "--audio", str(_sparse_wav(tmp_path / "long.wav", 12 * 3600))],
+        "ref_wav_12h": ["--task", "tts", "--text", "Hi.", "--ref-audio", str(tmp_path / "long.wav")],
+        "ckpt_dim_depth": [
+            "--ckpt",
+            str(_export_variant(ws, "huge_dim_depth", META_CASES["huge_dim_depth"][0])),
+            *TEXT2AV,
+        ],
+        "ckpt_text_num_embeds": [
+            "--ckpt",
+            str(_export_variant(ws, "huge_text_num_embeds", META_CASES["huge_text_num_embeds"][0])),
+            *TEXT2AV,
+        ],
+    }
+    gen = ["generate", "--ckpt", str(ws["export"]), "--out", str(tmp_path / "out"), "--nfe", "2"]
+    code, err, base_wall, base_rss = _run_measured(
+        [*gen, "--task", "motion2audio", "--motion", str(ws["shape_motion"])]
+    )
+    assert code == 2, err
+    for name, extra in cases.items():
+        code, err, wall, rss = _run_measured([*gen, *extra])
+        assert code == 2, f"{name}: {err}"
+        _error_line(err)
+        assert rss < 2**30, f"{name}: peak RSS {rss / 2**20:.0f} MiB (baseline {base_rss / 2**20:.0f} MiB)"
+        assert wall - base_wall < 2.0, f"{name}: {wall:.1f} s, baseline refusal {base_wall:.1f} s"
+        assert not (tmp_path / "out").exists()

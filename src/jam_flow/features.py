@@ -12,6 +12,8 @@ one owner of that mapping (:class:`FrameClock` and the functions below); everyth
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 from math import gcd, lcm
 
@@ -27,9 +29,27 @@ __all__ = [
 ]
 
 
+def _check_int(name: str, value, lo: int, hi: int) -> None:
+    """``ValueError`` (naming the field) unless ``value`` is an integer (not a bool) in ``[lo, hi]``."""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool) and lo <= value <= hi
+    if not ok:
+        raise ValueError(f"{name} must be an integer in [{lo}, {hi}], got {value!r}")
+
+
+def _check_real(name: str, value, lo: float, hi: float, allow_none: bool = False) -> None:
+    """``ValueError`` (naming the field) unless ``value`` is a finite number in ``[lo, hi]`` (or None if allowed)."""
+    if value is None and allow_none:
+        return
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or not lo <= value <= hi:
+        raise ValueError(f"{name} must be a number in [{lo:g}, {hi:g}], got {value!r}")
+
+
 @dataclass(frozen=True)
 class MelSettings:
-    """Log-mel exactly as F5-TTS ("vocos" mel type) and Vocos define it (paper appendix A)."""
+    """Log-mel exactly as F5-TTS ("vocos" mel type) and Vocos define it (paper appendix A). Every field is checked
+    on construction (type and range; ``ValueError`` naming the field), so a malformed checkpoint or dataset is
+    refused before anything is sized from it."""
 
     sample_rate: int = 24000
     n_fft: int = 1024
@@ -39,6 +59,16 @@ class MelSettings:
     f_min: float = 0.0
     f_max: float | None = None
     log_clamp: float = 1e-5
+
+    def __post_init__(self) -> None:
+        _check_int("sample_rate", self.sample_rate, 1000, 384000)
+        _check_int("n_fft", self.n_fft, 16, 65536)
+        _check_int("hop_length", self.hop_length, 1, self.n_fft)
+        _check_int("win_length", self.win_length, 1, self.n_fft)
+        _check_int("n_mels", self.n_mels, 1, 1024)
+        _check_real("f_min", self.f_min, 0.0, self.sample_rate / 2)
+        _check_real("f_max", self.f_max, self.f_min, self.sample_rate / 2, allow_none=True)
+        _check_real("log_clamp", self.log_clamp, 1e-30, 1.0)
 
     @property
     def frame_rate(self) -> float:
@@ -68,6 +98,12 @@ class MotionSettings:
     mouth_indices: tuple[int, ...] = field(default=DEFAULT_MOUTH_INDICES)
 
     def __post_init__(self) -> None:
+        _check_int("fps", self.fps, 1, 1000)
+        _check_int("num_kp", self.num_kp, 1, 1024)
+        if isinstance(self.mouth_indices, (str, bytes)) or not hasattr(self.mouth_indices, "__iter__"):
+            raise ValueError(f"mouth_indices must be a list of keypoint indices, got {self.mouth_indices!r}")
+        for i in self.mouth_indices:
+            _check_int("mouth_indices[...]", i, 0, self.num_kp - 1)
         idx = tuple(int(i) for i in self.mouth_indices)
         object.__setattr__(self, "mouth_indices", idx)
         if len(set(idx)) != len(idx) or not all(0 <= i < self.num_kp for i in idx):

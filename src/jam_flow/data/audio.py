@@ -16,6 +16,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from jam_flow.data.limits import audio_seconds
 from jam_flow.errors import InputError
 
 __all__ = ["load_audio", "save_wav", "resample", "decode_audio_av", "to_mono"]
@@ -41,10 +42,11 @@ def resample(wave: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
     return out.numpy().astype(np.float32, copy=False)
 
 
-def decode_audio_av(path: str | Path) -> tuple[np.ndarray, int]:
+def decode_audio_av(path: str | Path, max_seconds: float | None = None) -> tuple[np.ndarray, int]:
     """Decode the first audio stream of any container with PyAV -> (mono float32 [s], native sample rate).
 
-    Raises ``InputError`` naming the file when it cannot be opened or has no audio stream."""
+    Raises ``InputError`` naming the file when it cannot be opened or has no audio stream, or (``max_seconds``) as
+    soon as more than that much audio has been decoded (memory stays bounded whatever the container states)."""
     import av
 
     path = Path(path)
@@ -59,6 +61,7 @@ def decode_audio_av(path: str | Path) -> tuple[np.ndarray, int]:
         stream = streams[0]
         chunks: list[np.ndarray] = []
         rate = stream.codec_context.sample_rate or stream.rate
+        total = 0
         try:
             for frame in container.decode(stream):
                 raw = frame.to_ndarray()
@@ -72,6 +75,11 @@ def decode_audio_av(path: str | Path) -> tuple[np.ndarray, int]:
                 else:
                     arr = arr.reshape(-1, len(frame.layout.channels)).mean(axis=1)
                 chunks.append(arr.astype(np.float32))
+                total += arr.shape[0]
+                if max_seconds is not None and rate and total > max_seconds * rate:
+                    raise InputError(f"{path}: holds more than {max_seconds:g} s of audio (at most that is read)")
+        except InputError:
+            raise
         except (av.error.FFmpegError, ValueError) as err:
             raise InputError(f"{path}: audio stream is corrupt ({err})") from err
     if not chunks:
@@ -79,15 +87,21 @@ def decode_audio_av(path: str | Path) -> tuple[np.ndarray, int]:
     return np.concatenate(chunks).astype(np.float32), int(rate)
 
 
-def load_audio(path: str | Path, sample_rate: int = 24000) -> np.ndarray:
+def load_audio(path: str | Path, sample_rate: int = 24000, max_seconds: float | None = None) -> np.ndarray:
     """Read an audio (or video) file as mono float32 ``[s]`` at ``sample_rate``.
 
-    Raises ``InputError`` naming the path for a missing, unreadable or empty file."""
+    Raises ``InputError`` naming the path for a missing, unreadable or empty file. With ``max_seconds`` a longer
+    file is refused before it is read (the duration its header states), or while decoding (containers that state
+    none), so memory stays bounded."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: audio file does not exist")
     if path.stat().st_size == 0:
         raise InputError(f"{path}: audio file is empty (0 bytes)")
+    if max_seconds is not None:
+        seconds = audio_seconds(path)
+        if seconds is not None and seconds > max_seconds:
+            raise InputError(f"{path}: {seconds:.1f} s of audio; at most {max_seconds:g} s is read")
     wave: np.ndarray | None = None
     rate = 0
     if path.suffix.lower() in _SOUNDFILE_SUFFIXES:
@@ -97,7 +111,7 @@ def load_audio(path: str | Path, sample_rate: int = 24000) -> np.ndarray:
         except (sf.LibsndfileError, RuntimeError, ValueError):
             wave = None  # fall back to PyAV, which knows more codecs
     if wave is None:
-        wave, rate = decode_audio_av(path)
+        wave, rate = decode_audio_av(path, max_seconds)
     if wave.size == 0:
         raise InputError(f"{path}: audio file holds no samples")
     return resample(wave, rate, sample_rate)

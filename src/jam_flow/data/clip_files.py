@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from jam_flow.atomic import atomic_file
+from jam_flow.data.limits import loads_json, read_json
 from jam_flow.errors import InputError
 from jam_flow.features import MelSettings, MotionSettings
 
@@ -177,7 +178,7 @@ def read_dataset_json(root: str | Path) -> DatasetInfo:
             raise InputError(f"{path}: missing field {key!r}")
     try:
         mel = MelSettings(**obj["mel"])
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise InputError(f"{path}: field 'mel' is not a MelSettings dict ({err})") from err
     try:
         motion = MotionSettings(**obj["motion"])
@@ -193,13 +194,9 @@ def read_dataset_json(root: str | Path) -> DatasetInfo:
 
 
 def read_json_file(path: Path) -> Any:
-    """The JSON value in ``path``; a missing file or bad JSON is one ``InputError`` line naming it."""
-    if not path.is_file():
-        raise InputError(f"{path}: file does not exist")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not valid JSON ({err})") from err
+    """The JSON value in ``path``; a missing file, bad JSON or nesting too deep is one ``InputError`` line naming
+    it (:func:`jam_flow.data.limits.read_json`)."""
+    return read_json(path)
 
 
 # ----------------------------------------------------------------------------------------------------- clips
@@ -346,11 +343,7 @@ def read_manifest(root: str | Path, split: str | None = None) -> list[ClipRecord
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{where}: not valid JSON ({err.msg})") from err
-        rec = ClipRecord.from_json(obj, where)
+        rec = ClipRecord.from_json(loads_json(line, where), where)
         if rec.id in seen:
             duplicates.append(f"{rec.id!r} (line {lineno}, first on line {seen[rec.id]})")
             continue

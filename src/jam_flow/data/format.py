@@ -42,7 +42,9 @@ from jam_flow.data.clip_files import (
     write_manifest,
     write_npz,
 )
+from jam_flow.data.limits import loads_json
 from jam_flow.data.meta import STD_FLOOR
+from jam_flow.data.text import Vocab
 from jam_flow.errors import InputError
 from jam_flow.features import MelSettings, MotionSettings, audio_to_motion_frame, num_motion_frames
 
@@ -234,8 +236,10 @@ def _stats_problems(obj: Any, n_mels: int = 100, num_kp: int = 21) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------------- validation
-def validate_dataset(root: str | Path, check_audio: bool = True) -> list[str]:
-    """Every problem of a dataset directory, one message per problem (each names its file); [] when sound."""
+def validate_dataset(root: str | Path, check_audio: bool = True, vocab: Vocab | None = None) -> list[str]:
+    """Every problem of a dataset directory, one message per problem (each names its file); [] when sound.
+    Every clip's text must be encodable by ``vocab`` (the one training uses; None: the bundled vocabulary)."""
+    vocab = Vocab.default() if vocab is None else vocab
     root = Path(root)
     problems: list[str] = []
     if not root.is_dir():
@@ -263,13 +267,14 @@ def validate_dataset(root: str | Path, check_audio: bool = True) -> list[str]:
             rows += 1
             where = f"{manifest}:{lineno}"
             try:
-                rec = ClipRecord.from_json(json.loads(line), where)
-            except json.JSONDecodeError as err:
-                problems.append(f"{where}: not valid JSON ({err.msg})")
-                continue
+                rec = ClipRecord.from_json(loads_json(line, where), where)
             except InputError as err:
                 problems.append(str(err))
                 continue
+            try:
+                vocab.encode(rec.text, where=f"{where}: clip {rec.id!r} text")
+            except InputError as err:  # training would skip the clip
+                problems.append(str(err))
             if rec.id in ids:
                 problems.append(f"{where}: duplicate clip id {rec.id!r} (first on line {ids[rec.id]})")
                 continue

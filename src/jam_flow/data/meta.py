@@ -79,17 +79,25 @@ class DataMeta:
     def from_dict(cls, meta: Any, where: str) -> DataMeta:
         """From the ``mel``, ``motion``, ``stats``, ``vocab`` and ``text_units`` (default ``char``) fields (a
         checkpoint's block or a DataModule's)."""
-        try:
-            mel = MelSettings(**meta["mel"])
-            motion = MotionSettings(
-                **{**meta["motion"], "mouth_indices": tuple(meta["motion"]["mouth_indices"])}
-            )
-        except (KeyError, TypeError, ValueError) as err:
-            raise InputError(f"{where}: bad 'mel' / 'motion' settings ({err})") from err
+        settings = []
+        for name, kind in (("mel", MelSettings), ("motion", MotionSettings)):
+            obj = meta[name]
+            if not isinstance(obj, dict):
+                raise InputError(f"{where}: field {name!r} must be a mapping, got {type(obj).__name__}")
+            try:
+                settings.append(kind(**obj))
+            except TypeError as err:  # an unknown or missing field
+                raise InputError(f"{where}: bad 'mel' / 'motion' settings ({name}: {err})") from err
+            except ValueError as err:  # the settings check every field's type and range, naming it
+                raise InputError(f"{where}: field {name}.{err}") from err
+        mel, motion = settings
         stats = None if meta["stats"] is None else DatasetStats.from_dict(meta["stats"], where, motion.num_kp)
+        vocab = meta["vocab"]
+        if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
+            raise InputError(f"{where}: field 'vocab' must be a list of strings (tokens)")
         # models written before text units existed are character models
         units = check_text_units(meta.get("text_units", "char"), f"{where}: field 'text_units'")
-        return cls(mel, motion, stats, Vocab.from_list(meta["vocab"], units=units))
+        return cls(mel, motion, stats, Vocab.from_list(vocab, units=units))
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -13,11 +13,12 @@ Bad arguments: one ``error:`` line, exit status 2 (via the CLI). No tensors here
 from __future__ import annotations
 
 import argparse
-import json
 from collections import Counter
 from pathlib import Path
 
 from jam_flow.data.format import SPLITS, validate_dataset
+from jam_flow.data.limits import loads_json
+from jam_flow.data.text import Vocab
 from jam_flow.errors import ArgumentParser, InputError
 
 __all__ = ["main"]
@@ -32,6 +33,12 @@ def _parser() -> argparse.ArgumentParser:
         help="dataset directory (dataset.json, manifest.jsonl, stats.json, clips/), packed folder or s3:// URL",
     )
     v.add_argument("--no-audio", action="store_true", help="skip checking the optional wav files")
+    v.add_argument(
+        "--vocab",
+        type=Path,
+        default=None,
+        help="the vocab.txt training will use (--data.vocab_path); default: the bundled vocabulary",
+    )
     k = sub.add_parser("pack", help="write a dataset as litdata shards to a folder or an s3:// URL")
     k.add_argument("dir", type=Path, help="dataset directory (format v1)")
     k.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
@@ -56,9 +63,9 @@ def _split_counts(root: Path) -> Counter:
         return counts
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            continue
+            obj = loads_json(line, str(path))
+        except InputError:
+            continue  # reported by validate_dataset
         if isinstance(obj, dict) and isinstance(obj.get("split"), str):
             counts[obj["split"]] += 1
     return counts
@@ -132,7 +139,8 @@ def main(argv: list[str]) -> int:
     root = Path(args.dir)
     if not root.is_dir():
         raise InputError(f"DIR: {root} is not a directory")
-    problems = validate_dataset(root, check_audio=not args.no_audio)
+    vocab = Vocab.from_file(args.vocab) if args.vocab is not None else None
+    problems = validate_dataset(root, check_audio=not args.no_audio, vocab=vocab)
     for p in problems:
         print(p)
     counts = _split_counts(root)

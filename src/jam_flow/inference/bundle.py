@@ -27,8 +27,7 @@ from jam_flow.models.configs import with_legacy_defaults
 from jam_flow.models.format import (
     FORMAT_VERSION,
     META_FIELDS,
-    build_model,
-    check_state_dict,
+    build_checked_model,
     model_class,
     read_model_file,
     text_num_embeds,
@@ -189,8 +188,9 @@ def load_bundle(
             f"AudioDiT for --task tts (a stage-1 Motion-DiT needs audio features it cannot get here: evaluate it "
             f"with jam-flow evaluate --protocol talking-head --audio-features-model DIR)"
         )
-    model = build_model(spec, where)
-    check_state_dict(model, found.state, where)
+    if not isinstance(meta["normalize_mel"], bool):
+        raise InputError(f"{where}: field 'normalize_mel' must be true or false, got {meta['normalize_mel']!r}")
+    model = build_checked_model(spec, found.state, where)
     model.load_state_dict(found.state, strict=True)
     model.to(device).eval()
     normaliser = Normaliser(data.motion, data.stats, bool(meta["normalize_mel"]), where).to(device)

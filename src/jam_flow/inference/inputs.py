@@ -7,7 +7,6 @@ Bad input raises :class:`~jam_flow.errors.InputError` naming the argument (``--r
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import zipfile
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from jam_flow.data.audio import load_audio
+from jam_flow.data.limits import check_array_size, loads_json, npy_header, npz_members
 from jam_flow.data.mel import log_mel
 from jam_flow.errors import InputError
 from jam_flow.flow.layouts import TASKS
@@ -45,6 +45,8 @@ MIN_SECONDS = 0.3  # F5-TTS trains on 0.3-30 s clips
 MAX_SECONDS = 30.0  # generated speech / given clip
 MAX_REF_SECONDS = 15.0
 MAX_ABS_EXP = 100.0  # |LivePortrait exp| bound of a --motion file (keypoint space is about [-1, 1])
+READ_MARGIN_SECONDS = 1.0  # inputs up to this much over a length limit are read, then refused by the exact check
+MAX_MOTION_BYTES = 64 * 2**20  # any one array of a --motion file (30 s of float64 [m, 21, 3] is 0.4 MiB)
 
 
 @dataclass
@@ -63,7 +65,11 @@ class MotionInput:
 
 
 # input readers ----------------------------------------------------------------------------------------------------
-def _read_wave(audio: AudioLike, sample_rate: int, where: str) -> tuple[np.ndarray, str]:
+def _read_wave(
+    audio: AudioLike, sample_rate: int, where: str, max_seconds: float = MAX_SECONDS
+) -> tuple[np.ndarray, str]:
+    """A path or ``(samples, rate)`` as mono float32 at ``sample_rate``; a file much longer than ``max_seconds`` is
+    refused before it is read (its stated duration, or while decoding)."""
     if isinstance(audio, tuple):
         from jam_flow.data.audio import resample, to_mono
 
@@ -74,7 +80,7 @@ def _read_wave(audio: AudioLike, sample_rate: int, where: str) -> tuple[np.ndarr
     if not path.is_file():
         raise InputError(f"{where}: {path} does not exist")
     try:
-        return load_audio(path, sample_rate), str(path)
+        return load_audio(path, sample_rate, max_seconds + READ_MARGIN_SECONDS), str(path)
     except InputError as err:
         raise InputError(f"{where}: {err}") from err
 
@@ -89,7 +95,7 @@ def load_reference(
     """Load, downmix, resample and loudness-normalise a reference voice; keep ``nw // hop`` frames, with ``nw`` a
     multiple of ``block`` samples."""
     s = bundle.mel
-    wave, source = _read_wave(audio, s.sample_rate, where)
+    wave, source = _read_wave(audio, s.sample_rate, where, MAX_REF_SECONDS)
     if not np.all(np.isfinite(wave)):
         raise InputError(f"{where}: {source} contains NaN or infinite samples")
     rms = _rms(wave)
@@ -116,11 +122,15 @@ def _fps_from_sidecar(path: Path) -> tuple[float | None, Path | None]:
     for cand in (path.with_suffix(".json"), path.parent / "motion.json", path.parent.parent / "dataset.json"):
         if cand.is_file():
             try:
-                obj = json.loads(cand.read_text(encoding="utf-8"))
-            except (OSError, json.JSONDecodeError) as err:
+                obj = loads_json(cand.read_text(encoding="utf-8"), f"--motion: {cand}")
+            except (OSError, UnicodeDecodeError) as err:
                 raise InputError(f"--motion: cannot read {cand} ({err})") from err
-            fps = obj.get("fps") if "fps" in obj else (obj.get("motion") or {}).get("fps")
+            fps = obj.get("fps") if isinstance(obj, dict) else None
+            if fps is None and isinstance(obj, dict) and isinstance(obj.get("motion"), dict):
+                fps = obj["motion"].get("fps")
             if fps is not None:
+                if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps):
+                    raise InputError(f"--motion: {cand}: field 'fps' must be a number, got {fps!r}")
                 return float(fps), cand
     return None, None
 
@@ -143,19 +153,27 @@ def load_motion(path: MotionLike, bundle: ModelBundle, where: str = "--motion") 
     if not path.is_file():
         raise InputError(f"{where}: {path} does not exist")
     kp = None
+    max_frames = math.ceil((MAX_SECONDS + READ_MARGIN_SECONDS) * bundle.motion.fps)
     try:
         if path.suffix == ".npz":
+            heads = npz_members(path, f"{where}: {path}")
+            if "exp" in heads:
+                _check_motion_header(heads["exp"], max_frames, where, path, "'exp'")
             with np.load(path, allow_pickle=False) as z:
                 if "exp" not in z.files:
                     raise InputError(f"{where}: {path} has no 'exp' array (keys: {sorted(z.files)})")
                 exp = _float_array(z["exp"], where, path)
-                kp = _float_array(z["kp"], where, path) if "kp" in z.files else None
+                if "kp" in z.files and "kp" in heads and heads["kp"].shape == exp.shape:
+                    kp = _float_array(z["kp"], where, path)
         elif path.suffix == ".npy":
+            _check_motion_header(npy_header(path, f"{where}: {path}"), max_frames, where, path, "the array")
             exp = _float_array(np.load(path, allow_pickle=False), where, path)
         else:
             raise InputError(
                 f"{where}: expected a motion .npy [m, {k}, 3] or a dataset clip .npz, got {path.name}"
             )
+    except InputError:
+        raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise InputError(f"{where}: cannot read {path} ({err})") from err
     return _checked_motion(exp, kp, bundle, where, str(path), path)
@@ -191,6 +209,17 @@ def _checked_motion(
             f"{where}: {exp.shape[0]} frames = {seconds:.2f} s; expected {MIN_SECONDS}-{MAX_SECONDS:.0f} s"
         )
     return MotionInput(exp=exp, kp=kp, source=source)
+
+
+def _check_motion_header(head, max_frames: int, where: str, path: Path, name: str) -> None:
+    """Refuse, from its header alone, a motion array longer than ``max_frames`` or larger than
+    :data:`MAX_MOTION_BYTES` (nothing is allocated for it)."""
+    if head.shape and head.shape[0] > max_frames:
+        raise InputError(
+            f"{where}: {path}: {name} declares {head.shape[0]} frames (shape {head.shape}); expected "
+            f"{MIN_SECONDS}-{MAX_SECONDS:.0f} s of motion (at most {max_frames} frames are read)"
+        )
+    check_array_size(head, MAX_MOTION_BYTES, f"{where}: {path}", name)
 
 
 def _float_array(arr: np.ndarray, where: str, path: Path) -> np.ndarray:

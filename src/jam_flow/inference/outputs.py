@@ -113,7 +113,7 @@ def outputs_owned(root: Path) -> str | None:
         if info.is_file():
             try:
                 ok = key in json.loads(info.read_text(encoding="utf-8"))
-            except (ValueError, TypeError, UnicodeDecodeError):
+            except (ValueError, TypeError, UnicodeDecodeError, RecursionError):
                 ok = False
             if not ok:
                 return f"{info} is not a {name} written by `jam-flow generate`"

@@ -239,6 +239,13 @@ class JAMFlowDataModule(L.LightningDataModule):
                 sampler.num_dropped,
                 frames,
             )
+        if shuffle and len(sampler) == 0:
+            longest = max((r.n_mel for r in ds.records), default=0)
+            raise InputError(
+                f"--data.frames_per_batch: no training batch: {split} split: {sampler.num_dropped} of "
+                f"{len(ds.records)} clip(s) exceed frames_per_batch={frames} on their own (the longest has {longest} "
+                "mel frames); raise --data.frames_per_batch or lower --data.max_duration"
+            )
         if shuffle and self.trainer is not None:
             trainer = self.trainer
             sampler.position_fn = lambda: getattr(trainer.lightning_module, "data_position", None)

@@ -44,7 +44,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, overwrite: bool = False
     ``overwrite`` replaces only a folder :func:`export_owned` recognises."""
     from jam_flow.atomic import check_out_dir, replace_dir
     from jam_flow.models.configs import with_legacy_defaults
-    from jam_flow.models.format import build_model, check_state_dict, read_model_file, write_export
+    from jam_flow.models.format import build_checked_model, read_model_file, write_export
 
     ckpt, out = Path(ckpt), Path(out)
     if not ckpt.is_file():
@@ -53,8 +53,7 @@ def export_checkpoint(ckpt: str | Path, out: str | Path, overwrite: bool = False
     found = read_model_file(ckpt, "--ckpt")
     # the network is rebuilt and loaded strictly, so an export always loads; old checkpoints get their old defaults
     meta = {**found.meta, "model": with_legacy_defaults(found.meta["model"])}
-    net = build_model(meta["model"], found.where)
-    check_state_dict(net, found.state, found.where)
+    build_checked_model(meta["model"], found.state, found.where)
     with replace_dir(out, overwrite, export_owned) as tmp:
         write_export(tmp, found.state, meta)
     return out

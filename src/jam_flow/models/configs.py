@@ -25,6 +25,7 @@ __all__ = [
     "BUNDLED_VOCAB_SIZE",
     "LEGACY_INIT_ARGS",
     "with_legacy_defaults",
+    "SIZE_INIT_ARGS",
 ]
 
 F5TTS_VOCAB_SIZE = 2545  # tokens in F5-TTS's bundled vocab.txt (the pretrained text embedding has 2546 rows)
@@ -73,6 +74,25 @@ class MotionDiTConfig:
     qk_norm: Literal["rms_norm"] | None = None
     pe_attn_head: int | None = None
     checkpoint_activations: bool = False
+
+
+# init args (of either branch) that size weights: each is at most the number of values the weights hold, which
+# bounds a saved spec before any network is built from it (jam_flow.models.format.build_checked_model)
+SIZE_INIT_ARGS = frozenset(
+    {
+        "dim",
+        "depth",
+        "heads",
+        "dim_head",
+        "mel_dim",
+        "text_num_embeds",
+        "text_dim",
+        "conv_layers",
+        "num_keypoints",
+        "audio_feat_dim",
+        "conv_pos_kernel",
+    }
+)
 
 
 # init args added after checkpoints were first written, with the value that reproduces the old behaviour: a saved

@@ -51,12 +51,14 @@ __all__ = [
     "check_hyper_parameters",
     "model_class",
     "build_model",
+    "build_checked_model",
     "net_spec",
     "text_num_embeds",
     "text_embeds_holder",
     "state_dict_problems",
     "check_state_dict",
     "sha256_file",
+    "check_weight_dtypes",
     "plain",
 ]
 
@@ -241,6 +243,38 @@ def build_model(spec: Mapping[str, Any], where: str) -> nn.Module:
     return net
 
 
+def _size_problems(init_args: Any, limit: int, prefix: str) -> list[str]:
+    from jam_flow.models.configs import SIZE_INIT_ARGS
+
+    problems = []
+    for key, value in (init_args or {}).items() if isinstance(init_args, Mapping) else ():
+        if isinstance(value, Mapping):
+            problems += _size_problems(value, limit, f"{prefix}{key}.")
+        elif key in SIZE_INIT_ARGS and value is not None:
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+                problems.append(f"{prefix}{key}={value!r}")
+    return problems
+
+
+def build_checked_model(spec: Mapping[str, Any], state: Mapping[str, Tensor], where: str) -> nn.Module:
+    """:func:`build_model` for saved weights ``state``, sized from the weights before anything is allocated: every
+    size argument (``models.configs.SIZE_INIT_ARGS``) must be an integer no larger than the number of values the
+    weights hold, and the network is first built on the meta device and checked key for key and shape for shape
+    (:func:`check_state_dict`). Only then is it built for real (not yet loaded)."""
+    limit = sum(int(t.numel()) for t in state.values() if isinstance(t, Tensor))
+    problems = _size_problems(spec.get("init_args"), limit, "model.init_args.")
+    if problems:
+        raise InputError(
+            f"{where}: {', '.join(problems[:5])} do not fit the weights (sizes must be integers of at most "
+            f"{limit}, the number of values they hold)"
+        )
+    with torch.device("meta"):
+        probe = build_model(spec, where)
+    check_state_dict(probe, state, where)
+    del probe
+    return build_model(spec, where)
+
+
 def net_spec(net: nn.Module, hint: Mapping[str, Any] | None = None, strict: bool = True) -> dict | None:
     """``{"class_path", "init_args"}`` that rebuilds ``net``: the CLI's config when given (``hint``), else the
     network's own record of its constructor arguments (``net.init_args``)."""
@@ -322,6 +356,22 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Tensor], where: str) 
             problems.append(f"{label}: {shown}")
     if problems:
         raise InputError(f"{where}: weights do not match the model config ({'; '.join(problems)})")
+
+
+WEIGHT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_weight_dtypes(state: Mapping[str, Any], where: str) -> None:
+    """``InputError`` naming ``where`` and the first offending key unless every weight is a float32 / float16 /
+    bfloat16 tensor (an int8, bool or float64 weight is refused, never converted)."""
+    bad = [(k, v) for k, v in state.items() if not isinstance(v, Tensor) or v.dtype not in WEIGHT_DTYPES]
+    if bad:
+        key, value = bad[0]
+        kind = value.dtype if isinstance(value, Tensor) else type(value).__name__
+        raise InputError(
+            f"{where}: weight {key!r} is {kind} ({len(bad)} such entries); expected float32, float16 or bfloat16 "
+            "tensors"
+        )
 
 
 def sha256_file(path: Path) -> str:
@@ -406,8 +456,12 @@ def read_model_file(path: str | Path, what: str) -> ModelFile:
             state = load_file(str(weights_path))
         except (SafetensorError, OSError) as err:
             raise InputError(f"{weights_path}: cannot read safetensors ({err})") from err
+        check_weight_dtypes(state, str(weights_path))
         return ModelFile(meta, state, path, str(cfg_path))
     meta, where = _ckpt_meta(path, what)
+    if not isinstance(meta["ema_state_dict"], dict):
+        raise InputError(f"{where}: 'ema_state_dict' must be a mapping of tensors")
+    check_weight_dtypes(meta["ema_state_dict"], f"{where} ema_state_dict")
     return ModelFile(meta, meta["ema_state_dict"], path, where)
 
 
