@@ -275,7 +275,9 @@ def _changed(out: Path, arg: str, what: str) -> InputError:
     )
 
 
-def _swap(tmp: Path, out: Path, overwrite: bool, owned: Callable[[Path], str | None] | None, arg: str) -> None:
+def _swap(
+    tmp: Path, out: Path, overwrite: bool, owned: Callable[[Path], str | None] | None, arg: str
+) -> None:
     """Move ``tmp`` into place, checking ``out`` again now: nothing that this project did not write is deleted."""
     try:
         os.rename(tmp, out)  # succeeds onto an absent or empty folder only (rename(2))
@@ -289,13 +291,17 @@ def _swap(tmp: Path, out: Path, overwrite: bool, owned: Callable[[Path], str | N
         raise _changed(out, arg, "received new files")
     reason = owned(out) if owned is not None else "its contents were not written by this command"
     if reason is not None:
-        raise InputError(f"{arg}: refusing to replace {out} at the end of the run: {reason}; nothing was deleted")
+        raise InputError(
+            f"{arg}: refusing to replace {out} at the end of the run: {reason}; nothing was deleted"
+        )
     old = _temp_name(out, "old")
     os.rename(out, old)
     reason = owned(old) if owned is not None else "changed"
     if reason is not None:  # written into between the check and the rename: put it back untouched
         os.rename(old, out)
-        raise InputError(f"{arg}: refusing to replace {out} at the end of the run: {reason}; nothing was deleted")
+        raise InputError(
+            f"{arg}: refusing to replace {out} at the end of the run: {reason}; nothing was deleted"
+        )
     try:
         os.rename(tmp, out)
     except OSError as err:

@@ -77,7 +77,9 @@ def decode_audio_av(path: str | Path, max_seconds: float | None = None) -> tuple
                 chunks.append(arr.astype(np.float32))
                 total += arr.shape[0]
                 if max_seconds is not None and rate and total > max_seconds * rate:
-                    raise InputError(f"{path}: holds more than {max_seconds:g} s of audio (at most that is read)")
+                    raise InputError(
+                        f"{path}: holds more than {max_seconds:g} s of audio (at most that is read)"
+                    )
         except InputError:
             raise
         except (av.error.FFmpegError, ValueError) as err:

@@ -43,7 +43,9 @@ def loads_json(text: str, where: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
-        raise InputError(f"{where}: not valid JSON ({err.msg}: line {err.lineno} column {err.colno})") from err
+        raise InputError(
+            f"{where}: not valid JSON ({err.msg}: line {err.lineno} column {err.colno})"
+        ) from err
     except RecursionError as err:
         raise InputError(f"{where}: JSON nested too deeply (more levels than the parser allows)") from err
 

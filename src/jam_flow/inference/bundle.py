@@ -189,7 +189,9 @@ def load_bundle(
             f"with jam-flow evaluate --protocol talking-head --audio-features-model DIR)"
         )
     if not isinstance(meta["normalize_mel"], bool):
-        raise InputError(f"{where}: field 'normalize_mel' must be true or false, got {meta['normalize_mel']!r}")
+        raise InputError(
+            f"{where}: field 'normalize_mel' must be true or false, got {meta['normalize_mel']!r}"
+        )
     model = build_checked_model(spec, found.state, where)
     model.load_state_dict(found.state, strict=True)
     model.to(device).eval()

@@ -45,7 +45,7 @@ MIN_SECONDS = 0.3  # F5-TTS trains on 0.3-30 s clips
 MAX_SECONDS = 30.0  # generated speech / given clip
 MAX_REF_SECONDS = 15.0
 MAX_ABS_EXP = 100.0  # |LivePortrait exp| bound of a --motion file (keypoint space is about [-1, 1])
-READ_MARGIN_SECONDS = 1.0  # inputs up to this much over a length limit are read, then refused by the exact check
+READ_MARGIN_SECONDS = 1.0  # up to this much over a length limit is read (then refused by the exact check)
 MAX_MOTION_BYTES = 64 * 2**20  # any one array of a --motion file (30 s of float64 [m, 21, 3] is 0.4 MiB)
 
 
