@@ -615,13 +615,13 @@ def _gen(out: Path, ws, *extra: str) -> list[str]:
 
 def _during_run(monkeypatch, action):
     """Run ``action(tmp_dir)`` while `generate` writes its outputs (after the model is loaded, before the swap)."""
-    import jam_flow.inference.cli as gen_cli
+    import jam_flow.api.generate as gen_cli
 
     real = gen_cli.run_task
 
-    def run_task(args, bundle, vocoder, out_dir):
+    def run_task(args, model, out_dir):
         action(out_dir)
-        return real(args, bundle, vocoder, out_dir)
+        return real(args, model, out_dir)
 
     monkeypatch.setattr(gen_cli, "run_task", run_task)
 
