@@ -688,39 +688,52 @@ def test_a_symlinked_out_is_resolved(ws, capsys, tmp_path):
     assert "--out" in _error_line(capsys.readouterr().err)
 
 
-def test_sigterm_cleans_up_like_ctrl_c(tmp_path):
+def _terminated(tmp_path: Path, out: Path, argv: list[str]) -> tuple[int, str]:
+    """Start ``jam-flow ARGV``, send SIGTERM once its temporary folder beside ``out`` exists, return (status,
+    stderr). Output goes to files: a pipe could be held open by a child process."""
     import signal
     import time
 
-    out = tmp_path / "corpus"
     env = {**os.environ, "PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jam_flow.cli",
-            "synth-corpus",
-            "--out",
-            str(out),
-            "--n-clips",
-            "400",
-            "--workers",
-            "1",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
+    err_path = tmp_path.parent / f"{tmp_path.name}.err"
+    with open(err_path, "w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jam_flow.cli", *argv], stdout=subprocess.DEVNULL, stderr=err, env=env
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while not any(p.name.startswith(f".{out.name}.tmp-") for p in out.parent.iterdir()):
+            assert proc.poll() is None and time.monotonic() < deadline, err_path.read_text()
+            time.sleep(0.05)
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err_path.read_text()
+
+
+def test_sigterm_cleans_up_like_ctrl_c(ws, tmp_path):
+    out = tmp_path / "gen"  # a long generation: it is still loading or sampling when SIGTERM comes
+    code, err = _terminated(
+        tmp_path,
+        out,
+        ["generate", "--ckpt", str(ws["export"]), "--out", str(out), "--nfe", "1000", "--no-preview"]
+        + ["--task", "text2av", "--text", "Hi.", "--duration", "30"],
     )
-    deadline = time.monotonic() + 120
-    while not any(p.name.startswith(".corpus.tmp-") for p in tmp_path.iterdir()):
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.05)
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 143, err
-    assert "Traceback" not in err, err
+    assert code == 143 and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "temporaries left behind"
+
+
+@pytest.mark.slow
+def test_sigterm_cleans_up_synth_corpus(tmp_path):
+    out = tmp_path / "corpus"
+    code, err = _terminated(
+        tmp_path, out, ["synth-corpus", "--out", str(out), "--n-clips", "400", "--workers", "1"]
+    )
+    assert code == 143 and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "temporaries left behind"
 
 
@@ -802,3 +815,104 @@ def test_memory_bombs_are_refused_quickly_and_small(ws, tmp_path):
         assert rss < 2**30, f"{name}: peak RSS {rss / 2**20:.0f} MiB (baseline {base_rss / 2**20:.0f} MiB)"
         assert wall - base_wall < 2.0, f"{name}: {wall:.1f} s, baseline refusal {base_wall:.1f} s"
         assert not (tmp_path / "out").exists()
+
+
+# the web demo ------------------------------------------------------------------------------------------------------
+def test_demo_cleans_its_request_folders_and_shows_no_server_paths(ws):
+    pytest.importorskip("gradio", reason="the demo extra (gradio) is not installed")
+    from jam_flow.demo import DemoRunner, build_app, run_request
+    from jam_flow.inference.bundle import load_bundle
+
+    runner = DemoRunner(load_bundle(ws["export"]))  # no --out: a temporary folder of its own
+    fields = {"text": "Hi there.", "duration": "0.6", "nfe": 2, "cfg": 2.0, "seed": "0"}
+    status, paths = run_request(runner, "text2av", fields)
+    assert status.startswith("done") and all(p.is_file() for p in paths.values()), status
+    runner.remove([str(f) for f in runner.last_folders])  # what the page runs once the response is sent
+    assert list(runner.out_root.iterdir()) == []
+    bombs = _bombs(ws)
+    common = {"nfe": 2, "cfg": 2.0, "seed": "0"}
+    status, _ = run_request(runner, "dub", {**common, "text": "Hi.", "motion": [str(bombs["huge.npy"])]})
+    assert status.startswith("error: --motion: motion.npy: ") and "1000000000 frames" in status, status
+    assert "/" not in status.split("(")[0], f"a server path in the page: {status}"
+    status, _ = run_request(runner, "audio2motion", {**common, "audio": str(bombs["hour.wav"])})
+    assert status.startswith("error: --audio: hour.wav: 3600.0 s") and str(ws["root"]) not in status, status
+    status, _ = run_request(
+        runner, "text2av", fields
+    )  # an API client: the next request removes the last one's
+    assert sorted(p.name for p in runner.out_root.iterdir()) == ["0004-text2av"]
+    runner.close()  # on exit: every request folder
+    assert not runner.out_root.exists()
+    app = build_app(load_bundle(ws["export"]))
+    assert app.delete_cache is not None, "Gradio's cache is never swept"
+    assert any(fn.fn == app.runner.remove for fn in app.fns.values()), "no clean-up event after a request"
+    app.runner.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_demo_bounds_uploads_and_stops_at_once_on_ctrl_c(ws, tmp_path):
+    """`jam-flow demo` as a process: an upload over the bound is refused, Ctrl-C ends it within 5 s, and nothing is
+    left in its temporary folder (request folders, Gradio's cache)."""
+    import signal
+    import time
+    import urllib.error
+    import urllib.request
+
+    pytest.importorskip("gradio", reason="the demo extra (gradio) is not installed")
+    port = _free_port()
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_TEMP_DIR"}
+    env.update(PYTHONPATH=str(SRC), OMP_NUM_THREADS="1", TMPDIR=str(temp))
+    log = tmp_path / "demo.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jam_flow.cli", "demo", "--ckpt", str(ws["export"]), "--port", str(port)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5).read()
+                break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.5)
+        boundary = "jamflowboundary"
+        big = bytes(101 * 2**20)
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="big.wav"\r\n'
+                "Content-Type: audio/wav\r\n\r\n"
+            ).encode()
+            + big
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/gradio_api/upload",
+            data=body,
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=60)
+        assert refused.value.code == 413
+        proc.send_signal(signal.SIGINT)
+        start = time.monotonic()
+        proc.wait(timeout=30)
+        assert time.monotonic() - start < 5.0, f"stopped after {time.monotonic() - start:.1f} s"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in log.read_text(), log.read_text()
+    assert sorted(p.name for p in temp.rglob("*")) == [], "left in the temporary folder"

@@ -16,6 +16,15 @@ vocoder and motion extractor are loaded once; requests run one at a time (one mo
 the network evaluations of the sampler. Each request writes the files of ``jam-flow generate`` (plus the two plots)
 to its own folder under ``--out`` (default: a temporary folder), offered for download in the page.
 
+Clean-up: Gradio copies what a request returns into its own cache, so a request's folders (outputs and copied
+uploads) in the temporary folder are removed once the response is sent (an event the page chains to each request;
+for API clients, which do not run it, when the next request starts), and the whole folder on exit; folders under a
+given ``--out`` are kept. Gradio's cache is bounded: uploads over :data:`MAX_UPLOAD` are
+refused, files older than :data:`CACHE_AGE` seconds are deleted every :data:`CACHE_SWEEP` seconds, and ``jam-flow
+demo`` points ``GRADIO_TEMP_DIR`` into its own temporary folder (unless set) and removes it on exit. Ctrl-C (or
+SIGTERM) stops the server at once: clean-up runs, then the process exits without waiting for a running request.
+Error lines in the page show file names, never the server's paths.
+
 Layer: top (beside :mod:`jam_flow.cli`); Gradio is an optional extra (``pip install 'jam-flow[demo]'``).
 """
 
@@ -27,8 +36,12 @@ import inspect
 import itertools
 import logging
 import os
+import re
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -46,7 +59,12 @@ from jam_flow.inference import cli as generate_cli
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TAB_HELP", "build_app", "request_argv", "run_request", "main"]
+__all__ = ["TAB_HELP", "build_app", "request_argv", "run_request", "public_message", "main"]
+
+MAX_UPLOAD = "100mb"  # Gradio refuses larger uploads (a 30 s talking-face video fits)
+CACHE_SWEEP, CACHE_AGE = 300, 1800  # Gradio's delete_cache: every 5 min, files older than 30 min
+# an absolute path (as in an error message): its last component is kept
+_PATH = re.compile(r"(?<![\w.~])/(?:[^\s/'\"(),;:\[\]]+/)+([^\s/'\"(),;:\[\]]*)")
 
 TAB_HELP = {
     "tts": "Text + a reference voice → speech (the audio branch alone, F5-TTS inference).",
@@ -189,9 +207,11 @@ class DemoRunner:
         self.liveportrait = Path(liveportrait) if liveportrait else None
         self.source = Path(source) if source else None
         self.device = str(bundle.device)
+        self.owns_out_root = out_root is None  # a temporary folder: cleaned after each request and on exit
         self.out_root = Path(out_root) if out_root else Path(tempfile.mkdtemp(prefix="jam-flow-demo-"))
         self.out_root.mkdir(parents=True, exist_ok=True)
         self._count = itertools.count(1)
+        self.last_folders: list[Path] = []  # the folders of the latest request (requests run one at a time)
         extractor_path = motion_extractor or liveportrait
         self.extractor = None
         if extractor_path is not None:
@@ -212,8 +232,12 @@ class DemoRunner:
         if task not in TASKS:
             raise InputError(f"--task: expected one of {', '.join(TASKS)}, got {task!r}")
         fields = dict(fields)
+        self.remove(
+            self.last_folders
+        )  # an API client does not run the page's clean-up event: the previous one
         out_dir = self.out_root / f"{next(self._count):04d}-{task}"  # what `jam-flow generate --out` writes
         inputs = out_dir.with_name(out_dir.name + "-inputs")  # uploads copied beside it
+        self.last_folders = [out_dir, inputs]
         video = fields.pop("video", None)
         motion = _motion_file(fields.pop("motion", None), inputs)
         if video and motion is not None:
@@ -234,6 +258,26 @@ class DemoRunner:
         paths.update(_plots(result, out_dir))
         return paths
 
+    def remove(self, folders: list[str] | None) -> None:
+        """Delete the folders of a request whose response was sent (in a temporary ``out_root`` only)."""
+        if not self.owns_out_root:
+            return
+        for folder in folders or []:
+            path = Path(folder)
+            if path.parent == self.out_root:
+                shutil.rmtree(path, ignore_errors=True)
+
+    def close(self) -> None:
+        """Delete every request folder: the whole temporary ``out_root`` (a given ``--out`` is kept)."""
+        if self.owns_out_root:
+            shutil.rmtree(self.out_root, ignore_errors=True)
+
+
+def public_message(text: str) -> str:
+    """``text`` with every absolute path cut to its last component: the page never shows the server's paths
+    (uploads land in Gradio's cache, outputs in the request folders)."""
+    return _PATH.sub(lambda m: m.group(1) or "/", text)
+
 
 def run_request(
     runner: DemoRunner, task: str, fields: dict[str, Any], report=None
@@ -243,7 +287,7 @@ def run_request(
     try:
         paths = runner.run(task, fields, report)
     except InputError as err:
-        return f"error: {err}", {}
+        return public_message(f"error: {err}"), {}
     return f"done in {time.perf_counter() - t0:.1f} s: {', '.join(p.name for p in paths.values())}", paths
 
 
@@ -374,7 +418,8 @@ def build_app(
     import gradio as gr
 
     runner = DemoRunner(bundle, vocoder, liveportrait, source, motion_extractor, out_root)
-    with gr.Blocks(title="JAM-Flow demo", analytics_enabled=False) as app:
+    blocks = gr.Blocks(title="JAM-Flow demo", analytics_enabled=False, delete_cache=(CACHE_SWEEP, CACHE_AGE))
+    with blocks as app:
         gr.Markdown(
             f"# JAM-Flow\nOne model, every task: speech and lip motion generated jointly. Model: `{bundle.source.name}`"
             f" on {runner.device}; vocoder: {'Vocos' if vocoder is not None else 'Griffin-Lim (no --vocoder)'}."
@@ -388,7 +433,8 @@ def build_app(
                         button = gr.Button("Generate", variant="primary", elem_id=f"{task}-run")
                     with gr.Column():
                         outs = _output_widgets(gr, task, runner)
-                button.click(
+                folders = gr.State()  # the request's folders, removed once its response is sent
+                event = button.click(
                     _handler(gr, runner, task, list(widgets)),
                     inputs=list(widgets.values()),
                     outputs=[
@@ -399,9 +445,17 @@ def build_app(
                         outs["mel_plot"],
                         outs["mouth_plot"],
                         outs["files"],
+                        folders,
                     ],
                     concurrency_id="model",
                     api_name=task,
+                )
+                event.then(
+                    runner.remove,
+                    inputs=[folders],
+                    outputs=None,
+                    api_visibility="private",
+                    show_progress="hidden",
                 )
     app.runner = runner
     return app
@@ -414,6 +468,7 @@ def _handler(gr: Any, runner: DemoRunner, task: str, names: list[str]):
             runner, task, fields, report=lambda i, n: progress((i, n), desc="sampling", unit="evaluations")
         )
         files = [str(path) for name, path in paths.items() if not name.endswith("_plot")]
+        folders = [str(f) for f in runner.last_folders]  # one request at a time: these are this request's
         return (
             status,
             *(
@@ -421,6 +476,7 @@ def _handler(gr: Any, runner: DemoRunner, task: str, names: list[str]):
                 for k in ("audio", "preview", "talking_head", "mel_plot", "mouth_plot")
             ),
             files or None,
+            folders,
         )
 
     handle.names = names  # the input order, for tests
@@ -429,6 +485,24 @@ def _handler(gr: Any, runner: DemoRunner, task: str, names: list[str]):
     progress = inspect.signature(handle).parameters["progress"]
     handle.__signature__ = inspect.Signature([*params, progress.replace(kind=inspect.Parameter.KEYWORD_ONLY)])
     return handle
+
+
+def serve_until_stopped(app: Any, host: str = "127.0.0.1", port: int = 7860) -> None:
+    """Serve ``app`` until Ctrl-C or SIGTERM, then stop at once: the request folders are removed and the server is
+    closed (given a second at most: open connections and a running request are not waited for)."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        launch(app, host, port, block=False)
+        while not stop.wait(0.2) and getattr(app, "is_running", True):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        app.runner.close()
+        closer = threading.Thread(target=app.close, kwargs={"verbose": False}, daemon=True)
+        closer.start()
+        closer.join(timeout=1.0)
 
 
 def launch(app: Any, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
@@ -446,6 +520,7 @@ def launch(app: Any, host: str = "127.0.0.1", port: int = 7860, block: bool = Tr
                 server_port=port,
                 prevent_thread_lock=not block,
                 allowed_paths=[str(app.runner.out_root)],
+                max_file_size=MAX_UPLOAD,  # a bound on what one upload adds to Gradio's cache
                 theme=theme,  # system fonts: the page loads nothing from the network
                 ssr_mode=False,
                 quiet=True,
@@ -505,7 +580,20 @@ def main(argv: list[str]) -> int:
 
     bundle = load_bundle(args.ckpt, device=args.device)
     vocoder = load_vocoder(args.vocoder, bundle.mel, device=args.device) if args.vocoder is not None else None
-    app = build_app(bundle, vocoder, args.liveportrait, args.source, args.motion_extractor, args.out)
-    print(f"JAM-Flow demo on http://{args.host}:{args.port} (Ctrl+C stops it)", flush=True)
-    launch(app, args.host, args.port, block=True)
-    return 0
+    # Gradio's cache (uploads, copies of the outputs) in a folder of ours, removed on exit, unless the user set one
+    cache = None
+    if not os.environ.get("GRADIO_TEMP_DIR"):
+        cache = Path(tempfile.mkdtemp(prefix="jam-flow-demo-gradio-"))
+        os.environ["GRADIO_TEMP_DIR"] = str(cache)
+    try:
+        app = build_app(bundle, vocoder, args.liveportrait, args.source, args.motion_extractor, args.out)
+        print(f"JAM-Flow demo on http://{args.host}:{args.port} (Ctrl+C stops it)", flush=True)
+        serve_until_stopped(app, args.host, args.port)
+    finally:
+        if cache is not None:
+            shutil.rmtree(cache, ignore_errors=True)
+    print("JAM-Flow demo stopped", flush=True)
+    sys.stderr.flush()
+    # everything is cleaned up; a request still running in a worker thread, and the interpreter's finalisation of
+    # the server's libraries (measured: 15 s after an idle server had closed), would delay the exit: leave now
+    os._exit(0)
