@@ -13,6 +13,7 @@ Bad arguments: one ``error:`` line, exit status 2 (via the CLI). No tensors here
 from __future__ import annotations
 
 import argparse
+import json
 from collections import Counter
 from pathlib import Path
 
