@@ -137,16 +137,16 @@ def test_build_app_has_a_tab_per_task_and_survives_bad_input(setup):
     app = build_app(load_bundle(export), out_root=root / "app")
     config = app.get_config_file()
     tabs = [c["props"].get("label") for c in config["components"] if c["type"] == "tabitem"]
-    assert tabs == list(TASKS)
+    assert tabs == [*TASKS, "dub a video", "animate"]  # + the video tabs (tests/test_video_dub_animate.py)
     ids = {c["props"].get("elem_id") for c in config["components"]}
     for task in TASKS:
         assert {f"{task}-run", f"{task}-status", f"{task}-out-audio", f"{task}-files"} <= ids
     # each tab's endpoint is named after its task (a gradio_client user calls api_name="/dub", not "/handle_3")
     public = [d for d in config["dependencies"] if d.get("api_visibility", "public") == "public"]
     endpoints = [d.get("api_name") for d in public if d.get("api_name")]  # the clean-up events are private
-    assert endpoints == list(TASKS)
+    assert endpoints == [*TASKS, "dub_video", "animate"]  # + the video tabs (tests/test_video_dub_animate.py)
     info = app.get_api_info()["named_endpoints"]
-    assert set(info) == {f"/{task}" for task in TASKS}
+    assert set(info) == {f"/{task}" for task in (*TASKS, "dub_video", "animate")}
     handlers = {fn.api_name: fn.fn for fn in app.fns.values()}
     for task in TASKS:  # the endpoint's parameters carry the option names (gradio_client keywords)
         assert [p["parameter_name"] for p in info[f"/{task}"]["parameters"]] == handlers[task].names

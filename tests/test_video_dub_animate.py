@@ -460,3 +460,32 @@ def test_api_dub_video_and_bad_options(tmp_path, assets):
         jf.dub_video(video, "Hi.", tmp_path / "x.mp4", motion_extractor=assets["root"] / "me_atto.pth", nfe=0)
     with pytest.raises(InputError, match="--motion-extractor / --liveportrait"):
         jf.dub_video(video, "Hi.", tmp_path / "y.mp4")
+
+
+def test_demo_video_tabs(tmp_path, assets, tiny_lp):
+    """The demo's "dub a video" and "animate" tabs run the commands' functions and show bad input as one line."""
+    pytest.importorskip("gradio")
+    from jam_flow.demo import build_app
+
+    lp_dir = _weights_dir(tmp_path / "lp")
+    face = tmp_path / "face.png"
+    Image.fromarray(_face_frame(0, 64)).save(face)
+    app = build_app(load_bundle(assets["ckpt"]), liveportrait=lp_dir, source=face, out_root=tmp_path / "app",
+                    motion_extractor=assets["root"] / "me_atto.pth")  # fmt: skip
+    handlers = {fn.api_name: fn.fn for fn in app.fns.values()}
+    dub, anim = handlers["dub_video"], handlers["animate"]
+    assert app.video_handlers == {"dub-video": dub, "animate": anim}
+    app.video_requests.face_detector = "full-frame"  # the generated face is no Haar face
+    video = make_video(tmp_path / "talk.mp4", 0.8)
+    values = {"video": str(video), "text": "Hello there.", "ref_audio": None, "ref_text": "", "rerender": False,
+              "window_s": 2.0, "context_s": 0.5, "nfe": 2, "cfg": 2.0, "seed": "0"}  # fmt: skip
+    status, out_video, audio, files, folders = dub(
+        *(values[n] for n in dub.names), progress=lambda *a, **k: None
+    )
+    assert status.startswith("done"), status
+    assert frames_hash(Path(out_video)) == frames_hash(video) and Path(audio).is_file() and len(files) == 5
+    status, *rest = dub(*({**values, "text": " "}[n] for n in dub.names), progress=lambda *a, **k: None)
+    assert status == "error: --text: the text is empty" and rest[:3] == [None, None, None]
+    fields = {n: None for n in anim.names}  # the demo's --source, but neither speech nor text
+    status, *_ = anim(*(fields[n] for n in anim.names), progress=lambda *a, **k: None)
+    assert status == "error: --audio / --text: give exactly one (speech to animate, or text to speak)"

@@ -1,5 +1,6 @@
 """``jam-flow demo``: a Gradio page with one tab per JAM-Flow task, a thin layer over the Python API
-(:class:`jam_flow.api.JamFlow`) through the ``jam-flow generate`` code path.
+(:class:`jam_flow.api.JamFlow`) through the ``jam-flow generate`` code path, plus "dub a video" and "animate" tabs
+(:mod:`jam_flow.video.tabs`, the functions of ``jam-flow dub-video`` / ``jam-flow animate``).
 
 Dimension legend: n mel frames (93.75 / s), c mel channels (100), m motion frames (25 / s), k keypoints (21).
 Masks: True = valid (none are built here).
@@ -457,7 +458,22 @@ def build_app(
                     api_visibility="private",
                     show_progress="hidden",
                 )
+        from jam_flow.video.tabs import VideoRequests, add_video_tabs
+
+        extractor = runner.extractor[0] if runner.extractor is not None else None
+        requests = VideoRequests(
+            runner.jf, runner.out_root, runner.liveportrait, extractor, runner.source, remove=runner.remove
+        )
+        video_handlers = add_video_tabs(
+            gr,
+            requests,
+            runner.can_render,
+            extractor is not None,
+            remove=runner.remove,
+            public=public_message,
+        )
     app.runner = runner
+    app.video_handlers, app.video_requests = video_handlers, requests  # "dub-video", "animate" (tests)
     return app
 
 
