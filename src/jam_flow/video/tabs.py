@@ -36,9 +36,17 @@ class VideoRequests:
     """Runs the two video jobs for the demo: one folder per request, networks loaded once."""
 
     def __init__(
-        self, jf: Any, out_root: Path, liveportrait: Path | None, motion_extractor: Any, source: Any
+        self,
+        jf: Any,
+        out_root: Path,
+        liveportrait: Path | None,
+        motion_extractor: Any,
+        source: Any,
+        remove=None,
     ):
         self.jf, self.out_root = jf, Path(out_root)
+        self.remove = remove  # the demo's clean-up of a request's folders (None: keep them)
+        self.last_folders: list[str] = []
         self.liveportrait, self.motion_extractor, self.source = liveportrait, motion_extractor, source
         self._models = None
         self._count = itertools.count(1)
