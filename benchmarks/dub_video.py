@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{seconds:6.1f} s input{' rerender' if rerender else ''}: {row['windows']} windows, extract "
             f"{w['extract_motion']:.1f} s, model {w['model']:.1f} s, vocoder {w['vocoder']:.1f} s, render "
-            f"{w['render']:.1f} s, mux {w['mux']:.2f} s, total {w['total']:.1f} s -> "
+            f"{w['render']:.1f} s, mux {w['mux'] or 0:.2f} s, total {w['total']:.1f} s -> "
             f"{row['output_seconds_per_wall_second']:.3f} s output / s wall, RSS growth {row['peak_rss_growth_during_dub_mb']:.0f} MB",
             flush=True,
         )

@@ -280,6 +280,91 @@ CASES: dict[str, tuple[list[str], str]] = {
         ],
         "--source",
     ),
+    # dub-video / animate
+    "dub_video_video_missing": (
+        [
+            "dub-video",
+            "--video",
+            "{missing}",
+            "--text",
+            "Hi.",
+            "--out",
+            "{out}/d.mp4",
+            "--ckpt",
+            "{export}",
+            "--motion-extractor",
+            "{junk}",
+        ],
+        "--video",
+    ),  # fmt: skip
+    "dub_video_window_bogus": (
+        [
+            "dub-video",
+            "--video",
+            "{speech}",
+            "--text",
+            "Hi.",
+            "--out",
+            "{out}/d.mp4",
+            "--ckpt",
+            "{export}",
+            "--motion-extractor",
+            "{junk}",
+            "--window-s",
+            "0",
+        ],
+        "--window-s",
+    ),  # fmt: skip
+    "dub_video_out_not_mp4": (
+        [
+            "dub-video",
+            "--video",
+            "{speech}",
+            "--text",
+            "Hi.",
+            "--out",
+            "{out}/d.avi",
+            "--ckpt",
+            "{export}",
+            "--motion-extractor",
+            "{junk}",
+        ],
+        "--out",
+    ),  # fmt: skip
+    "animate_source_missing": (
+        [
+            "animate",
+            "--source",
+            "{missing}",
+            "--text",
+            "Hi.",
+            "--liveportrait",
+            "{root}",
+            "--out",
+            "{out}/a.mp4",
+            "--ckpt",
+            "{export}",
+        ],
+        "--source",
+    ),  # fmt: skip
+    "animate_audio_and_text": (
+        [
+            "animate",
+            "--source",
+            "{speech}",
+            "--audio",
+            "{speech}",
+            "--text",
+            "Hi.",
+            "--liveportrait",
+            "{root}",
+            "--out",
+            "{out}/a.mp4",
+            "--ckpt",
+            "{export}",
+        ],
+        "--text",
+    ),  # fmt: skip
     # preprocess
     "preprocess_dataset_bogus": (
         [
