@@ -450,10 +450,12 @@ def test_api_dub_video_and_bad_options(tmp_path, assets):
     jf = JamFlow.load(assets["ckpt"], vocoder=assets["vocoder"])
     video = make_video(tmp_path / "talk.mp4", 1.0)
     out = tmp_path / "api" / "dubbed.mp4"
+    calls = []
     record = jf.dub_video(
         video, "Hello there.", out, motion_extractor=assets["root"] / "me_atto.pth", nfe=2, seed=0,
-        window_s=2.0, face_detector="full-frame", crop_size=64,
+        window_s=2.0, face_detector="full-frame", crop_size=64, progress=lambda *a: calls.append(a),
     )  # fmt: skip
+    assert ("extract motion", 25, 25) in calls and ("windows", 1, 1) in calls  # the progress bar's rows
     assert record["format"] == "jam-flow-dub-video" and record["settings"]["nfe"] == 2
     assert frames_hash(out) == frames_hash(video)
     with pytest.raises(InputError, match="--nfe"):

@@ -163,7 +163,7 @@ def _face_boxes(path: Path, n_frames: int, cfg: PreprocessConfig, detector) -> l
 
 @torch.no_grad()
 def _extract_motion(
-    path: Path, n_frames: int, boxes, cfg: PreprocessConfig, extractor
+    path: Path, n_frames: int, boxes, cfg: PreprocessConfig, extractor, on_frames=None
 ) -> dict[str, np.ndarray]:
     from jam_flow.liveportrait.face import crop_face
     from jam_flow.liveportrait.keypoints import refine_kp_info
@@ -183,8 +183,12 @@ def _extract_motion(
         batch.append(crop)
         if len(batch) == cfg.batch_size:
             flush()
+            if on_frames is not None:
+                on_frames(j + 1)
     if batch:
         flush()
+    if on_frames is not None:
+        on_frames(n_frames)
     cat = {key: np.concatenate(vals) for key, vals in outs.items()}
     m = n_frames
     return {
@@ -216,13 +220,14 @@ def face_boxes(path: Path, n_frames: int, cfg: PreprocessConfig, detector) -> li
 
 
 def extract_video_motion(
-    path: Path, n_frames: int, cfg: PreprocessConfig, extractor, detector
+    path: Path, n_frames: int, cfg: PreprocessConfig, extractor, detector, on_frames=None
 ) -> tuple[dict[str, np.ndarray], list[tuple[float, ...]]]:
     """LivePortrait motion of ``n_frames`` motion frames of a video (the preprocessing path: boxes, crops,
     extractor; frames stream from disk twice, never all in memory). Returns the clip arrays (``exp``, ``kp``,
-    ``pitch``, ``yaw``, ``roll``, ``t``, ``scale``) and the face boxes; :class:`ClipFailure` on a bad video."""
+    ``pitch``, ``yaw``, ``roll``, ``t``, ``scale``) and the face boxes; :class:`ClipFailure` on a bad video.
+    ``on_frames(done)`` is called after each extractor batch."""
     boxes = _face_boxes(Path(path), n_frames, cfg, detector)
-    arrays = _extract_motion(Path(path), n_frames, boxes, cfg, extractor)
+    arrays = _extract_motion(Path(path), n_frames, boxes, cfg, extractor, on_frames)
     for key, arr in arrays.items():
         if not np.isfinite(arr).all():
             raise ClipFailure("error", f"non-finite values in {key!r} (check the motion extractor weights)")

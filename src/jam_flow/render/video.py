@@ -97,11 +97,19 @@ def _counted_seconds(path: Path) -> float | None:
 
 @torch.no_grad()
 def video_motion(
-    path: Path, n_frames: int, cfg: PreprocessConfig, extractor, detector, where: str = "--video"
+    path: Path,
+    n_frames: int,
+    cfg: PreprocessConfig,
+    extractor,
+    detector,
+    where: str = "--video",
+    progress: Progress | None = None,
 ) -> tuple[dict[str, np.ndarray], list]:
-    """LivePortrait motion arrays (``exp [m, k, 3]``, ``kp``, pose, ``t``, ``scale``) and face boxes of a video."""
+    """LivePortrait motion arrays (``exp [m, k, 3]``, ``kp``, pose, ``t``, ``scale``) and face boxes of a video;
+    ``progress("extract motion", done, n_frames)`` after each extractor batch."""
+    on_frames = None if progress is None else (lambda done: progress("extract motion", done, n_frames))
     try:
-        return extract_video_motion(path, n_frames, cfg, extractor, detector)
+        return extract_video_motion(path, n_frames, cfg, extractor, detector, on_frames)
     except ClipFailure as err:
         raise _failure(where, path, err) from err
 

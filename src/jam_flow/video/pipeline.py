@@ -200,10 +200,8 @@ def dub_video(
     detector = FaceDetector(cfg.face_detector)
     t0 = time.perf_counter()
     if progress is not None:
-        progress("extract motion", 0, 1)
-    arrays, boxes = video_motion(video, m, cfg, extractor, detector)
-    if progress is not None:
-        progress("extract motion", 1, 1)
+        progress("extract motion", 0, m)
+    arrays, boxes = video_motion(video, m, cfg, extractor, detector, progress=progress)
     extract_s = time.perf_counter() - t0
     ref_source = str(ref_audio) if ref_audio is not None else "the video's own speech"
     ref_exp = None
