@@ -281,6 +281,13 @@ def _train_all(args: argparse.Namespace, configs: Path, data: Path) -> dict[str,
             "stage 1 motion", [*base, "--config", motion_cfg], runs / "stage1_motion", args, None
         ),
     }
+    if (
+        args.stage1_continue
+    ):  # the evidence run: stage 1 resumed past its cap (stage 2 starts from the capped one)
+        cmd = [*base, "--config", audio_cfg, "--ckpt_path", rel(_last(runs / "stage1_audio"))]
+        out["stage1_audio_continued"] = _fit(
+            "stage 1 audio, continued", cmd, runs / "stage1_audio_more", args, args.stage1_continue
+        )
     if args.stage1_only:
         return out
     cmd = [
@@ -311,6 +318,17 @@ def _stage1(args: argparse.Namespace, configs: Path, data: Path, training: dict[
         section.update(flatten("tts", res))
         section["text_gain"] = _gain(_text_use(ckpts[step], data, args))
     section["curve"] = _curve(run, "stage1", data, args)
+    more = _checkpoints(Path(args.runs_dir) / "stage1_audio_more")
+    if more:  # the continued run's checkpoints on the final evaluation's clips (no pocketsphinx)
+        section["continued"] = {"training": training.get("stage1_audio_continued"), "curve": {}}
+        for step in sorted(more):
+            res = _evaluate(more[step], "tts", data, args.eval_clips, args, "off")
+            point = {k: v for k, v in res["metrics"].items() if k in CURVE_KEYS}
+            section["continued"]["curve"][str(step)] = {
+                "clips": res["clips"],
+                "tts": point,
+                "text_use": _gain(_text_use(more[step], data, args)),
+            }
     return section
 
 
@@ -356,6 +374,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--stage1-max-time", default=None, help="override stage 1 audio's trainer.max_time")
     p.add_argument("--stage2-max-time", default=None, help="override stage 2's trainer.max_time")
+    p.add_argument(
+        "--stage1-continue",
+        default="00:00:45:00",
+        help="resume stage 1 audio into runs-dir/stage1_audio_more until this total trainer.max_time, for the "
+        "curve past the cap (stage 2 still starts from the capped run); '' skips it",
+    )
     p.add_argument("--no-train", action="store_true", help="start no training: use the checkpoints so far")
     p.add_argument("--stage1-only", action="store_true", help="stop after stage 1 (its section only)")
     p.add_argument("--judge-steps", type=int, default=1500, help="train-judge --steps")
