@@ -408,20 +408,22 @@ class PackedClipDataset(ClipDataset):
 def _open_stream(source: PackedSource):
     from litdata import StreamingDataset
 
-    # batch_decode 0: decode the item asked for only (litdata's default decodes a window of up to 256 neighbours,
-    # which the shuffled batch order mostly throws away)
+    # local shards are memory-mapped: batch_decode 0 decodes the item asked for only (litdata's default decodes a
+    # window of up to 256 neighbours, which the shuffled batch order mostly throws away). Downloaded shards are
+    # read as files: there litdata's default window (one read of the shard per window) is the fast choice.
     if not is_remote(source.url):
         return StreamingDataset(str(Path(source.url).resolve()), batch_decode=0)
     _allow_http_endpoint()
     cache = source.chunk_cache
     assert cache is not None
     cache.mkdir(parents=True, exist_ok=True)
-    return _WholeShards(StreamingDataset(source.url, cache_dir=str(cache), batch_decode=0))
+    return _WholeShards(StreamingDataset(source.url, cache_dir=str(cache)))
 
 
 class _WholeShards:
     """litdata fetches single items by byte range until told otherwise; the packed order makes whole shards the
-    better unit (a batch is a run of neighbouring items), so after the first read they are downloaded whole."""
+    better unit (a batch is a run of neighbouring items), so the first read is a slice, which makes litdata
+    download whole shards into the cache and read every later item from there."""
 
     def __init__(self, ds) -> None:
         self.ds = ds
@@ -431,11 +433,10 @@ class _WholeShards:
         return len(self.ds)
 
     def __getitem__(self, index: int):
-        item = self.ds[index]
-        if not self.whole:
-            self.ds.on_demand_bytes = False
+        if not self.whole:  # a slice read switches litdata to whole shards kept in the cache
             self.whole = True
-        return item
+            return self.ds[index : index + 1][0]
+        return self.ds[index]
 
 
 def _checked(item: Any, rec: ClipRecord, index: int, url: str) -> dict[str, np.ndarray]:
