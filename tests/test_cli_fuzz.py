@@ -1001,3 +1001,16 @@ def test_demo_bounds_uploads_and_stops_at_once_on_ctrl_c(ws, tmp_path):
             proc.wait()
     assert "Traceback" not in log.read_text(), log.read_text()
     assert sorted(p.name for p in temp.rglob("*")) == [], "left in the temporary folder"
+
+
+def test_render_motion_is_bounded_before_it_is_read(ws):
+    """`jam-flow render` / `animate` read motion through render.io: the same bounds (declared size, JSON depth)."""
+    from jam_flow.errors import InputError
+    from jam_flow.render.io import load_motion
+
+    bombs = _bombs(ws)
+    for name in ("huge.npy", "huge.npz"):
+        with pytest.raises(InputError, match=r"--motion .*'exp' declares shape \(1000000000, 21, 3\)"):
+            load_motion(bombs[name])
+    with pytest.raises(InputError, match="motion.json: JSON nested too deeply"):
+        load_motion(bombs["motion.npy"])

@@ -14,7 +14,6 @@ Motion inputs (``load_motion``):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from jam_flow.data.limits import check_array_size, loads_json, npy_header, npz_members
 from jam_flow.errors import InputError
 from jam_flow.features import MotionSettings
 
@@ -57,10 +57,13 @@ class MotionTrack:
         return int(self.exp.shape[0])
 
 
+MAX_MOTION_BYTES = 2**30  # a motion array larger than this is refused unread
+
+
 def _read_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
+        data = loads_json(path.read_text(encoding="utf-8"), str(path))  # nesting too deep is one line too
+    except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: cannot read motion metadata as JSON ({err})") from err
     if not isinstance(data, dict):
         raise InputError(
@@ -109,6 +112,15 @@ def load_motion(path: str | Path, num_kp: int = 21) -> MotionTrack:
         raise InputError(f"--motion {path}: no such file or directory")
 
     fps, mouth, has_rest = float(default.fps), default.mouth_indices, None
+    # what the file declares is bounded before it is read (an hour of [m, 21, 3] float32 is 23 MB)
+    npz = data_path.suffix.lower() == ".npz"
+    try:
+        head = npz_members(data_path, "npz").get("exp") if npz else npy_header(data_path, "npy")
+    except InputError as err:
+        what = "as .npz" if npz else "as a .npy array"
+        raise InputError(f"--motion {data_path}: cannot read {what} ({str(err).split(': ', 1)[-1]})") from err
+    if head is not None:
+        check_array_size(head, MAX_MOTION_BYTES, f"--motion {data_path}", "'exp'")
     if data_path.suffix.lower() == ".npz":
         try:
             with np.load(data_path) as npz:
