@@ -17,7 +17,9 @@
 * A symlinked ``out`` is resolved before any work: the output replaces the folder the link points to, and the link
   stays (a link to a non-folder is refused).
 * SIGTERM (in the main thread) raises :class:`Terminated` inside ``replace_dir`` / ``atomic_file``, so the
-  temporaries are removed as after Ctrl-C; the process then exits with status 143.
+  temporaries are removed as after Ctrl-C; the process then exits with status 143. Where Python swallows the
+  exception (an at-fork callback of a library that forks), the signal is sent again every 0.5 s until a cleanup
+  has caught it, and a pending SIGTERM is checked before any swap.
 * Files keep the usual ``0o666 & ~umask`` mode (a library that writes through ``mkstemp`` would leave 0600).
 * A process killed with SIGKILL cannot clean up: its temporaries stay, hidden, beside the target; the next call for
   the same target removes those whose process is gone (same machine).
@@ -33,6 +35,7 @@ import re
 import secrets
 import shutil
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -119,9 +122,11 @@ def atomic_file(path: str | Path) -> Iterator[Path]:
     with terminate_cleanly():
         try:
             yield tmp
+            _check_terminated()
             _fix_modes(tmp)
             os.replace(tmp, path)
-        except BaseException:
+        except BaseException as err:
+            _unwinding(err)
             _remove(tmp)
             raise
 
@@ -182,8 +187,42 @@ class Terminated(SystemExit):
         super().__init__(128 + signal.SIGTERM)
 
 
+class _TermState:
+    """SIGTERM bookkeeping: ``requested`` once the signal came; ``unwinding`` once a cleanup has caught it (later
+    signals are then ignored, so the cleanup itself is never interrupted)."""
+
+    requested = threading.Event()
+    unwinding = threading.Event()
+    resender: threading.Thread | None = None
+
+
+def _resend() -> None:
+    # the Terminated exception can be swallowed where Python only reports exceptions (an at-fork callback, a
+    # __del__): the signal is sent again until a cleanup has caught it
+    while not _TermState.unwinding.wait(0.5):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _raise_terminated(signum, frame) -> None:
+    if _TermState.unwinding.is_set():
+        return
+    _TermState.requested.set()
+    if _TermState.resender is None:
+        _TermState.resender = threading.Thread(target=_resend, name="jam-flow-sigterm", daemon=True)
+        _TermState.resender.start()
     raise Terminated()
+
+
+def _unwinding(err: BaseException | None = None) -> None:
+    """Called by a cleanup: stop resending SIGTERM (a Terminated is on its way out)."""
+    if _TermState.requested.is_set() or isinstance(err, Terminated):
+        _TermState.unwinding.set()
+
+
+def _check_terminated() -> None:
+    """Before a result is swapped in: a SIGTERM whose exception was swallowed still ends the command."""
+    if _TermState.requested.is_set():
+        raise Terminated()
 
 
 @contextlib.contextmanager
@@ -201,11 +240,28 @@ def terminate_cleanly() -> Iterator[None]:
     if previous not in (signal.SIG_DFL, None):
         yield
         return
+    if (
+        _TermState.resender is None or not _TermState.resender.is_alive()
+    ):  # a fresh start (a long-lived process)
+        _TermState.requested.clear()
+        _TermState.unwinding.clear()
+        _TermState.resender = None
     signal.signal(signal.SIGTERM, _raise_terminated)
+    hook = sys.unraisablehook
+
+    def quiet_terminated(
+        unraisable,
+    ) -> None:  # swallowed, so sent again (_resend): no "Exception ignored" report
+        if not isinstance(unraisable.exc_value, Terminated):
+            hook(unraisable)
+
+    sys.unraisablehook = quiet_terminated
     try:
         yield
     finally:
+        _unwinding()  # a pending SIGTERM is on its way out: no more resending once the default action is back
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = hook
 
 
 def _lock_path(out: Path) -> Path:
@@ -344,9 +400,11 @@ def replace_dir(
                 raise InputError(f"{arg}: cannot write to {out} ({err.strerror or err})") from err
             try:
                 yield tmp
+                _check_terminated()
                 _fix_modes(tmp)
                 _swap(tmp, out, overwrite, owned, arg)
-            except BaseException:
+            except BaseException as err:
+                _unwinding(err)
                 _remove(tmp)
                 raise
         finally:
