@@ -207,6 +207,23 @@ def _cfg(args: argparse.Namespace):
     )
 
 
+def _run_options(args: argparse.Namespace, settings, vocoder, progress) -> dict:
+    """The keyword arguments ``dub_video`` and ``animate`` share, from the parsed options."""
+    return {
+        "ref_audio": args.ref_audio,
+        "ref_text": args.ref_text,
+        "window_s": args.window_s,
+        "context_s": args.context_s,
+        "settings": settings,
+        "seed": args.seed,
+        "vocoder": vocoder,
+        "cfg": _cfg(args),
+        "batch_size": args.batch_size,
+        "overwrite": args.overwrite,
+        "progress": progress,
+    }
+
+
 def _summary(kind: str, args: argparse.Namespace, record: dict) -> None:
     if args.quiet:
         return
@@ -263,17 +280,7 @@ def dub_main(argv: list[str]) -> int:
             extractor=extractor,
             models=models,
             rerender=args.rerender,
-            ref_audio=args.ref_audio,
-            ref_text=args.ref_text,
-            window_s=args.window_s,
-            context_s=args.context_s,
-            settings=settings,
-            seed=args.seed,
-            vocoder=vocoder,
-            cfg=_cfg(args),
-            batch_size=args.batch_size,
-            overwrite=args.overwrite,
-            progress=progress,
+            **_run_options(args, settings, vocoder, progress),
         )
     _summary("dub", args, record)
     return 0
@@ -308,17 +315,7 @@ def animate_main(argv: list[str]) -> int:
             models=models,
             audio=args.audio,
             text=args.text,
-            ref_audio=args.ref_audio,
-            ref_text=args.ref_text,
-            window_s=args.window_s,
-            context_s=args.context_s,
-            settings=settings,
-            seed=args.seed,
-            vocoder=vocoder,
-            cfg=_cfg(args),
-            batch_size=args.batch_size,
-            overwrite=args.overwrite,
-            progress=progress,
+            **_run_options(args, settings, vocoder, progress),
         )
     _summary("animate", args, record)
     return 0

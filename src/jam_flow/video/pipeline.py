@@ -94,14 +94,38 @@ def load_liveportrait_parts(motion_extractor, liveportrait, device, need_models:
     return extractor, models
 
 
-def _settings_record(settings: SamplerSettings, seed: int, **extra: Any) -> dict[str, Any]:
+def _settings_record(
+    settings: SamplerSettings,
+    result: LongResult,
+    cfg: PreprocessConfig,
+    window_s: float,
+    context_s: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The record's ``settings``: the sampler's, the seed used, the windows, ``extra`` and the crop / detector."""
     return {
         "nfe": settings.nfe,
         "cfg": settings.cfg,
         "method": settings.method,
         "sway_coef": settings.sway_coef,
         "guidance": settings.guidance,
-        "seed": seed,
+        "seed": int(result.meta["seed"]),
+        "window_s": window_s,
+        "context_s": context_s,
+        **extra,
+        "crop_size": cfg.crop_size,
+        "face_detector": cfg.face_detector or "haar",
+        "guidance_used": result.meta.get("guidance_used"),
+    }
+
+
+def _files_record(video: str, **extra: str) -> dict[str, str]:
+    """The record's ``files``: the video, the speech and the motion with its metadata (``extra`` after them)."""
+    return {
+        "video": video,
+        "audio": "audio.wav",
+        "motion": "motion.npy",
+        "motion_meta": "motion.json",
         **extra,
     }
 
@@ -284,13 +308,9 @@ def dub_video(
             "version": 1,
             "video": str(video),
             "out": out.name,
-            "files": {
-                "video": out.name,
-                "audio": "audio.wav",
-                "motion": "motion.npy",
-                "motion_meta": "motion.json",
-                **({"rerender_motion": "rerender_motion.npy"} if rerender else {}),
-            },
+            "files": _files_record(
+                out.name, **({"rerender_motion": "rerender_motion.npy"} if rerender else {})
+            ),
             "text": text,
             "voice": ref_source,
             "ref_text": ref_text,
@@ -299,15 +319,7 @@ def dub_video(
             "seconds": seconds,
             "frames": int(arrays["exp"].shape[0]),
             "windows": result.meta["windows"],
-            "settings": _settings_record(
-                settings,
-                int(result.meta["seed"]),
-                window_s=window_s,
-                context_s=context_s,
-                crop_size=cfg.crop_size,
-                face_detector=cfg.face_detector or "haar",
-                guidance_used=result.meta.get("guidance_used"),
-            ),
+            "settings": _settings_record(settings, result, cfg, window_s, context_s),
             "wall_seconds": {
                 "extract_motion": extract_s,
                 "model": result.model_seconds,
@@ -419,25 +431,11 @@ def animate(
             "text": text,
             "voice": str(ref_audio) if ref_audio is not None and not isinstance(ref_audio, tuple) else None,
             "out": out.name,
-            "files": {
-                "video": out.name,
-                "audio": "audio.wav",
-                "motion": "motion.npy",
-                "motion_meta": "motion.json",
-            },
+            "files": _files_record(out.name),
             "seconds": seconds,
             "frames": frames,
             "windows": result.meta["windows"],
-            "settings": _settings_record(
-                settings,
-                int(result.meta["seed"]),
-                window_s=window_s,
-                context_s=context_s,
-                stitching=True,
-                crop_size=cfg.crop_size,
-                face_detector=cfg.face_detector or "haar",
-                guidance_used=result.meta.get("guidance_used"),
-            ),
+            "settings": _settings_record(settings, result, cfg, window_s, context_s, stitching=True),
             "wall_seconds": {
                 "model": result.model_seconds,
                 "vocoder": result.vocoder_seconds,
