@@ -212,6 +212,34 @@ def _progress(progress: Progress | None, stage: str, done: int, total: int) -> N
         progress(stage, done, total)
 
 
+def _span(bundle: ModelBundle, win: Window, i: int, ref: ReferenceAudio | None, mel_out: torch.Tensor):
+    """Window ``i``'s frames ``(a0, m_win, n_ref, m_ref, n_ctx, off, given)``: from ``a0`` (its context's start),
+    ``m_win`` motion frames; the reference's ``n_ref`` mel / ``m_ref`` motion frames lead the first window only;
+    ``n_ctx`` mel frames of context from mel frame ``off``; ``given [n_ref + mel_frames(m_win), c]``: the
+    reference, then the mel already made under the context."""
+    s, f = bundle.mel, bundle.motion
+    a0 = win.start - win.context
+    m_win = win.end - a0
+    n_ref = ref.mel.shape[0] if (ref is not None and i == 0) else 0
+    m_ref = bundle.clock.motion_frames(n_ref) if n_ref else 0
+    n_ctx = bundle.clock.mel_frames(win.context) if win.context else 0
+    given = torch.zeros(n_ref + bundle.clock.mel_frames(m_win), s.n_mels)
+    if n_ref:
+        given[:n_ref] = ref.mel
+    off = a0 * s.sample_rate // (s.hop_length * f.fps)  # a0 is a whole block: an exact mel frame
+    if n_ctx:
+        given[n_ref : n_ref + n_ctx] = mel_out[off : off + n_ctx]
+    return a0, m_win, n_ref, m_ref, n_ctx, off, given
+
+
+def _prefix(windows: list[Window], i: int, ref_text: str | None, n_ref: int) -> str | None:
+    """The text spoken before window ``i``'s own: the reference's, or the previous window's under the context."""
+    if i == 0:
+        return ref_text if n_ref else None
+    prev = windows[i - 1]
+    return context_text(prev.text, windows[i].context / max(1, prev.end - prev.start))
+
+
 def _record(
     result: LongResult, task: str, seed: int, settings: SamplerSettings, used, **sources: Any
 ) -> None:
@@ -282,23 +310,8 @@ def dub_long(
     clock, used = _Clock(), None
     for i, win in enumerate(windows):
         _progress(progress, "windows", i, len(windows))
-        a0 = win.start - win.context
-        m_win = win.end - a0
-        n_ref = ref.mel.shape[0] if (ref is not None and i == 0) else 0
-        m_ref = bundle.clock.motion_frames(n_ref) if n_ref else 0
-        n_ctx = bundle.clock.mel_frames(win.context) if win.context else 0
-        n = n_ref + bundle.clock.mel_frames(m_win)
-        given = torch.zeros(n, s.n_mels)
-        if n_ref:
-            given[:n_ref] = ref.mel
-        off = a0 * s.sample_rate // (s.hop_length * f.fps)  # a0 is a whole block: an exact mel frame
-        if n_ctx:
-            given[n_ref : n_ref + n_ctx] = mel_out[off : off + n_ctx]
-        if i == 0:
-            prefix = ref_text if n_ref else None
-        else:
-            prev = windows[i - 1]
-            prefix = context_text(prev.text, win.context / max(1, prev.end - prev.start))
+        a0, m_win, n_ref, m_ref, n_ctx, off, given = _span(bundle, win, i, ref, mel_out)
+        prefix = _prefix(windows, i, ref_text, n_ref)
         mouth = torch.zeros(m_ref + m_win, f.mouth_dim)
         rest = torch.zeros(m_ref + m_win, f.rest_dim)
         mouth[m_ref:], rest[m_ref:] = mouth_all[a0 : win.end], rest_all[a0 : win.end]
@@ -459,27 +472,12 @@ def text2av_long(
     clock, used = _Clock(), None
     for i, win in enumerate(windows):
         _progress(progress, "windows", i, len(windows))
-        a0 = win.start - win.context
-        m_win = win.end - a0
-        n_ref = ref.mel.shape[0] if (ref is not None and i == 0) else 0
-        m_ref = bundle.clock.motion_frames(n_ref) if n_ref else 0
-        n_ctx = bundle.clock.mel_frames(win.context) if win.context else 0
-        n = n_ref + bundle.clock.mel_frames(m_win)
-        off = a0 * s.sample_rate // (s.hop_length * f.fps)
-        given = torch.zeros(n, s.n_mels)
-        if n_ref:
-            given[:n_ref] = ref.mel
-        if n_ctx:
-            given[n_ref : n_ref + n_ctx] = mel_out[off : off + n_ctx]
-        m = bundle.clock.motion_frames(n)
+        a0, m_win, n_ref, m_ref, n_ctx, off, given = _span(bundle, win, i, ref, mel_out)
+        m = bundle.clock.motion_frames(given.shape[0])
         mouth = torch.zeros(m, f.mouth_dim)
         if win.context:  # the previous window's motion under the context; under a reference it is generated
             mouth[m_ref : m_ref + win.context] = mouth_out[a0 : win.start]
-        if i == 0:
-            prefix = ref_text if n_ref else None
-        else:
-            prev = windows[i - 1]
-            prefix = context_text(prev.text, win.context / max(1, prev.end - prev.start))
+        prefix = _prefix(windows, i, ref_text, n_ref)
         mel, mouth_gen, used = _timed_run(
             bundle,
             "text2av",
