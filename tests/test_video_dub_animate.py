@@ -166,25 +166,17 @@ def _run(capsys, *argv) -> tuple[int, str]:
     return rc, err
 
 
+def _dub(capsys, video, text: str, out, *options) -> tuple[int, str]:
+    return _run(capsys, "dub-video", "--video", video, "--text", text, "--out", out, *options)
+
+
 # ---------------------------------------------------------------------------------------------- dub-video
 def test_dub_video_keeps_the_video_stream_bit_exact(tmp_path, assets, capsys):
     video = make_video(tmp_path / "talk.mp4", 2.6, pauses=[(0.9, 1.1), (1.8, 2.0)])
     out = tmp_path / "out" / "dubbed.mp4"
     text = "One two three. Four five six. Seven eight nine."
-    rc, err = _run(
-        capsys,
-        "dub-video",
-        "--video",
-        video,
-        "--text",
-        text,
-        "--out",
-        out,
-        "--motion-extractor",
-        assets["root"] / "me_atto.pth",
-        *_model_args(assets),
-        "-q",
-    )
+    options = ["--motion-extractor", assets["root"] / "me_atto.pth", *_model_args(assets), "-q"]
+    rc, err = _dub(capsys, video, text, out, *options)
     assert rc == 0, err
     assert frames_hash(out) == frames_hash(video)  # decoded frames identical
     assert packets(out) == packets(video)  # and the packets themselves
@@ -204,20 +196,7 @@ def test_dub_video_keeps_the_video_stream_bit_exact(tmp_path, assets, capsys):
     assert sr == SR and abs(wave.size / SR - 2.6) < 0.05 and np.isfinite(wave).all()
     assert np.load(out.parent / "motion.npy").shape == (65, 21, 3)
     # the house rule: a second run refuses to replace, --overwrite replaces
-    rc, err = _run(
-        capsys,
-        "dub-video",
-        "--video",
-        video,
-        "--text",
-        text,
-        "--out",
-        out,
-        "--motion-extractor",
-        assets["root"] / "me_atto.pth",
-        *_model_args(assets),
-        "-q",
-    )
+    rc, err = _dub(capsys, video, text, out, *options)
     assert rc == 2 and "--overwrite" in err and err.count("\n") == 1
 
 
@@ -225,44 +204,18 @@ def test_dub_video_bad_inputs_are_one_line(tmp_path, assets, capsys):
     me = assets["root"] / "me_atto.pth"
     base = ["--motion-extractor", me, *_model_args(assets), "-q"]
     silent = make_video(tmp_path / "silent.mp4", 1.0, audio=False)
-    rc, err = _run(
-        capsys, "dub-video", "--video", silent, "--text", "Hi.", "--out", tmp_path / "a.mp4", *base
-    )
+    rc, err = _dub(capsys, silent, "Hi.", tmp_path / "a.mp4", *base)
     assert rc == 2 and "no audio track" in err and err.count("\n") == 1
     corrupt = tmp_path / "corrupt.mp4"
     corrupt.write_bytes(np.random.default_rng(0).bytes(3000))
-    rc, err = _run(
-        capsys, "dub-video", "--video", corrupt, "--text", "Hi.", "--out", tmp_path / "b.mp4", *base
-    )
+    rc, err = _dub(capsys, corrupt, "Hi.", tmp_path / "b.mp4", *base)
     assert rc == 2 and str(corrupt) in err and err.count("\n") == 1
     video = make_video(tmp_path / "v.mp4", 2.6, pauses=[(0.9, 1.1), (1.8, 2.0)])
-    rc, err = _run(
-        capsys,
-        "dub-video",
-        "--video",
-        video,
-        "--text",
-        "Only one sentence here",
-        "--out",
-        tmp_path / "c.mp4",
-        *base,
-    )
+    rc, err = _dub(capsys, video, "Only one sentence here", tmp_path / "c.mp4", *base)
     assert rc == 2 and "the text is empty for window 2 of 3" in err and err.count("\n") == 1
     blank = make_video(tmp_path / "blank.mp4", 1.0, blank=True, size=96)
-    rc, err = _run(
-        capsys,
-        "dub-video",
-        "--video",
-        blank,
-        "--text",
-        "Hi.",
-        "--out",
-        tmp_path / "d.mp4",
-        "--motion-extractor",
-        me,
-        *_model_args(assets, face_detector=None),
-        "-q",
-    )  # Haar
+    haar = ["--motion-extractor", me, *_model_args(assets, face_detector=None), "-q"]
+    rc, err = _dub(capsys, blank, "Hi.", tmp_path / "d.mp4", *haar)
     assert rc == 2 and "no face found" in err and err.count("\n") == 1
     assert not any((tmp_path / f"{name}.mp4").exists() for name in "abcd")
     assert not (tmp_path / "dub.json").exists()
@@ -272,14 +225,10 @@ def test_dub_video_bad_inputs_are_one_line(tmp_path, assets, capsys):
 def test_dub_video_rerender_pastes_faces_back(tmp_path, assets, capsys, tiny_lp):
     video = make_video(tmp_path / "talk.mp4", 0.8, size=64)
     out = tmp_path / "re.mp4"
-    rc, err = _run(
+    rc, err = _dub(
         capsys,
-        "dub-video",
-        "--video",
         video,
-        "--text",
         "Hello there.",
-        "--out",
         out,
         "--rerender",
         "--liveportrait",
