@@ -102,3 +102,43 @@ def read_losses(path: str | Path) -> dict[int, tuple[float, str]]:
         step, loss, ids = (line.split(" ") + [""])[:3]
         out[int(step)] = (float(loss), ids)
     return out
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "tests"
+
+
+def fit_argv(data: str | Path, root: str | Path, *extra: str) -> list[str]:
+    """``jam-flow fit`` of the tiny stage-2 config on ``data`` for one step (no validation, no media) under
+    ``root/fit``, then ``extra``."""
+    return [
+        "fit",
+        *("--config", str(CONFIGS / "tiny_stage2.yaml"), "--data.data_dir", str(data)),
+        *("--trainer.default_root_dir", str(Path(root) / "fit"), "--trainer.max_steps", "1"),
+        *("--trainer.limit_val_batches", "0", "--media.num_clips", "0"),
+        *extra,
+    ]
+
+
+def model_reader_argv(ckpt: str | Path, data: str | Path, root: str | Path) -> dict[str, list[str]]:
+    """The ``generate``, ``export`` and ``evaluate`` command lines that read the model file ``ckpt``, writing
+    under ``root``."""
+    ckpt, root = str(ckpt), Path(root)
+    return {
+        "generate": [
+            "generate",
+            "--task",
+            "text2av",
+            "--text",
+            "hi",
+            "--ckpt",
+            ckpt,
+            "--out",
+            str(root / "g"),
+        ],
+        "export": ["export", "--ckpt", ckpt, "--out", str(root / "e")],
+        "evaluate": [
+            "evaluate",
+            *("--ckpt", ckpt, "--data.data_dir", str(data), "--split", "test"),
+            *("--task", "audio2motion", "--out", str(root / "eval.json")),
+        ],
+    }

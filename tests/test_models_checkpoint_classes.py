@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 from inference_fixtures import tiny_meta, write_export, write_inputs, write_vocos
-from lightning_support import make_dataset
+from lightning_support import CONFIGS, fit_argv, make_dataset, model_reader_argv
 
 from jam_flow.cli import main
 from jam_flow.errors import InputError
@@ -28,8 +28,6 @@ from jam_flow.models.format import (
     read_model_file,
     read_torch_file,
 )
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "tests"
 
 
 def _lightning_ckpt(path: Path, net_spec: dict, hparams_net: dict, state: dict, meta: dict) -> Path:
@@ -104,45 +102,14 @@ def _one_line(capsys, argv: list[str]) -> str:
 
 
 def _fit(files, *extra: str) -> list[str]:
-    return [
-        "fit",
-        "--config",
-        str(CONFIGS / "tiny_stage2.yaml"),
-        "--data.data_dir",
-        str(files["data"]),
-        "--trainer.default_root_dir",
-        str(files["root"] / "fit"),
-        "--trainer.max_steps",
-        "1",
-        "--trainer.limit_val_batches",
-        "0",
-        "--media.num_clips",
-        "0",
-        *extra,
-    ]
+    return fit_argv(files["data"], files["root"], *extra)
 
 
 def _model_commands(files, ckpt: Path) -> dict[str, list[str]]:
     """Every command that reads a jam-flow model (a ``.ckpt`` or an export directory)."""
     root, data = files["root"], str(files["data"])
     return {
-        "generate": [
-            "generate",
-            "--task",
-            "text2av",
-            "--text",
-            "hi",
-            "--ckpt",
-            str(ckpt),
-            "--out",
-            str(root / "g"),
-        ],
-        "export": ["export", "--ckpt", str(ckpt), "--out", str(root / "e")],
-        "evaluate": [
-            "evaluate",
-            *("--ckpt", str(ckpt), "--data.data_dir", data, "--split", "test"),
-            *("--task", "audio2motion", "--out", str(root / "eval.json")),
-        ],
+        **model_reader_argv(ckpt, data, root),
         "evaluate --protocol": [
             "evaluate",
             *("--protocol", "dubbing", "--ckpt", str(files["export"]), str(ckpt)),

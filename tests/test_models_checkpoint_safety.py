@@ -11,13 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 from inference_fixtures import write_export
-from lightning_support import make_dataset
+from lightning_support import fit_argv, make_dataset, model_reader_argv
 
 from jam_flow.cli import main
 from jam_flow.errors import InputError
 from jam_flow.models.format import read_torch_file
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "tests"
 
 
 class _Payload:
@@ -69,51 +67,12 @@ def _one_line(capsys, argv: list[str], *expected: str) -> str:
 
 
 def _commands(files, ckpt: Path) -> dict[str, list[str]]:
-    root = files["root"]
-    fit = [
-        "fit",
-        "--config",
-        str(CONFIGS / "tiny_stage2.yaml"),
-        "--data.data_dir",
-        str(files["data"]),
-        "--trainer.default_root_dir",
-        str(root / "fit"),
-        "--trainer.max_steps",
-        "1",
-        "--trainer.limit_val_batches",
-        "0",
-        "--media.num_clips",
-        "0",
-    ]
+    data, root = files["data"], files["root"]
     return {
-        "generate": [
-            "generate",
-            "--task",
-            "text2av",
-            "--text",
-            "hi",
-            "--ckpt",
-            str(ckpt),
-            "--out",
-            str(root / "g"),
-        ],
-        "export": ["export", "--ckpt", str(ckpt), "--out", str(root / "e")],
-        "evaluate": [
-            "evaluate",
-            "--ckpt",
-            str(ckpt),
-            "--data.data_dir",
-            str(files["data"]),
-            "--split",
-            "test",
-            "--task",
-            "audio2motion",
-            "--out",
-            str(root / "eval.json"),
-        ],
-        "fit --ckpt_path": [*fit, "--ckpt_path", str(ckpt)],
-        "fit init_audio_from": [*fit, "--model.init_audio_from", str(ckpt)],
-        "fit init_motion_from": [*fit, "--model.init_motion_from", str(ckpt)],
+        **model_reader_argv(ckpt, data, root),
+        "fit --ckpt_path": fit_argv(data, root, "--ckpt_path", str(ckpt)),
+        "fit init_audio_from": fit_argv(data, root, "--model.init_audio_from", str(ckpt)),
+        "fit init_motion_from": fit_argv(data, root, "--model.init_motion_from", str(ckpt)),
     }
 
 
