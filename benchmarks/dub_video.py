@@ -79,34 +79,6 @@ def make_video(path: Path, seconds: float, size: int, seed: int = 0) -> Path:
     return path
 
 
-def toy_liveportrait():
-    """LivePortrait's five networks at toy widths (the render tests' sizes)."""
-    from jam_flow.liveportrait.appearance import AppearanceFeatureExtractor
-    from jam_flow.liveportrait.motion_extractor import MotionExtractor
-    from jam_flow.liveportrait.pipeline import LivePortraitModels
-    from jam_flow.liveportrait.spade import SPADEDecoder
-    from jam_flow.liveportrait.stitching import StitchingRetargetingModule
-    from jam_flow.liveportrait.warping import DenseMotionParams, WarpingNetwork
-
-    torch.manual_seed(0)
-    return LivePortraitModels(
-        F=AppearanceFeatureExtractor(
-            block_expansion=8, max_features=16, reshape_channel=4, reshape_depth=4, num_resblocks=1
-        ),
-        M=MotionExtractor(backbone="convnextv2_atto"),
-        W=WarpingNetwork(
-            block_expansion=2,
-            max_features=16,
-            reshape_channel=4,
-            dense_motion_params=DenseMotionParams(
-                block_expansion=4, max_features=16, num_blocks=2, reshape_depth=4, compress=1
-            ),
-        ),
-        G=SPADEDecoder(max_features=64, block_expansion=2, out_channels=4),
-        S=StitchingRetargetingModule(),
-    )
-
-
 def script(seconds: float) -> str:
     """Sentences of the bundled list, about 12 characters per second of video (a typical speaking rate)."""
     from importlib.resources import files
@@ -126,6 +98,7 @@ def run_case(seconds: float, args: argparse.Namespace) -> dict:
     from jam_flow.inference.bundle import load_bundle
     from jam_flow.inference.testing import joint_meta, vocos_config, write_random_export, write_random_vocos
     from jam_flow.liveportrait import MotionExtractor
+    from jam_flow.liveportrait.testing import tiny_models
     from jam_flow.models import tiny_joint_config
     from jam_flow.video import dub_video
 
@@ -138,7 +111,7 @@ def run_case(seconds: float, args: argparse.Namespace) -> dict:
         video = make_video(root / "in.mp4", seconds, args.size)
         make_s = time.perf_counter() - t0
         rerender = args.rerender
-        models = toy_liveportrait() if rerender else None
+        models = tiny_models() if rerender else None
         torch.manual_seed(0)
         extractor = models.M if rerender else MotionExtractor(backbone="convnextv2_atto").eval()
         cfg = PreprocessConfig(

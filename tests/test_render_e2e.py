@@ -11,45 +11,17 @@ import av
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from PIL import Image
 
 import jam_flow.liveportrait as lp
 from jam_flow.cli import main as cli_main
-from jam_flow.liveportrait.appearance import AppearanceFeatureExtractor
 from jam_flow.liveportrait.loading import resolve_weight_files
-from jam_flow.liveportrait.motion_extractor import MotionExtractor
-from jam_flow.liveportrait.pipeline import LivePortraitModels
-from jam_flow.liveportrait.spade import SPADEDecoder
-from jam_flow.liveportrait.stitching import StitchingRetargetingModule
-from jam_flow.liveportrait.warping import DenseMotionParams, WarpingNetwork
+from jam_flow.liveportrait.testing import tiny_models
 from jam_flow.render import render_talking_head
 from jam_flow.render.io import VideoWriter
 
 SR = 24000
 FPS = 25
-
-
-def tiny_models(seed: int = 0) -> LivePortraitModels:
-    """The five LivePortrait networks at toy widths (same code paths, ~1 s per frame on a loaded CPU)."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return LivePortraitModels(
-            F=AppearanceFeatureExtractor(
-                block_expansion=8, max_features=16, reshape_channel=4, reshape_depth=4, num_resblocks=1
-            ),
-            M=MotionExtractor(backbone="convnextv2_atto"),
-            W=WarpingNetwork(
-                block_expansion=2,
-                max_features=16,
-                reshape_channel=4,
-                dense_motion_params=DenseMotionParams(
-                    block_expansion=4, max_features=16, num_blocks=2, reshape_depth=4, compress=1
-                ),
-            ),
-            G=SPADEDecoder(max_features=64, block_expansion=2, out_channels=4),
-            S=StitchingRetargetingModule(),
-        )
 
 
 @pytest.fixture

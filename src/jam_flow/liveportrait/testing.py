@@ -1,4 +1,5 @@
-"""Test helpers: write a complete, random LivePortrait weights directory in the published layout.
+"""Test helpers: write a complete, random LivePortrait weights directory in the published layout, or build the
+five networks at toy widths (:func:`tiny_models`).
 
 Used by this package's tests and by other areas' tests (render, preprocessing) that
 need LivePortrait weights without downloading them.
@@ -15,11 +16,12 @@ from torch import nn
 from jam_flow.liveportrait.appearance import AppearanceFeatureExtractor
 from jam_flow.liveportrait.loading import WEIGHT_FILES
 from jam_flow.liveportrait.motion_extractor import MotionExtractor
+from jam_flow.liveportrait.pipeline import LivePortraitModels
 from jam_flow.liveportrait.spade import SPADEDecoder
 from jam_flow.liveportrait.stitching import StitchingRetargetingModule
-from jam_flow.liveportrait.warping import WarpingNetwork
+from jam_flow.liveportrait.warping import DenseMotionParams, WarpingNetwork
 
-__all__ = ["randomize_norm_stats", "write_random_weights"]
+__all__ = ["randomize_norm_stats", "tiny_models", "write_random_weights"]
 
 
 @torch.no_grad()
@@ -68,3 +70,26 @@ def write_random_weights(
         entries = {key: {f"module.{k}": v for k, v in state.items()} for key, state in entries.items()}
     torch.save(entries, paths["stitching_retargeting_module"])
     return paths
+
+
+def tiny_models(seed: int = 0) -> LivePortraitModels:
+    """The five LivePortrait networks at toy widths (the real code paths, ~1 s per frame on a loaded CPU), with
+    random weights; deterministic for a seed, the global RNG left untouched."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return LivePortraitModels(
+            F=AppearanceFeatureExtractor(
+                block_expansion=8, max_features=16, reshape_channel=4, reshape_depth=4, num_resblocks=1
+            ),
+            M=MotionExtractor(backbone="convnextv2_atto"),
+            W=WarpingNetwork(
+                block_expansion=2,
+                max_features=16,
+                reshape_channel=4,
+                dense_motion_params=DenseMotionParams(
+                    block_expansion=4, max_features=16, num_blocks=2, reshape_depth=4, compress=1
+                ),
+            ),
+            G=SPADEDecoder(max_features=64, block_expansion=2, out_channels=4),
+            S=StitchingRetargetingModule(),
+        )
