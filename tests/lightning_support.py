@@ -6,15 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jam_flow.data.format import (
-    ClipRecord,
-    DatasetInfo,
-    compute_stats,
-    write_clip,
-    write_dataset_json,
-    write_manifest,
-    write_stats,
-)
+from jam_flow.data.format import ClipRecord, write_clip, write_dataset
 from jam_flow.features import MelSettings, MotionSettings, audio_to_motion_frame, num_motion_frames
 
 SENTENCES = ["hello there", "a tiny clip", "lips move", "jam flow", "speech and motion", "one two three"]
@@ -71,9 +63,7 @@ def make_dataset(
             features="",
         )
         records.append(write_clip(root, rec, arrays))
-    write_manifest(root, records)
-    write_dataset_json(root, DatasetInfo(mel=mel_s, motion=mot_s, num_clips=len(records), source="test"))
-    write_stats(root, compute_stats(root, records))
+    write_dataset(root, records, mel_s, mot_s, "test")
     train = [r for r in records if r.split == "train"]
     for rec in train[:corrupt]:
         path = root / rec.features

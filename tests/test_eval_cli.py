@@ -10,15 +10,7 @@ import pytest
 import torch
 
 from jam_flow.cli import main as cli_main
-from jam_flow.data.format import (
-    ClipRecord,
-    DatasetInfo,
-    compute_stats,
-    write_clip,
-    write_dataset_json,
-    write_manifest,
-    write_stats,
-)
+from jam_flow.data.format import ClipRecord, write_clip, write_dataset
 from jam_flow.data.text import Vocab
 from jam_flow.errors import InputError
 from jam_flow.eval.cli import main as evaluate_main
@@ -58,9 +50,7 @@ def _write_dataset(root, source: str = "synth") -> None:
             "kp": rng.normal(0, 0.1, (m, 21, 3)),
         }
         records.append(write_clip(root, rec, arrays))
-    write_manifest(root, records)
-    write_dataset_json(root, DatasetInfo(mel=mel_s, motion=motion_s, num_clips=len(records), source=source))
-    write_stats(root, compute_stats(root, records))
+    write_dataset(root, records, mel_s, motion_s, source)
 
 
 @pytest.fixture(scope="module")

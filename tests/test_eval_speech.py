@@ -12,15 +12,7 @@ import pytest
 import torch
 
 from jam_flow.cli import main as cli_main
-from jam_flow.data.format import (
-    ClipRecord,
-    DatasetInfo,
-    compute_stats,
-    write_clip,
-    write_dataset_json,
-    write_manifest,
-    write_stats,
-)
+from jam_flow.data.format import ClipRecord, write_clip, write_dataset
 from jam_flow.errors import InputError
 from jam_flow.eval.judge import error_rates, train_judge
 from jam_flow.eval.metrics import AVOffset
@@ -101,9 +93,7 @@ def _write_toy_dataset(root: Path, texts: list[str], splits: list[str], mel_fn=_
         }
         rec = ClipRecord(f"clip{i:03d}", split, "spk0", duration, n, m, text, "")
         records.append(write_clip(root, rec, arrays))
-    write_manifest(root, records)
-    write_dataset_json(root, DatasetInfo(mel=mel_s, motion=motion_s, num_clips=len(records), source="test"))
-    write_stats(root, compute_stats(root, records))
+    write_dataset(root, records, mel_s, motion_s, "test")
     return root
 
 

@@ -69,6 +69,7 @@ __all__ = [
     "compute_stats",
     "accumulate_stats",
     "write_stats",
+    "write_dataset",
     "read_stats",
     "validate_dataset",
 ]
@@ -191,6 +192,16 @@ def write_stats(root: str | Path, stats: dict[str, Any]) -> Path:
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(stats) + "\n", encoding="utf-8")
     return path
+
+
+def write_dataset(
+    root: str | Path, records: list[ClipRecord], mel: MelSettings, motion: MotionSettings, source: str
+) -> None:
+    """Finish a dataset whose clips are written (:func:`write_clip`): the manifest, the training-split statistics,
+    then ``dataset.json``."""
+    write_manifest(root, records)
+    write_stats(root, compute_stats(root, records))
+    write_dataset_json(root, DatasetInfo(mel=mel, motion=motion, num_clips=len(records), source=source))
 
 
 def read_stats(root: str | Path) -> dict[str, np.ndarray]:

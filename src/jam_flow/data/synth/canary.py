@@ -16,15 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from jam_flow.data.format import (
-    ClipRecord,
-    DatasetInfo,
-    compute_stats,
-    write_clip,
-    write_dataset_json,
-    write_manifest,
-    write_stats,
-)
+from jam_flow.data.format import ClipRecord, write_clip, write_dataset
 from jam_flow.features import MelSettings, MotionSettings, num_motion_frames
 
 __all__ = ["TOKENS", "token_table", "build_canary_corpus"]
@@ -84,7 +76,5 @@ def build_canary_corpus(
             features="",
         )
         records.append(write_clip(out, rec, arrays))
-    write_manifest(out, records)
-    write_dataset_json(out, DatasetInfo(mel=mel_s, motion=mot_s, num_clips=len(records), source="canary"))
-    write_stats(out, compute_stats(out, records))
+    write_dataset(out, records, mel_s, mot_s, "canary")
     return records

@@ -21,15 +21,7 @@ import numpy as np
 import torch
 
 from jam_flow.data.audio import resample
-from jam_flow.data.format import (
-    ClipRecord,
-    DatasetInfo,
-    compute_stats,
-    write_clip,
-    write_dataset_json,
-    write_manifest,
-    write_stats,
-)
+from jam_flow.data.format import ClipRecord, write_clip, write_dataset
 from jam_flow.data.mel import log_mel
 from jam_flow.data.synth.espeak import synthesize
 from jam_flow.data.synth.motion import clip_motion, speaker_style
@@ -263,9 +255,5 @@ def build_corpus(
                 records.append(rec)
                 if log and (k % 100 == 0 or k == n_clips):
                     log(f"synth-corpus: {k}/{n_clips} clips ({time.perf_counter() - start:.1f} s)")
-    write_manifest(out, records)
-    write_stats(out, compute_stats(out, records))
-    write_dataset_json(
-        out, DatasetInfo(mel=cfg.mel, motion=cfg.motion, num_clips=len(records), source="synth")
-    )
+    write_dataset(out, records, cfg.mel, cfg.motion, "synth")
     return records
