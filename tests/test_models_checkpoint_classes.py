@@ -105,6 +105,20 @@ def _fit(files, *extra: str) -> list[str]:
     return fit_argv(files["data"], files["root"], *extra)
 
 
+def _dub_video(files) -> list[str]:
+    """``dub-video`` with its inputs (the model options follow)."""
+    inputs = files["inputs"]
+    return [
+        "dub-video",
+        "--video",
+        str(inputs["speech"]),
+        "--text",
+        "hi",
+        "--motion-extractor",
+        str(inputs["clip"]),
+    ]
+
+
 def _model_commands(files, ckpt: Path) -> dict[str, list[str]]:
     """Every command that reads a jam-flow model (a ``.ckpt`` or an export directory)."""
     root, data = files["root"], str(files["data"])
@@ -117,15 +131,7 @@ def _model_commands(files, ckpt: Path) -> dict[str, list[str]]:
         ],
         "demo": ["demo", "--ckpt", str(ckpt), "--device", "cpu", "--out", str(root / "demo")],
         "dub-video": [
-            "dub-video",
-            *(
-                "--video",
-                str(files["inputs"]["speech"]),
-                "--text",
-                "hi",
-                "--motion-extractor",
-                str(files["inputs"]["clip"]),
-            ),
+            *_dub_video(files),
             *("--ckpt", str(ckpt), "--out", str(root / "videos" / "dub.mp4"), "--device", "cpu", "-q"),
         ],
         "animate": [
@@ -195,15 +201,7 @@ def test_foreign_vocoder_and_feature_model_classes_are_refused(files, capsys):
         ],
         "demo --vocoder": ["demo", "--ckpt", str(files["export"]), "--device", "cpu", "--vocoder", vocos],
         "dub-video --vocoder": [
-            "dub-video",
-            *(
-                "--video",
-                str(files["inputs"]["speech"]),
-                "--text",
-                "hi",
-                "--motion-extractor",
-                str(files["inputs"]["clip"]),
-            ),
+            *_dub_video(files),
             *(
                 "--ckpt",
                 str(files["export"]),
