@@ -5,6 +5,7 @@ No tensors here.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -17,7 +18,17 @@ from typing import Any
 from jam_flow.atomic import atomic_file
 from jam_flow.errors import InputError
 
-__all__ = ["rel", "shown", "machine", "jam_flow_command", "spawn", "run_env", "write_json", "run_cli"]
+__all__ = [
+    "rel",
+    "shown",
+    "machine",
+    "jam_flow_command",
+    "spawn",
+    "run_env",
+    "write_json",
+    "run_cli",
+    "add_speech_eval_options",
+]
 
 
 def rel(path: str | Path) -> str:
@@ -91,3 +102,30 @@ def run_cli(main_fn: Any) -> None:
     except InputError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def add_speech_eval_options(
+    p: argparse.ArgumentParser, *, judge_minutes: float, eval_clips: int, max_lag: bool = False
+) -> None:
+    """The judge, learning-curve and sampling options both speech recipes take (the same names and meanings):
+    ``--judge-steps/--judge-minutes``, ``--eval-clips``, ``--curve-clips``, ``--curve-every``, ``--eval-batch``,
+    ``--nfe``, ``--cfg``, (``--max-lag``), ``--seed`` and ``--pocketsphinx``."""
+    p.add_argument("--judge-steps", type=int, default=1500, help="train-judge --steps")
+    p.add_argument("--judge-minutes", type=float, default=judge_minutes, help="train-judge --max-minutes")
+    p.add_argument(
+        "--eval-clips", type=int, default=eval_clips, help="held-out clips of the final evaluations"
+    )
+    p.add_argument("--curve-clips", type=int, default=16, help="held-out clips per learning-curve point")
+    p.add_argument("--curve-every", type=int, default=500, help="evaluate every N-th step's checkpoint")
+    p.add_argument("--eval-batch", type=int, default=8, help="clips generated together")
+    p.add_argument("--nfe", type=int, default=32, help="sampler NFE (default 32, the paper's)")
+    p.add_argument("--cfg", type=float, default=2.0, help="guidance scale γ (default 2, the paper's)")
+    if max_lag:
+        p.add_argument("--max-lag", type=int, default=10, help="A/V offset search range in motion frames")
+    p.add_argument("--seed", type=int, default=0, help="evaluation seed")
+    p.add_argument(
+        "--pocketsphinx",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="final evaluations: pocketsphinx WER",
+    )

@@ -43,7 +43,17 @@ from pathlib import Path
 from typing import Any
 
 from jam_flow.errors import ArgumentParser, InputError
-from jam_flow.recipes.common import jam_flow_command, machine, rel, run_cli, run_env, shown, spawn, write_json
+from jam_flow.recipes.common import (
+    add_speech_eval_options,
+    jam_flow_command,
+    machine,
+    rel,
+    run_cli,
+    run_env,
+    shown,
+    spawn,
+    write_json,
+)
 from jam_flow.recipes.synth_audio import _cached, _checkpoints, _heldout_split, _judge
 
 __all__ = ["main", "targets"]
@@ -382,22 +392,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-train", action="store_true", help="start no training: use the checkpoints so far")
     p.add_argument("--stage1-only", action="store_true", help="stop after stage 1 (its section only)")
-    p.add_argument("--judge-steps", type=int, default=1500, help="train-judge --steps")
-    p.add_argument("--judge-minutes", type=float, default=10.0, help="train-judge --max-minutes")
-    p.add_argument("--eval-clips", type=int, default=30, help="held-out clips of the final evaluations")
-    p.add_argument("--curve-clips", type=int, default=16, help="held-out clips per learning-curve point")
     p.add_argument("--probe-clips", type=int, default=24, help="held-out clips of the text-use probe")
-    p.add_argument("--curve-every", type=int, default=500, help="evaluate every N-th step's checkpoint")
-    p.add_argument("--eval-batch", type=int, default=8, help="clips generated together")
-    p.add_argument("--nfe", type=int, default=32, help="sampler NFE (default 32, the paper's)")
-    p.add_argument("--cfg", type=float, default=2.0, help="guidance scale γ (default 2, the paper's)")
-    p.add_argument("--seed", type=int, default=0, help="evaluation seed")
-    p.add_argument(
-        "--pocketsphinx",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="final evaluations: pocketsphinx WER",
-    )
+    add_speech_eval_options(p, judge_minutes=10.0, eval_clips=30)
     return p
 
 

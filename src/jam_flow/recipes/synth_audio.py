@@ -41,7 +41,17 @@ from pathlib import Path
 from typing import Any
 
 from jam_flow.errors import ArgumentParser, InputError
-from jam_flow.recipes.common import jam_flow_command, machine, rel, run_cli, run_env, shown, spawn, write_json
+from jam_flow.recipes.common import (
+    add_speech_eval_options,
+    jam_flow_command,
+    machine,
+    rel,
+    run_cli,
+    run_env,
+    shown,
+    spawn,
+    write_json,
+)
 
 __all__ = ["main", "project_steps", "TARGETS"]
 
@@ -314,28 +324,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="evaluate the learning-curve checkpoints only (no final numbers)",
     )
-    p.add_argument("--judge-steps", type=int, default=1500, help="train-judge --steps")
-    p.add_argument("--judge-minutes", type=float, default=30.0, help="train-judge --max-minutes")
-    p.add_argument("--eval-clips", type=int, default=32, help="held-out clips of the final evaluation")
-    p.add_argument("--curve-clips", type=int, default=16, help="held-out clips per learning-curve point")
+    add_speech_eval_options(p, judge_minutes=30.0, eval_clips=32, max_lag=True)
     p.add_argument(
         "--final-tasks",
         nargs="+",
         choices=FINAL_TASKS,
         default=list(FINAL_TASKS),
         help="tasks of the final evaluation (default: all four)",
-    )
-    p.add_argument("--curve-every", type=int, default=500, help="evaluate every N-th step's checkpoint")
-    p.add_argument("--eval-batch", type=int, default=8, help="clips generated together")
-    p.add_argument("--nfe", type=int, default=32, help="sampler NFE (default 32, the paper's)")
-    p.add_argument("--cfg", type=float, default=2.0, help="guidance scale γ (default 2, the paper's)")
-    p.add_argument("--max-lag", type=int, default=10, help="A/V offset search range in motion frames")
-    p.add_argument("--seed", type=int, default=0, help="evaluation seed")
-    p.add_argument(
-        "--pocketsphinx",
-        choices=("auto", "on", "off"),
-        default="auto",
-        help="final evaluation: pocketsphinx WER",
     )
     return p
 
