@@ -170,3 +170,39 @@ def test_slurm_template_parses_and_uses_real_options(capsys):
     options = set(re.findall(r"--[a-z_]+(?:\.[a-z_]+)*", capsys.readouterr().out))
     used = set(re.findall(r"--(?:trainer|data)\.[a-z_]+", text))
     assert used and used <= options, used - options
+
+
+class _FakeS3:
+    """The few S3 calls packing makes, over a dict (key -> bytes); ``fail_upload`` breaks the n-th upload."""
+
+    def __init__(self, objects: dict[str, bytes], fail_upload: int | None = None) -> None:
+        self.objects, self.fail_upload, self.uploads = objects, fail_upload, 0
+
+    def list_objects_v2(self, Bucket, Prefix, **_):  # noqa: N803 (boto3's names)
+        return {"Contents": [{"Key": k} for k in sorted(self.objects) if k.startswith(Prefix)]}
+
+    def delete_objects(self, Bucket, Delete):  # noqa: N803
+        for obj in Delete["Objects"]:
+            self.objects.pop(obj["Key"], None)
+
+    def upload_file(self, filename, bucket, key):
+        self.uploads += 1
+        if self.uploads == self.fail_upload:
+            raise OSError("connection reset")
+        self.objects[key] = Path(filename).read_bytes()
+
+
+def test_s3_overwrite_removes_the_old_pack_only_after_the_new_one_is_uploaded(source, monkeypatch):
+    import jam_flow.data.packed as packed_mod
+    from jam_flow.errors import InputError
+
+    old = {"pre/pack.json": b"{}", "pre/old-0.bin": b"old", "pre/stale-9-9.bin": b"old"}
+    fake = _FakeS3(dict(old), fail_upload=2)
+    monkeypatch.setattr(packed_mod, "_s3_client", lambda: fake)
+    with pytest.raises(InputError, match="cannot upload"):
+        pack_dataset(source, "s3://bucket/pre", shard_size_mb=1, overwrite=True)
+    assert all(fake.objects[k] == v for k, v in old.items())  # a failed upload deletes nothing
+    fake.fail_upload = None
+    pack_dataset(source, "s3://bucket/pre", shard_size_mb=1, overwrite=True)
+    assert "pre/stale-9-9.bin" not in fake.objects  # the old pack's leftovers go after the upload
+    assert json.loads(fake.objects["pre/pack.json"])["num_items"] == 17

@@ -254,10 +254,12 @@ def pack_dataset(
         raise InputError(f"{src / 'manifest.jsonl'}: no clip to pack")
     if is_remote(out):
         bucket, prefix = _split_s3(out)
-        _check_remote_out(bucket, prefix, overwrite)
+        old_keys = _check_remote_out(bucket, prefix, overwrite)
         with tempfile.TemporaryDirectory(prefix="jam-flow-pack-") as tmp:
             pack = _write_pack(src, Path(tmp) / "pack", records, info, shard_size_mb, workers)
-            _upload(Path(tmp) / "pack", bucket, prefix)
+            new_keys = _upload(Path(tmp) / "pack", bucket, prefix)
+        # the replaced pack's objects go only once the new pack is written and uploaded (pack.json last)
+        _delete_keys(bucket, sorted(set(old_keys) - new_keys))
         return pack
     with replace_dir(out, overwrite, _owned) as tmp:
         return _write_pack(src, tmp, records, info, shard_size_mb, workers)
@@ -326,7 +328,9 @@ def _check_order(dest: Path, records: list[ClipRecord]) -> list[str]:
     return failed
 
 
-def _check_remote_out(bucket: str, prefix: str, overwrite: bool) -> None:
+def _check_remote_out(bucket: str, prefix: str, overwrite: bool) -> list[str]:
+    """The keys already under ``s3://bucket/prefix``: none, or (with ``overwrite``) a packed dataset's, which
+    :func:`pack_dataset` deletes after the new pack is uploaded. Deletes nothing itself."""
     client = _s3_client()
     url = f"s3://{bucket}/{prefix}"
     try:
@@ -334,11 +338,16 @@ def _check_remote_out(bucket: str, prefix: str, overwrite: bool) -> None:
     except Exception as err:
         raise InputError(f"--out: cannot list {url} ({_s3_error(err)})") from err
     if not keys:
-        return
+        return keys
     if not overwrite:
         raise InputError(f"--out: {url} is not empty (pass --overwrite to replace a packed dataset)")
     if f"{prefix}/{PACK_FILE}".lstrip("/") not in keys:
         raise InputError(f"--out: refusing to replace {url}: it holds no {PACK_FILE} (not a packed dataset)")
+    return keys
+
+
+def _delete_keys(bucket: str, keys: list[str]) -> None:
+    client = _s3_client()
     for start in range(0, len(keys), 1000):
         batch = [{"Key": k} for k in keys[start : start + 1000]]
         client.delete_objects(Bucket=bucket, Delete={"Objects": batch})
@@ -355,8 +364,10 @@ def _list_keys(client, bucket: str, prefix: str) -> list[str]:
         kwargs["ContinuationToken"] = resp["NextContinuationToken"]
 
 
-def _upload(folder: Path, bucket: str, prefix: str) -> None:
+def _upload(folder: Path, bucket: str, prefix: str) -> set[str]:
+    """Upload the pack in ``folder`` (shards and litdata's index first, pack.json last); returns the keys."""
     client = _s3_client()
+    uploaded: set[str] = set()
     names = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name not in META_FILES)
     for name in [*names, *META_FILES]:  # shards and litdata's index first, pack.json last
         key = f"{prefix}/{name}" if prefix else name
@@ -364,6 +375,8 @@ def _upload(folder: Path, bucket: str, prefix: str) -> None:
             client.upload_file(str(folder / name), bucket, key)
         except Exception as err:
             raise InputError(f"--out: cannot upload s3://{bucket}/{key} ({_s3_error(err)})") from err
+        uploaded.add(key)
+    return uploaded
 
 
 # ----------------------------------------------------------------------------------------------------- reading
