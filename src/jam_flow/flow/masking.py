@@ -421,6 +421,15 @@ def _config_flags(code: int, flags: dict[str, Tensor], a_hid: Tensor, m_hid: Ten
     return unconditional_flags(CONFIG_MODES[code], flags, a_hid, m_hid)
 
 
+def _apply_config(
+    code: int, chosen: Tensor, flags: dict[str, Tensor], a_hid: Tensor, m_hid: Tensor
+) -> dict[str, Tensor]:
+    """``flags`` with configuration ``code``'s switches (:func:`_config_flags`) where ``chosen [b]`` is True."""
+    return {
+        k: torch.where(chosen, v2, flags[k]) for k, v2 in _config_flags(code, flags, a_hid, m_hid).items()
+    }
+
+
 _COND_FIELDS = (
     ("drop_audio_cond", "cond_audio"),
     ("drop_motion_cond", "cond_motion"),
@@ -459,10 +468,7 @@ def sample_dropout(
         for code in (CONFIG_JOINT, CONFIG_F5, CONFIG_ALL):
             chosen = config == code
             if bool(chosen.any()):
-                flags = {
-                    k: torch.where(chosen, v2, flags[k])
-                    for k, v2 in _config_flags(code, flags, a_hid, m_hid).items()
-                }
+                flags = _apply_config(code, chosen, flags, a_hid, m_hid)
         return DropFlags(**{k: flags[k] for k in DropFlags._SWITCHES}, config=config)
 
     u = torch.rand(5, b, generator=generator)
@@ -492,16 +498,10 @@ def sample_dropout(
     }
     flags.update(audio_sees_motion=on.clone(), motion_sees_audio=on.clone())
     joint = coin(4, cfg.joint_attention, forced_p["joint"])
-    flags = {
-        k: torch.where(joint, v2, flags[k])
-        for k, v2 in _config_flags(CONFIG_JOINT, flags, a_hid, m_hid).items()
-    }
+    flags = _apply_config(CONFIG_JOINT, joint, flags, a_hid, m_hid)
     for code in codes:
         chosen = config == code
         if bool(chosen.any()):
-            flags = {
-                k: torch.where(chosen, v2, flags[k])
-                for k, v2 in _config_flags(code, flags, a_hid, m_hid).items()
-            }
+            flags = _apply_config(code, chosen, flags, a_hid, m_hid)
     config = torch.where((config == CONFIG_NONE) & joint, CONFIG_JOINT, config)
     return DropFlags(**{k: flags[k] for k in DropFlags._SWITCHES}, config=config)
