@@ -39,12 +39,12 @@ from jam_flow.flow.masking import (
 
 __all__ = ["MARGINALS", "measure_dropout_rates", "rates_table", "main"]
 
-# condition -> (switch, dropped when the switch is ...)
+# condition -> its drop switch (True = dropped)
 MARGINALS = {
-    "text": ("drop_text", True),
-    "cond_audio": ("drop_audio_cond", True),
-    "cond_motion": ("drop_motion_cond", True),
-    "rest_motion": ("drop_rest", True),
+    "text": "drop_text",
+    "cond_audio": "drop_audio_cond",
+    "cond_motion": "drop_motion_cond",
+    "rest_motion": "drop_rest",
 }
 
 
@@ -60,7 +60,7 @@ def measure_dropout_rates(
     a_off = a_hid & ~f.audio_sees_motion
     joint_off = (~a_hid | ~f.audio_sees_motion) & (~m_hid | ~f.motion_sees_audio)
     joint_on = f.audio_sees_motion & f.motion_sees_audio
-    marginal = {name: f.__dict__[sw].double().mean().item() for name, (sw, _) in MARGINALS.items()}
+    marginal = {name: f.__dict__[sw].double().mean().item() for name, sw in MARGINALS.items()}
     marginal["joint_attention"] = (~f.audio_sees_motion | ~f.motion_sees_audio).double().mean().item()
     audio_kept = ~a_hid | (~f.drop_audio_cond & ~f.drop_text)
     motion_kept = ~m_hid | ~f.drop_motion_cond
