@@ -45,7 +45,7 @@ from jam_flow.data.format import (
     write_stats,
 )
 from jam_flow.data.mel import log_mel
-from jam_flow.data.segments import ClipFailure, ClipMotion, cut_points
+from jam_flow.data.segments import ClipFailure, ClipMotion, cut_points, extract_batch, motion_arrays
 from jam_flow.data.shards import in_shard, parse_shard, write_failures, write_shard
 from jam_flow.data.sources import DATASETS, SourceClip, discover
 from jam_flow.errors import ArgumentParser, InputError
@@ -161,45 +161,25 @@ def _face_boxes(path: Path, n_frames: int, cfg: PreprocessConfig, detector) -> l
     return smooth_boxes(filled, cfg.box_smoothing)
 
 
-@torch.no_grad()
 def _extract_motion(
     path: Path, n_frames: int, boxes, cfg: PreprocessConfig, extractor, on_frames=None
 ) -> dict[str, np.ndarray]:
     from jam_flow.liveportrait.face import crop_face
-    from jam_flow.liveportrait.keypoints import refine_kp_info
 
     outs: dict[str, list[np.ndarray]] = {}
     batch: list[np.ndarray] = []
-
-    def flush() -> None:
-        img = torch.from_numpy(np.stack(batch)).to(cfg.device)
-        info = refine_kp_info(extractor(img))
-        for key, val in info.items():
-            outs.setdefault(key, []).append(val.float().cpu().numpy())
-        batch.clear()
-
     for j, rgb in _selected_frames(path, n_frames, cfg.motion.fps):
         crop, _ = crop_face(rgb, boxes[j], size=cfg.crop_size, scale=cfg.crop_scale, vy_ratio=cfg.crop_vy)
         batch.append(crop)
         if len(batch) == cfg.batch_size:
-            flush()
+            extract_batch(extractor, batch, cfg.device, outs)
             if on_frames is not None:
                 on_frames(j + 1)
     if batch:
-        flush()
+        extract_batch(extractor, batch, cfg.device, outs)
     if on_frames is not None:
         on_frames(n_frames)
-    cat = {key: np.concatenate(vals) for key, vals in outs.items()}
-    m = n_frames
-    return {
-        "exp": cat["exp"].reshape(m, -1, 3),
-        "kp": cat["kp"].reshape(m, -1, 3),
-        "pitch": cat["pitch"].reshape(m),
-        "yaw": cat["yaw"].reshape(m),
-        "roll": cat["roll"].reshape(m),
-        "t": cat["t"].reshape(m, 3),
-        "scale": cat["scale"].reshape(m, 1),
-    }
+    return motion_arrays(outs, n_frames)
 
 
 # public names of the streaming steps (other commands reuse them: dub-video, animate)

@@ -57,6 +57,34 @@ def cut_points(
     return list(zip(bounds[:-1], bounds[1:], strict=True))
 
 
+@torch.no_grad()
+def extract_batch(extractor, batch: list[np.ndarray], device: Any, outs: dict[str, list[np.ndarray]]) -> None:
+    """Run the motion extractor on the crops in ``batch`` (then emptied) and append each refined keypoint
+    quantity to ``outs[key]``."""
+    from jam_flow.liveportrait.keypoints import refine_kp_info
+
+    img = torch.from_numpy(np.stack(batch)).to(device)
+    info = refine_kp_info(extractor(img))
+    for key, val in info.items():
+        outs.setdefault(key, []).append(val.float().cpu().numpy())
+    batch.clear()
+
+
+def motion_arrays(outs: dict[str, list[np.ndarray]], m: int) -> dict[str, np.ndarray]:
+    """The clip arrays (``exp``/``kp`` [m, k, 3], ``pitch``/``yaw``/``roll`` [m], ``t`` [m, 3], ``scale``
+    [m, 1]) from the per-batch outputs that :func:`extract_batch` collected."""
+    cat = {key: np.concatenate(vals) for key, vals in outs.items()}
+    return {
+        "exp": cat["exp"].reshape(m, -1, 3),
+        "kp": cat["kp"].reshape(m, -1, 3),
+        "pitch": cat["pitch"].reshape(m),
+        "yaw": cat["yaw"].reshape(m),
+        "roll": cat["roll"].reshape(m),
+        "t": cat["t"].reshape(m, 3),
+        "scale": cat["scale"].reshape(m, 1),
+    }
+
+
 class ClipMotion:
     """One clip's motion from its frames, pushed in order (see the module docstring).
 
@@ -106,18 +134,7 @@ class ClipMotion:
         self._emit(final=True)
         if self.batch:
             self._flush()
-        cat = {key: np.concatenate(vals) for key, vals in self.outs.items()}
-        m = self.n
-        arrays = {
-            "exp": cat["exp"].reshape(m, -1, 3),
-            "kp": cat["kp"].reshape(m, -1, 3),
-            "pitch": cat["pitch"].reshape(m),
-            "yaw": cat["yaw"].reshape(m),
-            "roll": cat["roll"].reshape(m),
-            "t": cat["t"].reshape(m, 3),
-            "scale": cat["scale"].reshape(m, 1),
-        }
-        return arrays, self.boxes
+        return motion_arrays(self.outs, self.n), self.boxes
 
     def _no_face(self, tries: int) -> None:
         raise ClipFailure("no-face", f"a face was found in {len(self.found)} of {tries} sampled frames")
@@ -161,12 +178,5 @@ class ClipMotion:
             for k in [k for k in self.filled if k < i - self.half]:
                 del self.filled[k]
 
-    @torch.no_grad()
     def _flush(self) -> None:
-        from jam_flow.liveportrait.keypoints import refine_kp_info
-
-        img = torch.from_numpy(np.stack(self.batch)).to(self.cfg.device)
-        info = refine_kp_info(self.extractor(img))
-        for key, val in info.items():
-            self.outs.setdefault(key, []).append(val.float().cpu().numpy())
-        self.batch.clear()
+        extract_batch(self.extractor, self.batch, self.cfg.device, self.outs)
