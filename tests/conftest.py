@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -17,3 +18,14 @@ torch.set_num_threads(1)
 def _seed_everything():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(scope="module")
+def extractor_ckpt(tmp_path_factory) -> Path:
+    """A randomly initialised LivePortrait motion extractor checkpoint (seed 0), one per test module."""
+    from jam_flow.liveportrait import MotionExtractor
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("lp") / "motion_extractor.pth"
+    torch.save(MotionExtractor().state_dict(), path)
+    return path

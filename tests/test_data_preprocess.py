@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 av = pytest.importorskip("av")
 
@@ -61,16 +60,6 @@ def make_video(
                     c.mux(pkt)
             for pkt in astream.encode(None):
                 c.mux(pkt)
-    return path
-
-
-@pytest.fixture(scope="module")
-def extractor_ckpt(tmp_path_factory) -> Path:
-    from jam_flow.liveportrait import MotionExtractor
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("lp") / "motion_extractor.pth"
-    torch.save(MotionExtractor().state_dict(), path)
     return path
 
 

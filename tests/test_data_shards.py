@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 av = pytest.importorskip("av")
 
@@ -21,16 +20,6 @@ from jam_flow.data.segments import ClipMotion, cut_points  # noqa: E402
 from jam_flow.data.shards import in_shard, parse_shard  # noqa: E402
 from jam_flow.data.sources import discover  # noqa: E402
 from jam_flow.errors import InputError  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def extractor_ckpt(tmp_path_factory) -> Path:
-    from jam_flow.liveportrait import MotionExtractor
-
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("lp") / "motion_extractor.pth"
-    torch.save(MotionExtractor().state_dict(), path)
-    return path
 
 
 def _argv(root: Path, out: Path, ckpt: Path, *extra: str) -> list[str]:
