@@ -527,8 +527,3 @@ def _fit(track: np.ndarray, m: int) -> np.ndarray:
     if track.shape[0] >= m:
         return track[:m]
     return np.concatenate([track, np.repeat(track[-1:], m - track.shape[0], axis=0)])
-
-
-def window_table(result: LongResult) -> list[dict[str, Any]]:
-    """The windows as JSON-ready dicts (seconds and frames)."""
-    return [w.seconds(result.fps) for w in result.windows]
