@@ -32,6 +32,7 @@ __all__ = [
     "ReferenceAudio",
     "MotionInput",
     "load_reference",
+    "reference_loudness",
     "load_motion",
 ]
 
@@ -116,6 +117,14 @@ def load_reference(
         wave = wave * (TARGET_RMS / rms)
     mel = log_mel(wave, s)[: keep // s.hop_length]
     return ReferenceAudio(wave=wave.astype(np.float32), rms=rms, mel=mel, source=source)
+
+
+def reference_loudness(wave: np.ndarray, ref: ReferenceAudio | None) -> np.ndarray:
+    """Generated speech ``wave [s]`` back to the loudness of a quiet reference (F5-TTS: :func:`load_reference`
+    scaled it up to ``TARGET_RMS``); unchanged without a reference or with a loud enough one."""
+    if ref is not None and ref.rms < TARGET_RMS:
+        return wave * (ref.rms / TARGET_RMS)
+    return wave
 
 
 def _fps_from_sidecar(path: Path) -> tuple[float | None, Path | None]:

@@ -96,6 +96,7 @@ from jam_flow.inference.inputs import (
     _rms,
     load_motion,
     load_reference,
+    reference_loudness,
 )
 from jam_flow.inference.outputs import VOCODER_CAUSES, check_finite
 from jam_flow.inference.result import GenerationResult, Used, generation_record, new_result
@@ -276,10 +277,7 @@ def _speech_inputs(
 def _finish_speech(
     bundle: ModelBundle, mel: torch.Tensor, ref: ReferenceAudio | None, vocoder: Vocoder | None, task: str
 ) -> np.ndarray:
-    wave = _vocode(mel, vocoder, bundle, task)
-    if ref is not None and ref.rms < TARGET_RMS:
-        wave = wave * (ref.rms / TARGET_RMS)  # F5-TTS: back to the reference loudness
-    return wave
+    return reference_loudness(_vocode(mel, vocoder, bundle, task), ref)
 
 
 # the tasks --------------------------------------------------------------------------------------------------------

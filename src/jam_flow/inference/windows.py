@@ -68,13 +68,13 @@ from jam_flow.inference.cutting import (
     split_sentences,
 )
 from jam_flow.inference.inputs import (
-    TARGET_RMS,
     AudioLike,
     ReferenceAudio,
     _encode_text,
     _generated_frames,
     _join_text,
     load_reference,
+    reference_loudness,
 )
 from jam_flow.inference.outputs import VOCODER_CAUSES, check_finite
 from jam_flow.inference.result import generation_record
@@ -335,8 +335,7 @@ def dub_long(
         piece = _vocode(mel, voc, "dub", clock)
         crossfade(wave_out, piece, a0 * hop, win.context * hop)
     _progress(progress, "windows", len(windows), len(windows))
-    if ref is not None and ref.rms < TARGET_RMS:
-        wave_out *= ref.rms / TARGET_RMS
+    wave_out = reference_loudness(wave_out, ref)
     result = LongResult("dub", s.sample_rate, f.fps, windows, mel=mel_out, wave=wave_out, motion=exp)
     result.model_seconds, result.vocoder_seconds = clock.model, clock.vocoder
     _record(
@@ -496,8 +495,7 @@ def text2av_long(
         mouth_out[win.start : win.end] = mouth_gen[win.context : m_win]
         crossfade(wave_out, _vocode(mel, voc, "text2av", clock), a0 * hop, win.context * hop)
     _progress(progress, "windows", len(windows), len(windows))
-    if ref is not None and ref.rms < TARGET_RMS:
-        wave_out *= ref.rms / TARGET_RMS
+    wave_out = reference_loudness(wave_out, ref)
     exp = bundle.denormalise_motion(mouth_out).numpy()
     exp = _smooth_mouth(exp, [w.start for w in windows[1:]], f.mouth_indices)
     result = LongResult("text2av", s.sample_rate, f.fps, windows, mel=mel_out, wave=wave_out, motion=exp)
