@@ -26,6 +26,7 @@ from jam_flow.data.audio import decode_audio_av, resample
 from jam_flow.data.preprocess import PreprocessConfig
 from jam_flow.errors import InputError
 from jam_flow.flow.sampler import SamplerSettings
+from jam_flow.inference.cutting import round_block
 from jam_flow.inference.inputs import _read_wave
 from jam_flow.inference.outputs import check_finite, write_motion, write_wav
 from jam_flow.inference.windows import (
@@ -171,7 +172,7 @@ def _default_reference(
     voiced = np.flatnonzero(energy > energy.max() - 30.0)
     start = int(voiced[0]) if voiced.size else 0
     frames = min(int(DEFAULT_REF_SECONDS * f.fps), max_given_frames(first_window), m - start)
-    frames = max(BLOCK, frames // BLOCK * BLOCK)
+    frames = max(BLOCK, round_block(frames))
     return (speech[start * hop : (start + frames) * hop], s.sample_rate), start, frames
 
 
@@ -230,8 +231,9 @@ def dub_video(
     ref_source = str(ref_audio) if ref_audio is not None else "the video's own speech"
     ref_exp = None
     if ref_audio is None:
-        window_frames = int(window_s * f.fps) // BLOCK * BLOCK
-        ref_audio, ref_start, ref_frames = _default_reference(speech, bundle, min(m, window_frames))
+        ref_audio, ref_start, ref_frames = _default_reference(
+            speech, bundle, min(m, round_block(window_s * f.fps))
+        )
         ref_exp = arrays["exp"][ref_start : ref_start + ref_frames]
         if ref_text is not None:
             raise InputError(
